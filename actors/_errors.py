@@ -1,0 +1,88 @@
+"""Errors, named for who is at fault.
+
+- The caller's misuse: :class:`ConfigError`, :class:`CacheClosed`, :class:`Overloaded`.
+- What recovery found on disk: :class:`JournalCorruption` (a torn tail is not an error:
+  it is repaired and reported, see :class:`TornTail`).
+- The journal's own I/O: :class:`JournalFailed`, :class:`JournalLocked`, :class:`JournalFull`.
+- The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`.
+- The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
+"""
+
+from __future__ import annotations
+
+
+class WritebehindError(Exception):
+    """Base class of every error writebehind raises on purpose."""
+
+
+class ConfigError(WritebehindError, ValueError):
+    """The configuration is invalid or cannot honour what it declares."""
+
+
+class CacheClosed(WritebehindError):
+    """The cache is not running (not started yet, shutting down, or stopped)."""
+
+
+class Overloaded(WritebehindError):
+    """Backpressure: too many dirty entries, or the oldest is too old, and the config says raise."""
+
+
+class JournalError(WritebehindError):
+    """Base class of journal errors."""
+
+
+class JournalCorruption(JournalError):
+    """Damage that is not a torn tail: refuse to start unless the operator asks for repair."""
+
+    def __init__(self, message: str, *, path: str, offset: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+
+class JournalLocked(JournalError):
+    """Another process holds the journal directory."""
+
+    def __init__(self, message: str, *, path: str, holder_pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder_pid = holder_pid
+
+
+class JournalFailed(JournalError):
+    """The journal instance hit an I/O error (such as EIO on fsync) and is unusable.
+
+    No caller is ever told "durable" after this; reopen the journal to recover.
+    """
+
+
+class JournalFull(JournalFailed):
+    """The disk is full (ENOSPC); what was synced before stays readable."""
+
+
+class JournalClosed(JournalError):
+    """The journal was closed while the caller waited; the write may or may not be durable."""
+
+
+class StoreError(WritebehindError):
+    """Base class of store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient store failure: retried with backoff."""
+
+
+class StoreRejected(StoreError):
+    """The store permanently refused one record: it goes to the quarantine."""
+
+
+class SchemaMismatch(StoreError):
+    """The store's schema version is not one this writebehind understands."""
+
+
+class ShardCrashed(WritebehindError):
+    """The shard crashed while this write was in flight: it may or may not have happened."""
+
+
+class TooManyRestarts(WritebehindError):
+    """An actor crashed more often than the restart intensity allows; the service stopped."""
