@@ -1,0 +1,29 @@
+"""The durable dirty journal: a segmented write-ahead log with group commit.
+
+The codec (:mod:`._codec`) and scanner (:mod:`._scan`) are pure; :class:`Journal` is the
+trio shell that does all of its I/O through a :class:`FileSystem`.
+"""
+
+from ._codec import JournalRecord, RecordKind, SegmentHeader
+from ._fs import FileSystem, OsFileSystem, SimulatedCrash, SimulatedFileSystem
+from ._journal import Journal, JournalStatistics
+from ._recovery import RecoveryReport, RepairReport
+from ._scan import JournalScan, TornTail, scan_journal, scan_segment
+
+__all__ = [
+    "FileSystem",
+    "Journal",
+    "JournalRecord",
+    "JournalScan",
+    "JournalStatistics",
+    "OsFileSystem",
+    "RecordKind",
+    "RecoveryReport",
+    "RepairReport",
+    "SegmentHeader",
+    "SimulatedCrash",
+    "SimulatedFileSystem",
+    "TornTail",
+    "scan_journal",
+    "scan_segment",
+]

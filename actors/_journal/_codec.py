@@ -1,0 +1,213 @@
+"""The journal's byte format: segment headers and record frames (pure, no I/O).
+
+A segment file is one :class:`SegmentHeader` followed by record frames::
+
+    frame   := length:u32 crc:u32 kind:u8 payload[length]
+    payload := seq:u64 version:i64 key_len:u32 key[key_len] value_len:u32 value[value_len]
+
+All integers are little-endian. ``value_len == 0xFFFFFFFF`` is the tombstone (no value).
+``crc`` is CRC-32 of ``length || kind || payload`` started from the CRC-32 of the segment's
+generation salt, so bytes left over from another generation never validate.
+See ``specs/journal-format.md`` for the full grammar and the recovery rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+
+import attrs
+
+MAGIC = b"WBJOURNL"
+FORMAT_VERSION = 1
+
+_HEADER_BODY = struct.Struct("<8sHHIQQ")  # magic, format, flags, shard_id, salt, first_seq
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER_BODY.size + _CRC.size  # 36
+
+_FRAME = struct.Struct("<IIB")  # length, crc, kind
+FRAME_HEADER_SIZE = _FRAME.size  # 9
+_FIXED = struct.Struct("<QqI")  # seq, version, key_len
+_VALUE_LEN = struct.Struct("<I")
+_TOMBSTONE = 0xFFFFFFFF
+MIN_PAYLOAD = _FIXED.size + _VALUE_LEN.size  # 24
+# Anything longer is a damaged length field, not a record: refuse before trusting it.
+MAX_PAYLOAD = 1 << 30
+
+
+class RecordKind(enum.IntEnum):
+    """What a journal record says happened."""
+
+    PUT = 1
+    DELETE = 2
+    CHECKPOINT = 3
+
+    def __repr__(self) -> str:
+        # Valid Python, so Hypothesis can print failing steps as a replayable program.
+        return f"RecordKind.{self.name}"
+
+
+def salt_seed(salt: int) -> int:
+    """The CRC starting value for frames of a segment with this generation salt."""
+    return zlib.crc32(salt.to_bytes(8, "little"))
+
+
+@attrs.frozen
+class JournalRecord:
+    """One journal entry. DELETE and CHECKPOINT carry no value; CHECKPOINT's key is ``""``
+    and its ``version`` is the persisted mark ("everything <= version is in the store")."""
+
+    seq: int
+    kind: RecordKind
+    key: str
+    value: bytes | None
+    version: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind == RecordKind.PUT and self.value is None:
+            raise ValueError(f"a PUT record needs a value, got value=None for key {self.key!r}")
+        if self.kind != RecordKind.PUT and self.value is not None:
+            raise ValueError(f"a {self.kind.name} record carries no value, got {self.value!r}")
+        if self.kind == RecordKind.CHECKPOINT and self.key != "":
+            raise ValueError(f"a CHECKPOINT record has key '', got {self.key!r}")
+        if not 0 <= self.seq < 2**64:
+            raise ValueError(f"seq must fit in 64 unsigned bits, got {self.seq!r}")
+        if not -(2**63) <= self.version < 2**63:
+            raise ValueError(f"version must fit in 64 signed bits, got {self.version!r}")
+
+    def encode(self, salt: int) -> bytes:
+        """The frame for this record in a segment whose generation salt is ``salt``."""
+        key = self.key.encode("utf-8")
+        value = self.value
+        parts = [
+            _FIXED.pack(self.seq, self.version, len(key)),
+            key,
+            _VALUE_LEN.pack(_TOMBSTONE if value is None else len(value)),
+        ]
+        if value is not None:
+            parts.append(value)
+        payload = b"".join(parts)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"record too large: {len(payload)} bytes > {MAX_PAYLOAD}")
+        head = struct.pack("<IB", len(payload), self.kind)
+        crc = zlib.crc32(payload, zlib.crc32(head, salt_seed(salt)))
+        return _FRAME.pack(len(payload), crc, self.kind) + payload
+
+    @classmethod
+    def decode(cls, buf: bytes | memoryview, offset: int, salt: int) -> DecodeResult:
+        """Decode the frame at ``offset``: a :class:`Decoded`, :data:`INCOMPLETE` if the
+        buffer ends inside it, or an :class:`Invalid` naming what is wrong."""
+        return decode_frame(buf, offset, salt)
+
+
+@attrs.frozen
+class Decoded:
+    """A complete, checksum-valid frame: the record and the offset just past it."""
+
+    record: JournalRecord
+    end: int
+
+
+@attrs.frozen
+class Invalid:
+    """The bytes at this offset are not a valid frame."""
+
+    reason: str
+
+
+class _Incomplete(enum.Enum):
+    INCOMPLETE = "incomplete"
+
+    def __repr__(self) -> str:
+        return "INCOMPLETE"
+
+
+INCOMPLETE = _Incomplete.INCOMPLETE
+"""The buffer ends inside this frame: leave it untouched until more bytes arrive."""
+
+DecodeResult = Decoded | Invalid | _Incomplete
+
+
+def decode_frame(buf: bytes | memoryview, offset: int, salt: int) -> DecodeResult:
+    """See :meth:`JournalRecord.decode`."""
+    if len(buf) - offset < FRAME_HEADER_SIZE:
+        return INCOMPLETE
+    length, crc, kind = _FRAME.unpack_from(buf, offset)
+    if length < MIN_PAYLOAD or length > MAX_PAYLOAD:
+        return Invalid(f"impossible record length {length}")
+    start = offset + FRAME_HEADER_SIZE
+    end = start + length
+    if end > len(buf):
+        return INCOMPLETE
+    view = memoryview(buf)
+    # Covers length || kind || payload, so a damaged length field fails the check too.
+    head = bytes(view[offset : offset + 4]) + bytes(view[offset + 8 : offset + 9])
+    actual = zlib.crc32(view[start:end], zlib.crc32(head, salt_seed(salt)))
+    if actual != crc:
+        return Invalid("checksum mismatch")
+    return _decode_payload(view[start:end], kind, end)
+
+
+def _decode_payload(payload: memoryview, kind_byte: int, end: int) -> DecodeResult:
+    try:
+        kind = RecordKind(kind_byte)
+    except ValueError:
+        return Invalid(f"unknown record kind {kind_byte}")
+    seq, version, key_len = _FIXED.unpack_from(payload, 0)
+    pos = _FIXED.size
+    if pos + key_len + _VALUE_LEN.size > len(payload):
+        return Invalid("key length runs past the record")
+    key_bytes = bytes(payload[pos : pos + key_len])
+    pos += key_len
+    (value_len,) = _VALUE_LEN.unpack_from(payload, pos)
+    pos += _VALUE_LEN.size
+    value: bytes | None
+    if value_len == _TOMBSTONE:
+        value = None
+    elif pos + value_len != len(payload):
+        return Invalid("value length does not match the record length")
+    else:
+        value = bytes(payload[pos:])
+        pos += value_len
+    if pos != len(payload):
+        return Invalid("trailing bytes inside the record")
+    try:
+        key = key_bytes.decode("utf-8")
+        record = JournalRecord(seq=seq, kind=kind, key=key, value=value, version=version)
+    except ValueError as exc:
+        return Invalid(f"malformed record: {exc}")
+    return Decoded(record, end)
+
+
+@attrs.frozen
+class SegmentHeader:
+    """The first bytes of every segment file."""
+
+    shard_id: int
+    salt: int
+    first_seq: int
+    format_version: int = FORMAT_VERSION
+
+    def encode(self) -> bytes:
+        """The header bytes, ending with their own CRC-32."""
+        body = _HEADER_BODY.pack(
+            MAGIC, self.format_version, 0, self.shard_id, self.salt, self.first_seq
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, buf: bytes | memoryview) -> SegmentHeader | Invalid | _Incomplete:
+        """Parse a header from the start of ``buf``."""
+        if len(buf) < HEADER_SIZE:
+            return INCOMPLETE
+        body = bytes(buf[: _HEADER_BODY.size])
+        magic, fmt, _flags, shard_id, salt, first_seq = _HEADER_BODY.unpack(body)
+        if magic != MAGIC:
+            return Invalid(f"bad magic {magic!r}, expected {MAGIC!r}")
+        (crc,) = _CRC.unpack_from(buf, _HEADER_BODY.size)
+        if zlib.crc32(body) != crc:
+            return Invalid("segment header checksum mismatch")
+        if fmt != FORMAT_VERSION:
+            return Invalid(f"unsupported format version {fmt}, this build reads {FORMAT_VERSION}")
+        return cls(shard_id=shard_id, salt=salt, first_seq=first_seq, format_version=fmt)

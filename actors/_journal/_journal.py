@@ -1,0 +1,442 @@
+"""The trio shell around the journal: group commit, rotation, checkpoints, the lock.
+
+How a batch moves (the committer is :meth:`Journal.run`)::
+
+    append_nowait ──> buffer ──write──> written_seq ──fdatasync──> synced_seq
+                                        (wakes wait_written)       (wakes wait_synced)
+
+Every append that arrives while a write or a sync is in progress joins the next batch, so
+N concurrent writers cost one write and one fdatasync. Waiters share one ``trio.Event`` per
+batch and level: an event is set and replaced each time its sequence number advances.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import attrs
+import trio
+
+from .._errors import ConfigError, JournalClosed, JournalFailed, JournalFull, JournalLocked
+from ._codec import HEADER_SIZE, JournalRecord, RecordKind, SegmentHeader
+from ._fs import FileSystem, OsFileSystem
+from ._recovery import RecoveryReport, Segment, create_segment, recover
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+# Writes bigger than this go to a worker thread; smaller ones are cheaper inline.
+_INLINE_WRITE_LIMIT = 1 << 20
+
+
+@attrs.frozen
+class JournalStatistics:
+    """A snapshot of a journal's progress. Invariant:
+    persisted_seq <= synced_seq <= written_seq < next_seq."""
+
+    shard_id: int
+    next_seq: int
+    written_seq: int
+    synced_seq: int
+    persisted_seq: int
+    bytes: int
+    segments: int
+    failed: str | None
+
+
+def _no_fault(point: str) -> None:
+    pass
+
+
+class Journal:
+    """A shard's durable dirty journal. Create with :meth:`open`; start :meth:`run`."""
+
+    def __init__(
+        self,
+        *,
+        fs: FileSystem,
+        directory: str,
+        shard_id: int,
+        lock_token: int,
+        salt: int,
+        segments: list[Segment],
+        fd: int,
+        recovery: RecoveryReport,
+        segment_bytes: int,
+        sync_interval: float,
+        fault_point: Callable[[str], None],
+    ) -> None:
+        self._fs = fs
+        self._directory = directory
+        self._shard_id = shard_id
+        self._lock_token = lock_token
+        self._salt = salt
+        self._segments = segments  # oldest first; the last one is active, never deleted
+        self._fd = fd  # open on segments[-1]
+        self.recovery = recovery
+        self._segment_bytes = segment_bytes
+        self._sync_interval = sync_interval
+        self._fault_point = fault_point
+        self._next_seq = recovery.next_seq
+        # Encoded records next_seq - (records in buffer) .. next_seq - 1, not yet written.
+        self._buffer = bytearray()
+        self._written_seq = recovery.next_seq - 1  # recovery synced what it found
+        self._synced_seq = recovery.next_seq - 1
+        self._sync_wanted = 0  # highest seq someone awaits in wait_synced
+        self._persisted_seq = recovery.persisted_seq
+        self._pending_checkpoints: list[tuple[int, int]] = []  # (record seq, mark)
+        self._written_event = trio.Event()
+        self._synced_event = trio.Event()
+        self._work = trio.Event()
+        self._last_sync = -math.inf
+        self._failure: JournalFailed | None = None
+        self._closed = False
+        self._running = False
+        self._io_busy = False  # a worker thread is using self._fd: defer closing it
+        self._released = False
+
+    @classmethod
+    async def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        shard_id: int,
+        fs: FileSystem | None = None,
+        segment_bytes: int = 8 * 2**20,
+        repair: bool = False,
+        sync_interval: float = 1.0,
+        fault_point: Callable[[str], None] | None = None,
+    ) -> Journal:
+        """Lock ``directory`` (created if missing), recover it, and return the journal.
+
+        Raises :class:`JournalLocked` if another journal holds it and
+        :class:`JournalCorruption` on damage that is not a torn tail (unless ``repair``).
+        """
+        if not 0 <= shard_id < 2**32:
+            raise ConfigError(f"shard_id must be in [0, 2**32), got {shard_id!r}")
+        if segment_bytes < 4096:
+            raise ConfigError(f"segment_bytes must be at least 4096, got {segment_bytes!r}")
+        if not sync_interval > 0:
+            raise ConfigError(f"sync_interval must be > 0 seconds, got {sync_interval!r}")
+        fs = fs if fs is not None else OsFileSystem()
+        path = os.fspath(directory)
+        fault = fault_point if fault_point is not None else _no_fault
+        await _run_io(fs, fs.makedirs, path)
+        lock_path = os.path.join(path, "LOCK")
+        try:
+            token = fs.lock(lock_path, os.getpid())
+        except BlockingIOError:
+            holder = _read_pid(fs, lock_path)
+            raise JournalLocked(
+                f"{path} is in use by another journal (pid {holder}); "
+                "only one journal may own a directory",
+                path=lock_path,
+                holder_pid=holder,
+            ) from None
+        try:
+            found = await _run_io(
+                fs, recover, fs, path, shard_id=shard_id, repair=repair, fault_point=fault
+            )
+        except BaseException:
+            fs.unlock(token)
+            raise
+        return cls(
+            fs=fs,
+            directory=path,
+            shard_id=shard_id,
+            lock_token=token,
+            salt=found.salt,
+            segments=found.segments,
+            fd=found.fd,
+            recovery=found.report,
+            segment_bytes=segment_bytes,
+            sync_interval=sync_interval,
+            fault_point=fault,
+        )
+
+    # -- appending ----------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise type(self._failure)(str(self._failure))
+        if self._closed:
+            raise JournalClosed(f"the journal of {self._directory} is closed")
+
+    def _push(self, record: JournalRecord) -> int:
+        self._buffer += record.encode(self._salt)
+        self._next_seq += 1
+        self._work.set()
+        return record.seq
+
+    def append_nowait(self, kind: RecordKind, key: str, value: bytes | None, version: int) -> int:
+        """Buffer a PUT or DELETE and return its sequence number (nothing is written yet)."""
+        self._check_usable()
+        if kind == RecordKind.CHECKPOINT:
+            raise ValueError("append_nowait takes PUT or DELETE; use checkpoint_nowait()")
+        record = JournalRecord(seq=self._next_seq, kind=kind, key=key, value=value,
+                               version=version)
+        return self._push(record)
+
+    def checkpoint_nowait(self, persisted_seq: int) -> int:
+        """Record that every seq <= ``persisted_seq`` is in the store; returns the checkpoint
+        record's seq. Once it is synced, segments holding only such records are deleted."""
+        self._check_usable()
+        if not 0 <= persisted_seq < self._next_seq:
+            raise ValueError(
+                f"checkpoint_nowait({persisted_seq!r}): only issued seqs "
+                f"(0 <= seq < {self._next_seq}) can be persisted"
+            )
+        record = JournalRecord(seq=self._next_seq, kind=RecordKind.CHECKPOINT, key="",
+                               value=None, version=persisted_seq)
+        self._pending_checkpoints.append((record.seq, persisted_seq))
+        return self._push(record)
+
+    def _check_seq(self, seq: int) -> None:
+        if not 0 < seq < self._next_seq:
+            raise ValueError(f"seq {seq!r} was never issued (next_seq is {self._next_seq})")
+
+    async def wait_written(self, seq: int) -> None:
+        """Return once record ``seq`` is written to the OS (it survives a process crash)."""
+        self._check_seq(seq)
+        await trio.lowlevel.checkpoint()
+        while self._written_seq < seq:
+            self._check_usable()
+            await self._written_event.wait()
+
+    async def wait_synced(self, seq: int) -> None:
+        """Return once record ``seq`` is fdatasync'd (it survives power loss)."""
+        self._check_seq(seq)
+        if seq > self._sync_wanted:
+            self._sync_wanted = seq
+            self._work.set()
+        await trio.lowlevel.checkpoint()
+        while self._synced_seq < seq:
+            self._check_usable()
+            await self._synced_event.wait()
+
+    # -- the committer ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The committer loop; start it with ``nursery.start``. Returns after :meth:`close`;
+        raises :class:`JournalFailed` (or :class:`JournalFull`) if the journal fails."""
+        if self._running:
+            raise RuntimeError("Journal.run() is already running; start it once")
+        self._check_usable()
+        self._running = True
+        self._last_sync = trio.current_time()
+        task_status.started()
+        try:
+            while True:
+                await self._wait_for_work()
+                if self._closed or self._failure is not None:
+                    break
+                try:
+                    await self._commit_once()
+                except OSError as exc:
+                    self._fail(exc)
+        finally:
+            self._running = False
+        if self._failure is not None:
+            raise type(self._failure)(str(self._failure))
+
+    def _unsynced(self) -> bool:
+        return self._written_seq > self._synced_seq
+
+    async def _wait_for_work(self) -> None:
+        while not (self._closed or self._failure is not None or self._buffer):
+            deadline = math.inf
+            if self._unsynced():
+                if self._sync_wanted > self._synced_seq or self._pending_checkpoints:
+                    return
+                deadline = self._last_sync + self._sync_interval
+                if trio.current_time() >= deadline:
+                    return
+            self._work = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._work.wait()
+
+    async def _commit_once(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            last = self._next_seq - 1
+            await self._write(data)
+            if self._closed:
+                return
+            self._written_seq = last
+            self._written_event = _fire(self._written_event)
+        rotate = self._segments[-1].size >= self._segment_bytes
+        if self._unsynced() and (
+            rotate
+            or self._sync_wanted > self._synced_seq
+            or self._pending_checkpoints
+            or trio.current_time() >= self._last_sync + self._sync_interval
+        ):
+            target = self._written_seq
+            try:
+                await self._io(self._fs.fdatasync, self._fd)
+            except OSError as exc:
+                path = self._segments[-1].path
+                # Never retried: after a failed fsync the kernel may have dropped the dirty
+                # pages, so a later "successful" fsync would prove nothing.
+                raise _Fatal(f"fdatasync of {path} failed ({exc}); the journal stopped at "
+                             f"synced seq {self._synced_seq}: reopen it to recover") from exc
+            if self._closed:
+                return
+            self._synced_seq = target
+            self._last_sync = trio.current_time()
+            self._synced_event = _fire(self._synced_event)
+            await self._apply_checkpoints()
+        if rotate and not self._unsynced() and not self._closed:
+            await self._rotate()
+
+    async def _write(self, data: bytes) -> None:
+        segment = self._segments[-1]
+        before = segment.size
+        view = memoryview(data)
+        try:
+            while view:
+                if len(view) > _INLINE_WRITE_LIMIT and self._fs.blocking:
+                    count = await self._io(self._fs.write, self._fd, bytes(view))
+                else:
+                    count = self._fs.write(self._fd, bytes(view))
+                segment.size += count
+                view = view[count:]
+        except OSError as exc:
+            self._cut_partial_write(segment, before)
+            if exc.errno == errno.ENOSPC:
+                raise _Fatal(
+                    f"no space left on device writing {segment.path}; the journal stopped "
+                    f"at synced seq {self._synced_seq}, which stays readable",
+                    full=True,
+                ) from exc
+            raise _Fatal(f"write to {segment.path} failed ({exc})") from exc
+        if self._fs.blocking:
+            return
+        await trio.lowlevel.checkpoint()  # let appends pile up, as a real write would
+
+    def _cut_partial_write(self, segment: Segment, before: int) -> None:
+        # Best effort: a partial frame would only be a torn tail, but cutting it frees space.
+        if segment.size == before:
+            return
+        try:
+            self._fs.truncate(segment.path, before)
+            segment.size = before
+        except OSError:
+            pass
+
+    async def _apply_checkpoints(self) -> None:
+        durable = [mark for seq, mark in self._pending_checkpoints if seq <= self._synced_seq]
+        if not durable:
+            return
+        self._pending_checkpoints = [
+            (seq, mark) for seq, mark in self._pending_checkpoints if seq > self._synced_seq
+        ]
+        self._persisted_seq = max(self._persisted_seq, *durable)
+        while len(self._segments) > 1 and self._segments[1].first_seq - 1 <= self._persisted_seq:
+            oldest = self._segments[0]
+            self._fault_point("journal.segment_delete")
+            await self._io(self._fs.unlink, oldest.path)
+            # One directory fsync per unlink, so the survivors are always a contiguous suffix.
+            await self._io(self._fs.fsync_dir, self._directory)
+            self._segments.pop(0)
+            if self._closed:
+                return
+
+    async def _rotate(self) -> None:
+        header = SegmentHeader(shard_id=self._shard_id, salt=self._salt,
+                               first_seq=self._written_seq + 1)
+        path, fd = await self._io(create_segment, self._fs, self._directory, header)
+        if self._closed:
+            self._fs.close(fd)
+            return
+        self._fs.close(self._fd)
+        self._fd = fd
+        self._segments.append(Segment(path, header.first_seq, HEADER_SIZE))
+
+    async def _io(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if not self._fs.blocking:
+            result = fn(*args, **kwargs)
+            await trio.lowlevel.checkpoint()
+            return result
+        self._io_busy = True
+        try:
+            return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        finally:
+            self._io_busy = False
+            if self._closed:
+                self._release()
+
+    def _fail(self, exc: OSError) -> None:
+        if isinstance(exc, _Fatal):
+            failure: JournalFailed = (JournalFull if exc.full else JournalFailed)(str(exc))
+        else:
+            failure = JournalFailed(f"journal I/O failed in {self._directory}: {exc}")
+        self._failure = failure
+        self._written_event = _fire(self._written_event)
+        self._synced_event = _fire(self._synced_event)
+
+    # -- the rest -----------------------------------------------------------------------
+
+    def statistics(self) -> JournalStatistics:
+        """A frozen snapshot of the journal's progress."""
+        return JournalStatistics(
+            shard_id=self._shard_id,
+            next_seq=self._next_seq,
+            written_seq=self._written_seq,
+            synced_seq=self._synced_seq,
+            persisted_seq=self._persisted_seq,
+            bytes=sum(s.size for s in self._segments),
+            segments=len(self._segments),
+            failed=None if self._failure is None else str(self._failure),
+        )
+
+    def close(self) -> None:
+        """Release the lock and the file; wake every pending waiter with JournalClosed.
+
+        Buffered records not yet written are dropped: await ``wait_synced`` first to keep them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._written_event = _fire(self._written_event)
+        self._synced_event = _fire(self._synced_event)
+        self._work.set()
+        if not self._io_busy:
+            self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._fs.close(self._fd)
+        self._fs.unlock(self._lock_token)
+
+
+class _Fatal(OSError):
+    """An I/O failure already phrased for the operator."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+def _fire(event: trio.Event) -> trio.Event:
+    event.set()
+    return trio.Event()
+
+
+async def _run_io(fs: FileSystem, fn: Callable[_P, _T], *args: _P.args,
+                  **kwargs: _P.kwargs) -> _T:
+    if fs.blocking:
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+    return fn(*args, **kwargs)
+
+
+def _read_pid(fs: FileSystem, lock_path: str) -> int | None:
+    try:
+        return int(fs.read_file(lock_path).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
