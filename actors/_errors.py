@@ -86,3 +86,10 @@ class ShardCrashed(WritebehindError):
 
 class TooManyRestarts(WritebehindError):
     """An actor crashed more often than the restart intensity allows; the service stopped."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an error, looking through single-error groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,95 @@
+"""writebehind: a write-behind cache for trio that proves its durability contract.
+
+Writes are acknowledged before the backing store has them (as the ack mode says: in memory,
+written to the journal, synced, or committed to the store) and flushed later in batches.
+"""
+
+from ._cache import Cache, open_cache, serve_cache, shard_of
+from ._config import ACK_MODES, REQUIREMENTS, AckMode, Config
+from ._errors import (
+    CacheClosed,
+    ConfigError,
+    JournalClosed,
+    JournalCorruption,
+    JournalError,
+    JournalFailed,
+    JournalFull,
+    JournalLocked,
+    Overloaded,
+    SchemaMismatch,
+    ShardCrashed,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+    TooManyRestarts,
+    WritebehindError,
+)
+from ._messages import (
+    FlushBatch,
+    FlushRequest,
+    Receipt,
+    Rejection,
+    StoreAck,
+    StoreNack,
+    StoreRecord,
+)
+from ._recover import RecoverReport, recover_journals
+from ._seams import FAULT_POINTS, FaultPointHook, Seams
+from ._stats import CacheStatistics, ShardStatistics, StoreStatistics
+from ._store import SQLiteStore, Store
+
+__all__ = [
+    "ACK_MODES",
+    "FAULT_POINTS",
+    "REQUIREMENTS",
+    "AckMode",
+    "Cache",
+    "CacheClosed",
+    "CacheStatistics",
+    "Config",
+    "ConfigError",
+    "FaultPointHook",
+    "FlushBatch",
+    "FlushRequest",
+    "JournalClosed",
+    "JournalCorruption",
+    "JournalError",
+    "JournalFailed",
+    "JournalFull",
+    "JournalLocked",
+    "Overloaded",
+    "Receipt",
+    "RecoverReport",
+    "Rejection",
+    "SQLiteStore",
+    "SchemaMismatch",
+    "Seams",
+    "ShardCrashed",
+    "ShardStatistics",
+    "Store",
+    "StoreAck",
+    "StoreError",
+    "StoreNack",
+    "StoreRecord",
+    "StoreRejected",
+    "StoreStatistics",
+    "StoreUnavailable",
+    "TooManyRestarts",
+    "WritebehindError",
+    "open_cache",
+    "recover_journals",
+    "serve_cache",
+    "shard_of",
+]
+
+__version__ = "0.1.0"
+
+# Public names say they live here, so tracebacks and reprs point users at the public path.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("writebehind._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

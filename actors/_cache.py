@@ -1,0 +1,327 @@
+"""The public service: :func:`open_cache`, :func:`serve_cache` and :class:`Cache`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._config import Config
+from ._errors import CacheClosed, ConfigError
+from ._messages import Receipt, StoreRecord
+from ._recover import recover_journals
+from ._seams import Seams
+from ._shard import ShardActor
+from ._stats import CacheStatistics
+from ._store import Store, store_factory
+from ._store_actor import Outgoing, StoreActor
+from ._supervisor import Supervisor
+
+log = logging.getLogger("writebehind")
+
+LAYOUT_FILE = "writebehind.json"
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard that owns ``key``: CRC-32 of its UTF-8 bytes, modulo the shard count."""
+    return zlib.crc32(key.encode("utf-8")) % shards
+
+
+class Cache:
+    """A running cache. Get one from :func:`open_cache` or ``nursery.start(serve_cache, ...)``."""
+
+    def __init__(self, config: Config, seams: Seams) -> None:
+        self.config = config
+        self._seams = seams
+        self._rng = random.Random(config.seed)
+        self._factory = store_factory(config.store, timeout=config.store_timeout)
+        self._reader: Store | None = None
+        self._reader_limiter = trio.CapacityLimiter(1)
+        send, receive = trio.open_memory_channel[Outgoing](config.store_actors * 2)
+        self._mailbox = send
+        self._store_actors = [
+            StoreActor(
+                i, self._factory, receive, seams=seams,
+                reconnect_delay=config.retry_initial, reconnect_max=config.retry_max,
+            )
+            for i in range(config.store_actors)
+        ]
+        self._shards = [
+            ShardActor(
+                i, config, store_mailbox=send, take_epoch=self._take_epoch,
+                read_store=self._read, seams=seams, alert=self._alert,
+                rng=random.Random(self._rng.getrandbits(64)),
+            )
+            for i in range(config.shards)
+        ]
+        self._supervisor = Supervisor(
+            max_restarts=config.max_restarts, restart_period=config.restart_period
+        )
+        self.status = "starting"
+        self.alerts = 0
+        self.last_alert: str | None = None
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    # -- the public API -----------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes) -> Receipt:
+        """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
+        key = self._check_key(key)
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"value must be bytes, got {type(value).__name__}; encode it first "
+                "(for text: value.encode())"
+            )
+        value = bytes(value)
+        if len(value) > self.config.max_value_bytes:
+            raise ValueError(
+                f"value for {key!r} is {len(value)} bytes, over "
+                f"Config.max_value_bytes={self.config.max_value_bytes}"
+            )
+        return await self._shard(key).write(key, value)
+
+    async def delete(self, key: str) -> Receipt:
+        """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
+        key = self._check_key(key)
+        return await self._shard(key).write(key, None)
+
+    async def get(self, key: str) -> bytes | None:
+        """The newest value (read-your-writes), reading through the store on a miss."""
+        key = self._check_key(key)
+        return await self._shard(key).get(key)
+
+    async def flush(self) -> None:
+        """Return once every write acknowledged before the call is in the store.
+
+        Records the store refused for good are quarantined rather than waited for; see
+        ``statistics().quarantined``.
+        """
+        self._check_open()
+        async with trio.open_nursery() as nursery:
+            for shard in self._shards:
+                nursery.start_soon(shard.flush)
+
+    async def wait_persisted(self, receipt: Receipt) -> None:
+        """Return once the write behind ``receipt`` (or a newer one of its key) is in the store."""
+        self._check_open()
+        await self._shards[receipt.shard].wait_persisted(receipt)
+
+    def statistics(self) -> CacheStatistics:
+        """A frozen snapshot of every actor."""
+        shards = tuple(s.statistics() for s in self._shards)
+        return CacheStatistics(
+            ack=self.config.ack,
+            status=self.status,
+            shards=shards,
+            stores=tuple(a.statistics() for a in self._store_actors),
+            store_mailbox_depth=self._mailbox.statistics().current_buffer_used,
+            quarantined=sum(s.quarantined for s in shards),
+            alerts=self.alerts,
+            last_alert=self.last_alert,
+        )
+
+    def quarantined(self) -> list[tuple[str, int, str]]:
+        """``(key, version, reason)`` of every record the store refused for good."""
+        return [
+            (q.key, q.version, q.reason)
+            for shard in self._shards
+            if shard.core is not None
+            for q in shard.core.quarantine.values()
+        ]
+
+    def retry_quarantined(self) -> int:
+        """Put quarantined records back in line for the store; returns how many."""
+        count = 0
+        now = trio.current_time()
+        for shard in self._shards:
+            if shard.core is not None:
+                count += shard.core.retry_quarantine(now)
+        return count
+
+    async def aclose(self) -> None:
+        """Drain (within ``Config.drain_timeout``) and stop; what is left replays next start."""
+        self._stop.set()
+        await self._stopped.wait()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_key(self, key: str) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"key must be str, got {type(key).__name__}")
+        if not key:
+            raise ValueError("key must not be empty")
+        try:
+            size = len(key.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"key {key!r} is not valid Unicode text: {exc}") from None
+        if size > self.config.max_key_bytes:
+            raise ValueError(
+                f"key is {size} bytes in UTF-8, over Config.max_key_bytes="
+                f"{self.config.max_key_bytes}"
+            )
+        self._check_open()
+        return key
+
+    def _check_open(self) -> None:
+        if self.status != "running":
+            raise CacheClosed(f"the cache is {self.status}; writes and reads are refused")
+
+    def _shard(self, key: str) -> ShardActor:
+        return self._shards[zlib.crc32(key.encode("utf-8")) % len(self._shards)]
+
+    def _alert(self, message: str) -> None:
+        self.alerts += 1
+        self.last_alert = message
+        log.warning("%s", message)
+        if self.config.on_alert is not None:
+            try:
+                self.config.on_alert(message)
+            except Exception:
+                log.exception("Config.on_alert raised; the cache carries on")
+
+    async def _reader_call(self, fn: Any, *args: Any) -> Any:
+        if self._reader is None:
+            raise CacheClosed("the cache's store reader is closed")
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._reader_limiter)
+
+    async def _read(self, key: str) -> StoreRecord | None:
+        assert self._reader is not None
+        record: StoreRecord | None = await self._reader_call(self._reader.read, key)
+        return record
+
+    async def _take_epoch(self) -> int:
+        assert self._reader is not None
+        epoch: int = await self._reader_call(self._reader.take_epoch)
+        return epoch
+
+    async def _prepare(self) -> None:
+        reader = self._factory()
+        await trio.to_thread.run_sync(reader.connect)
+        self._reader = reader
+        journal_dir = Path(self.config.journal_dir)
+        layout = journal_dir / LAYOUT_FILE
+        previous = None
+        if layout.exists():
+            try:
+                previous = int(json.loads(layout.read_text())["shards"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(
+                    f"{layout} is not a writebehind layout file ({exc}); it must hold "
+                    '{"shards": N}'
+                ) from None
+        if (previous is not None and previous != self.config.shards) or self.config.ack == "store":
+            # Keys move between shards (or, with ack='store', journals are not used): first
+            # put whatever the journals still hold into the store, so nothing is stranded.
+            report = await recover_journals(
+                journal_dir, store=reader, filesystem=self._seams.filesystem,
+                limiter=self._reader_limiter, batch_size=self.config.batch_size,
+                retire_above=self.config.shards - 1,
+            )
+            if report.records:
+                log.info(
+                    "replayed %d journal records from %d shards into the store before start",
+                    report.records, report.shards,
+                )
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        if previous != self.config.shards:
+            layout.write_text(json.dumps({"shards": self.config.shards}) + "\n")
+
+    async def _serve(self, task_status: Any) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._prepare()
+                for actor in self._store_actors:
+                    await nursery.start(self._supervisor.supervise, actor)
+                for shard in self._shards:
+                    await nursery.start(self._supervisor.supervise, shard)
+                self.status = "running"
+                task_status.started(self)
+                await self._stop.wait()
+                self.status = "draining"
+                await self._drain()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_single(group)
+        finally:
+            self.status = "stopped"
+            for shard in self._shards:
+                shard.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self._stopped.set()
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(self.config.drain_timeout):
+            async with trio.open_nursery() as nursery:
+                for shard in self._shards:
+                    nursery.start_soon(shard.flush)
+        left = sum(s.core.unpersisted for s in self._shards if s.core is not None)
+        if left:
+            log.warning(
+                "drain timed out after %ss: %d entries stay journaled and will replay on the "
+                "next start", self.config.drain_timeout, left,
+            )
+
+
+def _raise_single(group: BaseExceptionGroup[Any]) -> None:
+    """Re-raise a group holding one real error as that error; anything else as it is."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1:
+        raise leaves[0]
+    raise group
+
+
+async def serve_cache(
+    config: Config | None = None,
+    *,
+    seams: Seams | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a cache in the caller's nursery: ``cache = await nursery.start(serve_cache, config)``.
+
+    Journals replay before ``start`` returns. Stop it with ``await cache.aclose()`` (drains)
+    or by cancelling the nursery (no drain: what is unflushed stays journaled).
+    """
+    cache = Cache(config or Config(), seams or Seams())
+    await cache._serve(task_status)
+
+
+@asynccontextmanager
+async def open_cache(
+    config: Config | None = None, *, seams: Seams | None = None
+) -> AsyncIterator[Cache]:
+    """Run a cache for the ``async with`` block; drains on the way out."""
+    try:
+        async with trio.open_nursery() as nursery:
+            cache: Cache = await nursery.start(_serve_for_context, config, seams)
+            try:
+                yield cache
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cache.aclose()
+    except BaseExceptionGroup as group:
+        _raise_single(group)
+
+
+async def _serve_for_context(
+    config: Config | None, seams: Seams | None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    await serve_cache(config, seams=seams, task_status=task_status)

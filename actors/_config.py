@@ -1,0 +1,190 @@
+"""Configuration: keyword-only, named defaults, validation that names the field and the value."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ._errors import ConfigError
+
+AckMode = Literal["memory", "journal", "fsync", "store"]
+ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
+
+#: What each declarable requirement needs, and the one-sentence trade-off shown on refusal.
+REQUIREMENTS: dict[str, tuple[frozenset[str], str]] = {
+    "durable-dirty-log": (
+        frozenset({"journal", "fsync", "store"}),
+        "ack='memory' acknowledges a write before its journal record is written, so a crash "
+        "loses recent acknowledged writes; use ack='journal', 'fsync' or 'store'.",
+    ),
+    "replay-on-restart": (
+        frozenset({"journal", "fsync", "store"}),
+        "ack='memory' replays only what the background journal happened to write, not every "
+        "acknowledged write; use ack='journal', 'fsync' or 'store'.",
+    ),
+    "power-loss-durable": (
+        frozenset({"fsync", "store"}),
+        "ack='memory' and ack='journal' acknowledge before fdatasync, so a power loss can drop "
+        "acknowledged writes; use ack='fsync' or 'store'.",
+    ),
+    "alert-on-flush-failure": (
+        frozenset(ACK_MODES),
+        "",
+    ),
+}
+
+DEFAULT_STORE = "sqlite:///writebehind.db"
+DEFAULT_JOURNAL_DIR = "writebehind-journal"
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"Config.{attribute.name} must be a positive number, got {value!r}"
+        )
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"Config.{attribute.name} must be a positive integer, got {value!r}"
+        )
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(
+                f"Config.{attribute.name} must be one of {', '.join(map(repr, choices))}, "
+                f"got {value!r}"
+            )
+
+    return check
+
+
+def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.startswith(("sqlite://", "postgresql://")):
+        raise ConfigError(
+            f"Config.store must be a URL like 'sqlite:///path/store.db' or "
+            f"'postgresql://user@host:5432/db', got {value!r}"
+        )
+
+
+def _requires(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ConfigError(f"Config.requires must be a list of names, got {value!r}") from None
+    for item in items:
+        if item not in REQUIREMENTS:
+            raise ConfigError(
+                f"Config.requires names an unknown requirement {item!r}; "
+                f"known: {', '.join(sorted(REQUIREMENTS))}"
+            )
+    return items
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """How a cache runs. Every field has a named default; bad values raise :class:`ConfigError`.
+
+    Sizes are per cache; ``max_dirty`` and ``max_entries`` are split evenly across shards.
+    Durations are in seconds.
+    """
+
+    store: str = attrs.field(default=DEFAULT_STORE, validator=_store_url)
+    journal_dir: Path = attrs.field(default=Path(DEFAULT_JOURNAL_DIR), converter=Path)
+    ack: AckMode = attrs.field(default="fsync", validator=_one_of(ACK_MODES))
+    shards: int = attrs.field(default=4, validator=_positive_int)
+    store_actors: int = attrs.field(default=1, validator=_positive_int)
+    flush_interval: float = attrs.field(default=0.5, validator=_positive)
+    batch_size: int = attrs.field(default=512, validator=_positive_int)
+    max_inflight_batches: int = attrs.field(default=4, validator=_positive_int)
+    max_dirty: int = attrs.field(default=200_000, validator=_positive_int)
+    max_dirty_age: float = attrs.field(default=60.0, validator=_positive)
+    on_overload: Literal["wait", "raise"] = attrs.field(
+        default="wait", validator=_one_of(("wait", "raise"))
+    )
+    max_entries: int = attrs.field(default=1_000_000, validator=_positive_int)
+    max_key_bytes: int = attrs.field(default=1024, validator=_positive_int)
+    max_value_bytes: int = attrs.field(default=1 << 20, validator=_positive_int)
+    segment_bytes: int = attrs.field(default=8 << 20, validator=_positive_int)
+    journal_sync_interval: float = attrs.field(default=1.0, validator=_positive)
+    retry_initial: float = attrs.field(default=0.05, validator=_positive)
+    retry_max: float = attrs.field(default=5.0, validator=_positive)
+    max_restarts: int = attrs.field(default=5, validator=_positive_int)
+    restart_period: float = attrs.field(default=10.0, validator=_positive)
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    store_timeout: float = attrs.field(default=30.0, validator=_positive)
+    repair_journal: bool = False
+    seed: int | None = None
+    requires: tuple[str, ...] = attrs.field(default=(), converter=_requires)
+    on_alert: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.store.startswith("postgresql://") is False and not self.store[len("sqlite://"):]:
+            raise ConfigError(f"Config.store has no path: {self.store!r}")
+        if self.retry_max < self.retry_initial:
+            raise ConfigError(
+                f"Config.retry_max ({self.retry_max!r}) must be >= Config.retry_initial "
+                f"({self.retry_initial!r})"
+            )
+        for name in self.requires:
+            modes, why = REQUIREMENTS[name]
+            if self.ack not in modes:
+                raise ConfigError(
+                    f"Config declares requires={name!r}, which ack={self.ack!r} cannot honour: "
+                    f"{why}"
+                )
+
+    @property
+    def max_dirty_per_shard(self) -> int:
+        return max(1, self.max_dirty // self.shards)
+
+    @property
+    def max_entries_per_shard(self) -> int:
+        return max(1, self.max_entries // self.shards)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "mapping") -> Config:
+        """Build from plain data (TOML's shape); unknown keys are an error naming them."""
+        data = dict(data.get("writebehind", data))
+        if "flush_interval_ms" in data:
+            data["flush_interval"] = data.pop("flush_interval_ms") / 1000
+        if "ack_mode" in data:
+            data["ack"] = data.pop("ack_mode")
+        if isinstance(data.get("ack"), str):
+            data["ack"] = {"on-cache-write": "memory"}.get(data["ack"], data["ack"])
+        if isinstance(data.get("requires"), list):
+            data["requires"] = tuple(data["requires"])
+        known = {a.name for a in attrs.fields(cls)} - {"on_alert"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Config:
+        """Read a TOML file: top-level keys or a ``[writebehind]`` table; same names as fields."""
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        base = path.parent
+        cfg = cls.from_mapping(data, source=str(path))
+        if not cfg.journal_dir.is_absolute():
+            cfg = attrs.evolve(cfg, journal_dir=base / cfg.journal_dir)
+        return cfg

@@ -1,0 +1,72 @@
+"""Messages between actors: frozen value classes named for what they are."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class StoreRecord:
+    """One key's state as the store keeps it: a value, or a tombstone when ``value`` is None."""
+
+    key: str
+    value: bytes | None
+    version: int
+
+    @property
+    def deleted(self) -> bool:
+        return self.value is None
+
+
+@attrs.frozen
+class Rejection:
+    """The store refused one record for good; it goes to the quarantine."""
+
+    key: str
+    version: int
+    reason: str
+
+
+@attrs.frozen
+class FlushBatch:
+    """Records a shard hands to a store actor, written in one transaction."""
+
+    shard: int
+    incarnation: int
+    batch_id: int
+    records: tuple[StoreRecord, ...]
+
+
+@attrs.frozen
+class StoreAck:
+    """The batch's transaction committed; ``rejected`` records were quarantined, the rest landed.
+
+    A record whose version lost to a newer one already in the store counts as landed: the
+    store holds something at least as new.
+    """
+
+    batch_id: int
+    rejected: tuple[Rejection, ...] = ()
+
+
+@attrs.frozen
+class StoreNack:
+    """The batch's transaction did not commit (or its outcome is unknown): retry it all."""
+
+    batch_id: int
+    reason: str
+
+
+@attrs.frozen
+class FlushRequest:
+    """Ask a shard to build batches now rather than at its next deadline."""
+
+
+@attrs.frozen
+class Receipt:
+    """What ``put``/``delete`` return: which write was acknowledged, to wait on its persistence."""
+
+    key: str
+    version: int
+    shard: int
+    seq: int

@@ -1,0 +1,43 @@
+"""Seams the chaos harness injects faults through. With none attached they cost one
+``is None`` test per point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._store import Store
+
+#: Every named step of the write and flush path, in the order a write meets them.
+FAULT_POINTS: tuple[str, ...] = (
+    "put.before_journal_append",
+    "put.after_journal_append",
+    "put.after_sync_before_ack",
+    "flush.building_batch",
+    "flush.before_send",
+    "store.before_commit",
+    "store.after_commit",
+    "flush.after_ack_before_checkpoint",
+    "journal.replay",
+    "journal.segment_delete",
+)
+
+#: ``fault_point(name, actor)`` is called at each point; raising crashes that actor there.
+FaultPointHook = Callable[[str, str], None]
+
+
+@attrs.frozen(kw_only=True)
+class Seams:
+    """Where a harness plugs in. Every field defaults to "the real thing".
+
+    ``fault_point`` is called as ``fault_point(point, actor_name)`` at every name in
+    :data:`FAULT_POINTS`; an exception it raises crashes that actor at that point.
+    ``wrap_store`` wraps each store a store actor connects with (a faulty store).
+    ``filesystem`` is the journal's file layer (a simulated disk).
+    """
+
+    fault_point: FaultPointHook | None = None
+    wrap_store: Callable[[Store], Store] | None = None
+    filesystem: Any = None

@@ -1,0 +1,417 @@
+"""The shard actor: a thin trio shell around :class:`ShardCore` and one journal.
+
+Puts and gets run *inline in the caller's task*: trio never switches tasks without a
+checkpoint, so a synchronous call into the core is as isolated as a message, and it saves a
+task hop per write. The caller then waits on the journal's group commit, one wake per batch.
+The actor's own task (``run``) replays the journal, builds batches, sends them to the store
+actors and applies their answers; each restart is a new *incarnation* with a fresh core, a fresh
+epoch and a fresh inbox, so answers meant for a dead incarnation are never applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._config import Config
+from ._errors import CacheClosed, JournalError, Overloaded, ShardCrashed, StoreUnavailable, describe
+from ._journal import Journal, RecordKind
+from ._messages import FlushBatch, FlushRequest, Receipt, StoreAck, StoreNack, StoreRecord
+from ._seams import Seams
+from ._shard_core import FlushPolicy, ShardCore
+from ._stats import ShardStatistics
+from ._store import EPOCH_SHIFT
+
+if TYPE_CHECKING:
+    from ._store_actor import Outgoing
+
+log = logging.getLogger("writebehind")
+
+Inbox = trio.MemorySendChannel[Any]
+WRITE_THROUGH_CONCURRENCY = 64
+
+
+class ShardActor:
+    def __init__(
+        self,
+        shard: int,
+        config: Config,
+        *,
+        store_mailbox: trio.MemorySendChannel[Outgoing],
+        take_epoch: Callable[[], Awaitable[int]],
+        read_store: Callable[[str], Awaitable[StoreRecord | None]],
+        seams: Seams,
+        alert: Callable[[str], None],
+        rng: random.Random,
+    ) -> None:
+        self.shard = shard
+        self.name = f"shard-{shard}"
+        self.config = config
+        self.directory = Path(config.journal_dir) / f"shard-{shard:04d}"
+        self.status = "starting"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.acked_seq = 0
+        self.core: ShardCore | None = None
+        self.journal: Journal | None = None
+        self._store_mailbox = store_mailbox
+        self._take_epoch = take_epoch
+        self._read_store = read_store
+        self._hook = seams.fault_point
+        self._filesystem = seams.filesystem
+        self._alert = alert
+        self._rng = rng
+        self._incarnation = 0
+        self._epoch = 0
+        self._counter = 0
+        self._inbox: Inbox | None = None
+        self._kicked = False
+        self._ready = trio.Event()
+        self._progress = trio.Event()
+        self._closed = False
+        self._crash: BaseException | None = None
+        self._scope: trio.CancelScope | None = None
+        self._through: dict[int, str | None] = {}  # write-through batch id -> nack reason
+        self._through_records: dict[int, StoreRecord] = {}
+        self._through_ids = 0
+        self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
+
+    # -- the actor ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """One incarnation: replay, then serve until cancelled or crashed."""
+        self._incarnation += 1
+        self._crash = None
+        self.status = "replaying"
+        scope = self._scope = trio.CancelScope()
+        capacity = self.config.max_inflight_batches + 1 + WRITE_THROUGH_CONCURRENCY
+        inbox, replies = trio.open_memory_channel[Any](capacity)
+        journal: Journal | None = None
+        try:
+            with scope:
+                epoch = await self._take_epoch()
+                policy = FlushPolicy(
+                    flush_interval=self.config.flush_interval,
+                    batch_size=self.config.batch_size,
+                    max_inflight=self.config.max_inflight_batches,
+                    retry_initial=self.config.retry_initial,
+                    retry_max=self.config.retry_max,
+                )
+                core = ShardCore(
+                    self.shard, self._incarnation, policy,
+                    max_entries=self.config.max_entries_per_shard, rng=self._rng,
+                )
+                async with trio.open_nursery() as nursery:
+                    if self.config.ack != "store":
+                        journal = await Journal.open(
+                            self.directory,
+                            shard_id=self.shard,
+                            fs=self._filesystem,
+                            segment_bytes=self.config.segment_bytes,
+                            repair=self.config.repair_journal,
+                            sync_interval=self.config.journal_sync_interval,
+                            fault_point=self._fault,
+                        )
+                        recovery = journal.recovery
+                        now = trio.current_time()
+                        replayed = core.replay(
+                            ((r.key, r.value, r.version, r.seq) for r in recovery.records), now
+                        )
+                        core.note_seq(recovery.next_seq - 1)
+                        self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
+                        if replayed:
+                            log.info("%s replayed %d journal records", self.name, replayed)
+                        await nursery.start(journal.run)
+                    self._epoch, self._counter = epoch, 0
+                    self.core, self.journal, self._inbox = core, journal, inbox
+                    self._kicked = False
+                    self.status = "running"
+                    self._ready.set()
+                    task_status.started()
+                    await self._serve(core, journal, replies)
+        except BaseException as exc:
+            if self._crash is None and not isinstance(exc, trio.Cancelled):
+                self._crash = exc
+            raise
+        finally:
+            self.core = self.journal = self._inbox = None
+            self._ready = trio.Event()
+            replies.close()
+            if journal is not None:
+                journal.close()
+            self.status = "crashed" if self._crash is not None else "stopped"
+            if self._crash is not None:
+                self.last_error = describe(self._crash)
+            self._notify()
+        if self._crash is not None:
+            raise self._crash
+
+    async def _serve(
+        self, core: ShardCore, journal: Journal | None, replies: trio.MemoryReceiveChannel[Any]
+    ) -> None:
+        mark = core.persisted_mark()
+        assert self._inbox is not None
+        reply_to = self._inbox
+        while True:
+            now = trio.current_time()
+            batch = core.take_batch(now)
+            if batch is not None:
+                self._fault("flush.building_batch")
+                self._fault("flush.before_send")
+                await self._store_mailbox.send((batch, reply_to))
+                continue
+            with trio.move_on_at(core.next_deadline(now)):
+                message = await replies.receive()
+                while True:
+                    self._handle(core, message)
+                    try:
+                        message = replies.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                new_mark = core.persisted_mark()
+                if journal is not None and new_mark > mark:
+                    self._fault("flush.after_ack_before_checkpoint")
+                    journal.checkpoint_nowait(new_mark)
+                    mark = new_mark
+                self._notify()
+
+    def _handle(self, core: ShardCore, message: object) -> None:
+        now = trio.current_time()
+        if isinstance(message, FlushRequest):
+            self._kicked = False
+        elif isinstance(message, StoreAck):
+            if message.batch_id in self._through:
+                core.settle(self._through_records.pop(message.batch_id))
+                self._through[message.batch_id] = None
+            else:
+                core.on_ack(message.batch_id, message.rejected)
+                for rejection in message.rejected:
+                    self._alert(
+                        f"{self.name}: the store refused {rejection.key!r} for good "
+                        f"({rejection.reason}); it is quarantined"
+                    )
+        elif isinstance(message, StoreNack):
+            if message.batch_id in self._through:
+                self._through_records.pop(message.batch_id, None)
+                self._through[message.batch_id] = message.reason
+            else:
+                delay = core.on_nack(message.batch_id, now)
+                self.last_error = message.reason
+                self._alert(
+                    f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
+                    f"in {delay:.3f}s, {core.unpersisted} entries wait"
+                )
+
+    def _fault(self, point: str) -> None:
+        if self._hook is not None:
+            self._hook(point, self.name)
+
+    def crash(self, exc: BaseException) -> None:
+        """Crash the current incarnation from outside its task (a fault in a caller's path)."""
+        if self._scope is not None and self._crash is None:
+            self._crash = exc
+            self._scope.cancel()
+
+    def _fault_inline(self, point: str) -> None:
+        """A fault point on a caller's path: a raise there crashes the shard, not the caller."""
+        if self._hook is None:
+            return
+        try:
+            self._hook(point, self.name)
+        except Exception as exc:
+            self.crash(exc)
+            raise ShardCrashed(
+                f"{self.name} crashed at {point} while this write was in flight: it may or may "
+                "not have been journaled; retry it"
+            ) from exc
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _kick(self) -> None:
+        if not self._kicked and self._inbox is not None:
+            try:
+                self._inbox.send_nowait(FlushRequest())
+                self._kicked = True
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    def close(self) -> None:
+        """The cache stopped: wake everyone who waits on this shard."""
+        self._closed = True
+        self._ready.set()
+        self._notify()
+
+    # -- the callers' side --------------------------------------------------------------------
+
+    async def _ready_core(self) -> ShardCore:
+        while True:
+            if self._closed:
+                raise CacheClosed("the cache is closed")
+            core = self.core
+            if core is not None:
+                return core
+            await self._ready.wait()
+
+    async def _admit(self, core: ShardCore) -> ShardCore:
+        config = self.config
+        while True:
+            age = core.oldest_dirty_since()
+            too_old = age is not None and trio.current_time() - age > config.max_dirty_age
+            if core.unpersisted < config.max_dirty_per_shard and not too_old:
+                return core
+            reason = (
+                f"{self.name} holds {core.unpersisted} unpersisted entries "
+                f"(max_dirty={config.max_dirty} over {config.shards} shards)"
+                if not too_old
+                else f"{self.name}'s oldest unpersisted write is older than "
+                f"max_dirty_age={config.max_dirty_age}s"
+            )
+            if config.on_overload == "raise":
+                raise Overloaded(f"{reason}; the store is not keeping up, retry later")
+            core.flush_requested = True
+            self._kick()
+            await self._progress.wait()
+            core = await self._ready_core()
+
+    async def write(self, key: str, value: bytes | None) -> Receipt:
+        core = await self._admit(await self._ready_core())
+        if self.config.ack == "store":
+            return await self._write_through(key, value)
+        journal = self.journal
+        assert journal is not None
+        self._counter += 1
+        version = self._epoch << EPOCH_SHIFT | self._counter
+        self._fault_inline("put.before_journal_append")
+        try:
+            seq = journal.append_nowait(
+                RecordKind.PUT if value is not None else RecordKind.DELETE, key, value, version
+            )
+        except JournalError as exc:
+            raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
+        core.write(key, value, version, seq, trio.current_time())
+        self._fault_inline("put.after_journal_append")
+        if len(core.dirty) >= self.config.batch_size:
+            self._kick()
+        ack = self.config.ack
+        try:
+            if ack == "journal":
+                await journal.wait_written(seq)
+            elif ack == "fsync":
+                await journal.wait_synced(seq)
+        except JournalError as exc:
+            raise ShardCrashed(
+                f"{self.name} crashed while this write was in flight ({exc}); it may or may not "
+                "be durable; retry it"
+            ) from exc
+        self._fault_inline("put.after_sync_before_ack")
+        if seq > self.acked_seq:
+            self.acked_seq = seq
+        return Receipt(key, version, self.shard, seq)
+
+    async def _write_through(self, key: str, value: bytes | None) -> Receipt:
+        async with self._through_limit:
+            inbox = self._inbox
+            incarnation = self._incarnation
+            if inbox is None:
+                raise ShardCrashed(f"{self.name} is restarting; retry")
+            self._counter += 1
+            version = self._epoch << EPOCH_SHIFT | self._counter
+            self._through_ids -= 1  # negative ids never collide with the core's batches
+            batch_id = self._through_ids
+            record = StoreRecord(key, value, version)
+            self._through_records[batch_id] = record
+            self._through[batch_id] = "pending"
+            try:
+                await self._store_mailbox.send(
+                    (FlushBatch(self.shard, incarnation, batch_id, (record,)), inbox)
+                )
+                while self._through[batch_id] == "pending":
+                    if self._incarnation != incarnation or self._closed:
+                        raise ShardCrashed(
+                            f"{self.name} restarted while this write-through was in flight; it "
+                            "may or may not be in the store; retry it"
+                        )
+                    await self._progress.wait()
+                reason = self._through[batch_id]
+            finally:
+                self._through.pop(batch_id, None)
+                self._through_records.pop(batch_id, None)
+            if reason is not None:
+                raise StoreUnavailable(f"write-through of {key!r} failed: {reason}")
+            return Receipt(key, version, self.shard, 0)
+
+    async def get(self, key: str) -> bytes | None:
+        core = await self._ready_core()
+        entry = core.entries.get(key)
+        if entry is not None:
+            if key in core.clean:
+                del core.clean[key]
+                core.clean[key] = None
+            return entry.value
+        before = core.mutations
+        record = await self._read_store(key)
+        core = await self._ready_core()
+        entry = core.entries.get(key)
+        if entry is not None:
+            return entry.value
+        if record is not None and core.mutations == before:
+            core.load_clean(record)
+        return None if record is None else record.value
+
+    async def wait_persisted(self, receipt: Receipt) -> None:
+        while True:
+            core = await self._ready_core()
+            if receipt.seq == 0 or core.is_persisted(receipt.key, receipt.version, receipt.seq):
+                return
+            core.flush_requested = True
+            self._kick()
+            await self._progress.wait()
+
+    async def flush(self) -> None:
+        """Wait until every write acknowledged before the call is persisted or quarantined."""
+        if self.config.ack == "store":
+            return
+        core = await self._ready_core()
+        target = core.last_seq
+        while not core.settled(target):
+            core.flush_requested = True
+            self._kick()
+            await self._progress.wait()
+            core = await self._ready_core()
+
+    def statistics(self) -> ShardStatistics:
+        core, journal = self.core, self.journal
+        js = journal.statistics() if journal is not None else None
+        now = trio.current_time()
+        since = core.oldest_dirty_since() if core is not None else None
+        return ShardStatistics(
+            name=self.name,
+            shard=self.shard,
+            status=self.status,
+            restarts=self.restarts,
+            entries=len(core.entries) if core else 0,
+            dirty=len(core.dirty) if core else 0,
+            inflight_batches=len(core.inflight) if core else 0,
+            unpersisted=core.unpersisted if core else 0,
+            oldest_dirty_age=None if since is None else max(0.0, now - since),
+            mailbox_depth=len(core.inflight) if core else 0,
+            acked_seq=self.acked_seq,
+            written_seq=js.written_seq if js else 0,
+            synced_seq=js.synced_seq if js else 0,
+            persisted_seq=js.persisted_seq if js else 0,
+            journal_bytes=js.bytes if js else 0,
+            journal_segments=js.segments if js else 0,
+            batches_acked=core.batches_acked if core else 0,
+            records_persisted=core.records_persisted if core else 0,
+            evictions=core.evictions if core else 0,
+            quarantined=len(core.quarantine) if core else 0,
+            last_error=self.last_error,
+        )
+

@@ -1,0 +1,324 @@
+"""The shard's state machine: pure, synchronous, deterministic.
+
+A shard owns a key range. For every key it holds an :class:`Entry` that is in exactly one of
+these states (the invariant the rest of the runtime leans on):
+
+- *dirty*: written since the store last confirmed it; listed in ``dirty`` (oldest first);
+- *in flight*: handed to a store actor in a batch that has not been answered yet;
+- *quarantined*: the store refused it for good; kept (and its journal record pinned) until
+  retried or overwritten;
+- *clean*: ``persisted_version >= version``; listed in ``clean`` (least recently settled first),
+  the only entries that may be evicted.
+
+A dirty key rewritten before it is flushed is *coalesced*: the batch carries only its newest
+version. The journal may be checkpointed up to :meth:`ShardCore.persisted_mark`: every journal
+record at or below it is persisted, or superseded by a newer record of the same key.
+
+Time is an argument (``now``), never read here; randomness (retry jitter) comes from the
+``random.Random`` the owner passes in, so a run replays exactly from its seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterable
+
+import attrs
+
+from ._messages import FlushBatch, Rejection, StoreRecord
+
+
+@attrs.define(slots=True)
+class Entry:
+    value: bytes | None  # None is a tombstone
+    version: int
+    seq: int  # journal sequence of this version; 0 when read from the store
+    persisted_version: int  # newest version the store is known to hold (0: unknown)
+    dirty_since: float | None = None  # when it last stopped being clean; None when clean
+    quarantined: bool = False
+
+
+@attrs.frozen
+class InFlight:
+    records: tuple[StoreRecord, ...]
+    oldest_since: float
+
+
+@attrs.frozen
+class Quarantined:
+    """A record the store refused for good."""
+
+    key: str
+    version: int
+    reason: str
+
+
+@attrs.define
+class FlushPolicy:
+    """When to build the next batch, and how long to back off after a failed one."""
+
+    flush_interval: float = 0.5
+    batch_size: int = 512
+    max_inflight: int = 4
+    retry_initial: float = 0.05
+    retry_max: float = 5.0
+
+    def backoff(self, failures: int, rng: random.Random) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(self.retry_max, self.retry_initial * 2 ** min(failures - 1, 32))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class ShardCore:
+    """One shard's map, dirty set, in-flight batches and quarantine."""
+
+    def __init__(
+        self,
+        shard: int,
+        incarnation: int,
+        policy: FlushPolicy,
+        *,
+        max_entries: int,
+        rng: random.Random,
+    ) -> None:
+        self.shard = shard
+        self.incarnation = incarnation
+        self.policy = policy
+        self.max_entries = max_entries
+        self.rng = rng
+        self.entries: dict[str, Entry] = {}
+        self.dirty: dict[str, None] = {}
+        self.clean: dict[str, None] = {}
+        self.inflight: dict[int, InFlight] = {}
+        self.inflight_records = 0
+        self.quarantine: dict[str, Quarantined] = {}
+        self.last_seq = 0  # highest journal sequence applied
+        self.flush_requested = False
+        self.failures = 0  # consecutive failed batches
+        self.retry_at = -math.inf
+        self._next_batch_id = 1
+        # (seq, key) of writes that may still be needed; stale items are dropped lazily.
+        self._pending: list[tuple[int, str]] = []
+        self.batches_acked = 0
+        self.records_persisted = 0
+        self.evictions = 0
+        self.mutations = 0  # bumped by every write and eviction (guards read-through fills)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write(self, key: str, value: bytes | None, version: int, seq: int, now: float) -> None:
+        """Apply a put (or a delete, when ``value`` is None) that the journal holds at ``seq``."""
+        self.mutations += 1
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = Entry(value, version, seq, 0, now)
+        else:
+            if version <= entry.version:
+                return  # an older write never undoes a newer one
+            if entry.dirty_since is None:
+                entry.dirty_since = now
+                self.clean.pop(key, None)
+            if entry.quarantined:
+                entry.quarantined = False
+                del self.quarantine[key]
+            entry.value, entry.version, entry.seq = value, version, seq
+        self.dirty[key] = None
+        if seq:
+            heapq.heappush(self._pending, (seq, key))
+            self.last_seq = max(self.last_seq, seq)
+
+    def replay(self, records: Iterable[tuple[str, bytes | None, int, int]], now: float) -> int:
+        """Rebuild from journal records ``(key, value, version, seq)``, in journal order."""
+        count = 0
+        for key, value, version, seq in records:
+            self.write(key, value, version, seq, now)
+            count += 1
+        return count
+
+    def note_seq(self, seq: int) -> None:
+        """Record a journal sequence that carries no write (so the mark can pass it)."""
+        self.last_seq = max(self.last_seq, seq)
+
+    def load_clean(self, record: StoreRecord) -> None:
+        """Keep what a read-through found in the store, unless a write got there first."""
+        if record.key in self.entries:
+            return
+        self.entries[record.key] = Entry(record.value, record.version, 0, record.version)
+        self.clean[record.key] = None
+        self.evict()
+
+    def settle(self, record: StoreRecord) -> None:
+        """A write-through (``ack='store'``) committed: keep it clean unless something newer is."""
+        self.mutations += 1
+        entry = self.entries.get(record.key)
+        if entry is None:
+            self.entries[record.key] = Entry(record.value, record.version, 0, record.version)
+            self.clean[record.key] = None
+        elif record.version >= entry.version:
+            entry.value, entry.version = record.value, record.version
+            entry.persisted_version = max(entry.persisted_version, record.version)
+            if entry.dirty_since is None:
+                self.clean.pop(record.key, None)
+                self.clean[record.key] = None
+        else:
+            entry.persisted_version = max(entry.persisted_version, record.version)
+        self.evict()
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    @property
+    def unpersisted(self) -> int:
+        """Entries written but not confirmed by the store (dirty plus in flight)."""
+        return len(self.dirty) + self.inflight_records
+
+    def oldest_dirty_since(self) -> float | None:
+        candidates = [f.oldest_since for f in self.inflight.values()]
+        if self.dirty:
+            since = self.entries[next(iter(self.dirty))].dirty_since
+            assert since is not None
+            candidates.append(since)
+        return min(candidates, default=None)
+
+    def due(self, now: float) -> bool:
+        """Should a batch be built now?"""
+        if not self.dirty or len(self.inflight) >= self.policy.max_inflight:
+            return False
+        if now < self.retry_at:
+            return False
+        if self.flush_requested or len(self.dirty) >= self.policy.batch_size:
+            return True
+        if len(self.entries) > self.max_entries:
+            return True  # eviction pressure: only clean entries can go
+        since = self.entries[next(iter(self.dirty))].dirty_since
+        assert since is not None
+        return now >= since + self.policy.flush_interval
+
+    def next_deadline(self, now: float) -> float:
+        """When :meth:`due` next becomes true by itself (``inf``: only a new event can)."""
+        if not self.dirty or len(self.inflight) >= self.policy.max_inflight:
+            return math.inf
+        if self.due(now):
+            return now
+        since = self.entries[next(iter(self.dirty))].dirty_since
+        assert since is not None
+        return max(self.retry_at, since + self.policy.flush_interval)
+
+    def take_batch(self, now: float) -> FlushBatch | None:
+        """Move up to ``batch_size`` dirty keys, oldest first, into a new in-flight batch."""
+        if not self.due(now):
+            return None
+        records = []
+        oldest = math.inf
+        for key in self.dirty:
+            entry = self.entries[key]
+            records.append(StoreRecord(key, entry.value, entry.version))
+            assert entry.dirty_since is not None
+            oldest = min(oldest, entry.dirty_since)
+            if len(records) >= self.policy.batch_size:
+                break
+        for record in records:
+            del self.dirty[record.key]
+        if not self.dirty:
+            self.flush_requested = False
+        batch_id = self._next_batch_id
+        self._next_batch_id += 1
+        self.inflight[batch_id] = InFlight(tuple(records), oldest)
+        self.inflight_records += len(records)
+        return FlushBatch(self.shard, self.incarnation, batch_id, tuple(records))
+
+    def on_ack(self, batch_id: int, rejected: tuple[Rejection, ...] = ()) -> None:
+        """The store committed a batch (refusing ``rejected`` records for good)."""
+        flight = self._pop_flight(batch_id)
+        if flight is None:
+            return
+        refused = {(r.key, r.version): r.reason for r in rejected}
+        self.failures = 0
+        self.retry_at = -math.inf
+        self.batches_acked += 1
+        for record in flight.records:
+            entry = self.entries[record.key]
+            reason = refused.get((record.key, record.version))
+            if reason is not None:
+                if entry.version == record.version and record.key not in self.dirty:
+                    entry.quarantined = True
+                    self.quarantine[record.key] = Quarantined(record.key, record.version, reason)
+                continue
+            self.records_persisted += 1
+            entry.persisted_version = max(entry.persisted_version, record.version)
+            if entry.persisted_version >= entry.version and record.key not in self.dirty:
+                entry.dirty_since = None
+                self.clean[record.key] = None
+        self.evict()
+
+    def on_nack(self, batch_id: int, now: float) -> float:
+        """The batch did not commit: requeue what it carried first, back off; returns the delay."""
+        flight = self._pop_flight(batch_id)
+        if flight is None:
+            return 0.0
+        requeue = [
+            r.key
+            for r in flight.records
+            if r.key not in self.dirty and self.entries[r.key].version == r.version
+        ]
+        if requeue:
+            self.dirty = dict.fromkeys(requeue) | self.dirty
+        self.failures += 1
+        delay = self.policy.backoff(self.failures, self.rng)
+        self.retry_at = now + delay
+        return delay
+
+    def _pop_flight(self, batch_id: int) -> InFlight | None:
+        flight = self.inflight.pop(batch_id, None)
+        if flight is not None:
+            self.inflight_records -= len(flight.records)
+        return flight
+
+    def retry_quarantine(self, now: float) -> int:
+        """Put every quarantined record back in the dirty set."""
+        count = 0
+        for key in list(self.quarantine):
+            entry = self.entries[key]
+            entry.quarantined = False
+            self.dirty[key] = None
+            count += 1
+        self.quarantine.clear()
+        return count
+
+    # -- the journal mark and eviction --------------------------------------------------------
+
+    def persisted_mark(self) -> int:
+        """Every journal record at or below this is persisted or superseded."""
+        pending = self._pending
+        while pending:
+            seq, key = pending[0]
+            entry = self.entries.get(key)
+            if entry is None or entry.seq != seq or (
+                entry.persisted_version >= entry.version and not entry.quarantined
+            ):
+                heapq.heappop(pending)
+                continue
+            return seq - 1
+        return self.last_seq
+
+    def settled(self, seq: int) -> bool:
+        """Is every write up to ``seq`` persisted or quarantined (nothing left to try)?"""
+        return self.persisted_mark() >= seq or (not self.dirty and not self.inflight)
+
+    def is_persisted(self, key: str, version: int, seq: int) -> bool:
+        entry = self.entries.get(key)
+        if entry is not None and entry.persisted_version >= version:
+            return True
+        return bool(seq) and self.persisted_mark() >= seq
+
+    def evict(self) -> None:
+        """Drop least recently settled clean entries beyond ``max_entries``; never a dirty one."""
+        excess = len(self.entries) - self.max_entries
+        while excess > 0 and self.clean:
+            key = next(iter(self.clean))
+            del self.clean[key]
+            del self.entries[key]
+            self.evictions += 1
+            self.mutations += 1
+            excess -= 1

@@ -1,0 +1,153 @@
+"""The shard state machine and flush policy, synchronously: no trio, no I/O."""
+
+import math
+import random
+
+from writebehind import Rejection
+from writebehind._shard_core import FlushPolicy, ShardCore
+
+
+def make(**policy: float) -> ShardCore:
+    return ShardCore(
+        0, 1, FlushPolicy(**policy), max_entries=1000, rng=random.Random(0)  # type: ignore[arg-type]
+    )
+
+
+def test_hundred_writes_to_one_key_coalesce_into_one_store_write() -> None:
+    core = make(flush_interval=1.0)
+    for i in range(100):
+        core.write("k", b"%d" % i, version=i + 1, seq=i + 1, now=0.0)
+    assert not core.due(0.5)
+    batch = core.take_batch(1.0)
+    assert batch is not None
+    assert [(r.key, r.value, r.version) for r in batch.records] == [("k", b"99", 100)]
+    core.on_ack(batch.batch_id)
+    assert core.persisted_mark() == 100
+    assert core.unpersisted == 0
+
+
+def test_flush_is_due_on_interval_batch_size_and_request() -> None:
+    core = make(flush_interval=1.0, batch_size=3)
+    core.write("a", b"1", 1, 1, now=10.0)
+    assert not core.due(10.5)
+    assert core.next_deadline(10.5) == 11.0
+    assert core.due(11.0)
+    core.write("b", b"1", 2, 2, now=10.6)
+    core.write("c", b"1", 3, 3, now=10.6)
+    assert core.due(10.6)  # batch size reached
+    core2 = make(flush_interval=1.0)
+    core2.write("a", b"1", 1, 1, now=0.0)
+    core2.flush_requested = True
+    assert core2.due(0.0)
+
+
+def test_nothing_dirty_means_no_deadline() -> None:
+    core = make()
+    assert core.next_deadline(0.0) == math.inf
+    assert core.take_batch(0.0) is None
+
+
+def test_mark_waits_for_the_oldest_unpersisted_write() -> None:
+    core = make(batch_size=1, flush_interval=0.1)
+    core.write("a", b"1", 1, 1, 0.0)
+    core.write("b", b"1", 2, 2, 0.0)
+    first = core.take_batch(1.0)
+    second = core.take_batch(1.0)
+    assert first is not None and second is not None
+    core.on_ack(second.batch_id)
+    assert core.persisted_mark() == 0  # "a" (seq 1) is still in flight
+    core.on_ack(first.batch_id)
+    assert core.persisted_mark() == 2
+
+
+def test_nack_requeues_first_and_backs_off_with_growing_delay() -> None:
+    core = make(batch_size=10, flush_interval=0.1, retry_initial=0.1, retry_max=10.0)
+    core.write("a", b"1", 1, 1, 0.0)
+    batch = core.take_batch(1.0)
+    assert batch is not None
+    core.write("b", b"1", 2, 2, 1.0)
+    delays = [core.on_nack(batch.batch_id, 1.0)]
+    assert list(core.dirty) == ["a", "b"]
+    assert not core.due(1.0)
+    assert core.next_deadline(1.0) == core.retry_at
+    for _ in range(5):
+        batch = core.take_batch(core.retry_at)
+        assert batch is not None
+        delays.append(core.on_nack(batch.batch_id, core.retry_at))
+    assert 0.05 <= delays[0] <= 0.1
+    assert delays[-1] > delays[0]
+    assert all(d <= 10.0 for d in delays)
+
+
+def test_a_key_rewritten_in_flight_stays_dirty_after_the_ack() -> None:
+    core = make(flush_interval=0.1)
+    core.write("a", b"old", 1, 1, 0.0)
+    batch = core.take_batch(1.0)
+    assert batch is not None
+    core.write("a", b"new", 2, 2, 1.0)
+    core.on_ack(batch.batch_id)
+    assert "a" in core.dirty
+    assert core.persisted_mark() == 1
+    assert not core.is_persisted("a", 2, 2)
+    assert core.is_persisted("a", 1, 1)
+
+
+def test_an_older_write_never_undoes_a_newer_one() -> None:
+    core = make()
+    core.write("a", b"new", 5, 2, 0.0)
+    core.write("a", b"old", 3, 1, 0.0)
+    assert core.entries["a"].value == b"new"
+
+
+def test_delete_is_a_versioned_tombstone() -> None:
+    core = make(flush_interval=0.1)
+    core.write("a", b"1", 1, 1, 0.0)
+    core.write("a", None, 2, 2, 0.0)
+    batch = core.take_batch(1.0)
+    assert batch is not None
+    assert batch.records[0].deleted and batch.records[0].version == 2
+
+
+def test_rejected_record_is_quarantined_and_pins_the_mark_but_not_the_rest() -> None:
+    core = make(flush_interval=0.1)
+    core.write("bad", b"x", 1, 1, 0.0)
+    core.write("good", b"y", 2, 2, 0.0)
+    batch = core.take_batch(1.0)
+    assert batch is not None
+    core.on_ack(batch.batch_id, (Rejection("bad", 1, "too large"),))
+    assert list(core.quarantine) == ["bad"]
+    assert core.is_persisted("good", 2, 2)
+    assert core.persisted_mark() == 0  # the quarantined record stays in the journal
+    assert core.settled(2)  # but flush() does not wait for it
+    assert core.retry_quarantine(2.0) == 1
+    assert "bad" in core.dirty
+
+
+def test_eviction_drops_only_clean_entries() -> None:
+    core = ShardCore(0, 1, FlushPolicy(flush_interval=0.1), max_entries=2, rng=random.Random(0))
+    core.write("a", b"1", 1, 1, 0.0)
+    core.write("b", b"1", 2, 2, 0.0)
+    core.write("c", b"1", 3, 3, 0.0)
+    assert len(core.entries) == 3  # all dirty: nothing may go
+    assert core.due(0.0)  # eviction pressure forces a flush
+    batch = core.take_batch(0.0)
+    assert batch is not None
+    core.on_ack(batch.batch_id)
+    assert len(core.entries) == 2
+    assert "a" not in core.entries
+
+
+def test_replay_rebuilds_dirty_entries_in_journal_order() -> None:
+    core = make()
+    core.replay([("a", b"1", 1, 1), ("b", b"2", 2, 2), ("a", None, 3, 3)], now=0.0)
+    assert list(core.dirty) == ["a", "b"]
+    assert core.entries["a"].value is None
+    assert core.last_seq == 3
+
+
+def test_backoff_is_deterministic_for_a_seed() -> None:
+    policy = FlushPolicy(retry_initial=0.1, retry_max=2.0)
+    a = [policy.backoff(n, random.Random(7)) for n in range(1, 10)]
+    b = [policy.backoff(n, random.Random(7)) for n in range(1, 10)]
+    assert a == b
+    assert max(a) <= 2.0
