@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import trio
-
 from writebehind._journal import Journal, RecordKind
 
 

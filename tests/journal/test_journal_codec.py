@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from writebehind._errors import JournalCorruption
 from writebehind._journal._codec import (
     HEADER_SIZE,
@@ -158,7 +157,7 @@ def test_truncated_trailing_record_is_ignored() -> None:
 
 
 def test_truncated_record_in_a_segment_that_is_not_the_last_is_corruption() -> None:
-    log, offsets = segment_bytes(make_records(3))
+    log, _ = segment_bytes(make_records(3))
     with pytest.raises(JournalCorruption, match=r"offset \d+: truncated record in a segment"):
         scan_segment(log[:-1], path=PATH, is_last=False)
 
