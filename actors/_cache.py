@@ -21,7 +21,7 @@ from ._seams import Seams
 from ._shard import ShardActor
 from ._stats import CacheStatistics
 from ._store import Store, store_factory
-from ._store_actor import Outgoing, StoreActor
+from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
 
 log = logging.getLogger("writebehind")
@@ -41,7 +41,9 @@ class Cache:
         self.config = config
         self._seams = seams
         self._rng = random.Random(config.seed)
-        self._factory = store_factory(config.store, timeout=config.store_timeout)
+        self._factory = seams.store_factory or store_factory(
+            config.store, timeout=config.store_timeout
+        )
         self._reader: Store | None = None
         self._reader_limiter = trio.CapacityLimiter(1)
         send, receive = trio.open_memory_channel[Outgoing](config.store_actors * 2)
@@ -190,7 +192,7 @@ class Cache:
     async def _reader_call(self, fn: Any, *args: Any) -> Any:
         if self._reader is None:
             raise CacheClosed("the cache's store reader is closed")
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._reader_limiter)
+        return await call_store(self._reader.blocking, self._reader_limiter, fn, *args)
 
     async def _read(self, key: str) -> StoreRecord | None:
         assert self._reader is not None
@@ -204,7 +206,9 @@ class Cache:
 
     async def _prepare(self) -> None:
         reader = self._factory()
-        await trio.to_thread.run_sync(reader.connect)
+        if self._seams.wrap_store is not None:
+            reader = self._seams.wrap_store(reader)
+        await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
         journal_dir = Path(self.config.journal_dir)
         layout = journal_dir / LAYOUT_FILE

@@ -13,6 +13,7 @@ from ._errors import StoreRejected
 from ._journal import Journal
 from ._messages import StoreRecord
 from ._store import Store
+from ._store_actor import call_store
 
 
 @attrs.frozen
@@ -55,9 +56,7 @@ async def recover_journals(
             pending = [StoreRecord(r.key, r.value, r.version) for r in recovery.records]
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start:start + batch_size]
-                rejected = await trio.to_thread.run_sync(
-                    store.write_batch, chunk, limiter=limiter
-                )
+                rejected = await call_store(store.blocking, limiter, store.write_batch, chunk)
                 if rejected:
                     raise StoreRejected(
                         f"the store refused {len(rejected)} records from {directory} (first: "

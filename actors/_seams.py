@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._store import Store
+from ._store import Store, StoreFactory
 
 #: Every named step of the write and flush path, in the order a write meets them.
 FAULT_POINTS: tuple[str, ...] = (
@@ -36,8 +36,10 @@ class Seams:
     :data:`FAULT_POINTS`; an exception it raises crashes that actor at that point.
     ``wrap_store`` wraps each store a store actor connects with (a faulty store).
     ``filesystem`` is the journal's file layer (a simulated disk).
+    ``store_factory`` replaces the store named by ``Config.store`` (a simulated store).
     """
 
     fault_point: FaultPointHook | None = None
     wrap_store: Callable[[Store], Store] | None = None
     filesystem: Any = None
+    store_factory: StoreFactory | None = None

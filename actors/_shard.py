@@ -139,8 +139,7 @@ class ShardActor:
                 self._crash = exc
             raise
         finally:
-            self.core = self.journal = self._inbox = None
-            self._ready = trio.Event()
+            self._not_ready()
             replies.close()
             if journal is not None:
                 journal.close()
@@ -216,6 +215,8 @@ class ShardActor:
         if self._scope is not None and self._crash is None:
             self._crash = exc
             self._scope.cancel()
+            # Callers must not reach the dying incarnation while its task unwinds.
+            self._not_ready()
 
     def _fault_inline(self, point: str) -> None:
         """A fault point on a caller's path: a raise there crashes the shard, not the caller."""
@@ -229,6 +230,11 @@ class ShardActor:
                 f"{self.name} crashed at {point} while this write was in flight: it may or may "
                 "not have been journaled; retry it"
             ) from exc
+
+    def _not_ready(self) -> None:
+        self.core = self.journal = self._inbox = None
+        if self._ready.is_set():  # an unset one may have waiters: keep it for the next start
+            self._ready = trio.Event()
 
     def _notify(self) -> None:
         self._progress.set()
@@ -297,8 +303,9 @@ class ShardActor:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
         core.write(key, value, version, seq, trio.current_time())
         self._fault_inline("put.after_journal_append")
-        if len(core.dirty) >= self.config.batch_size:
-            self._kick()
+        dirty = len(core.dirty)
+        if dirty == 1 or dirty >= self.config.batch_size:
+            self._kick()  # the first dirty key starts the flush timer; a full batch goes now
         ack = self.config.ack
         try:
             if ack == "journal":

@@ -21,7 +21,10 @@ SCHEMA_VERSION = 1
 
 
 class Store(Protocol):
-    """What a store actor drives. Every method blocks; the actor calls it in a thread."""
+    """What a store actor drives. A ``blocking`` store is called from a worker thread; a
+    non-blocking one (an in-memory simulation) is called inline, so a run stays deterministic."""
+
+    blocking: bool
 
     def connect(self) -> None: ...
 
@@ -56,6 +59,8 @@ def sqlite_path(url: str) -> Path:
 
 class SQLiteStore:
     """The embedded default: one file, WAL mode, ``synchronous=FULL``."""
+
+    blocking = True
 
     def __init__(self, path: str | Path, *, table: str = "writebehind_entries",
                  timeout: float = 30.0) -> None:

@@ -46,18 +46,20 @@ class StoreActor:
         self._current: Outgoing | None = None
         # One thread at a time per connection: a store is not safe to share across threads.
         self._limiter = trio.CapacityLimiter(1)
+        self._store_blocking = True
 
     def _fault(self, point: str) -> None:
         if self._hook is not None:
             self._hook(point, self.name)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await call_store(self._store_blocking, self._limiter, fn, *args)
 
     async def _connect(self) -> Store:
         store = self._factory()
         if self._wrap is not None:
             store = self._wrap(store)
+        self._store_blocking = store.blocking
         delay = self._reconnect_delay
         while True:
             try:
@@ -128,6 +130,15 @@ class StoreActor:
             errors=self.errors,
             last_error=self.last_error,
         )
+
+
+async def call_store(blocking: bool, limiter: trio.CapacityLimiter, fn: Any, *args: Any) -> Any:
+    """Call a store method: in a worker thread if it blocks, else inline (then checkpoint)."""
+    if blocking:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+    result = fn(*args)
+    await trio.lowlevel.checkpoint()
+    return result
 
 
 async def _answer(reply: trio.MemorySendChannel[Any], message: object) -> None:

@@ -1,0 +1,3 @@
+"""writebehind.chaos: seeded, reproducible chaos suites users run in their CI."""
+
+__all__: list[str] = []
