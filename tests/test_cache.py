@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from writebehind import (
     CacheClosed,
     Config,

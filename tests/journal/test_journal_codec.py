@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from writebehind._errors import JournalCorruption
 from writebehind._journal._codec import (
     HEADER_SIZE,

@@ -16,6 +16,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+
 from writebehind._errors import JournalClosed, JournalFailed, JournalFull
 from writebehind._journal import Journal, JournalRecord, RecordKind
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash, SimulatedFileSystem

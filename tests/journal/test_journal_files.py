@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from writebehind._errors import JournalCorruption, JournalLocked
 from writebehind._journal import Journal, RecordKind
 from writebehind._journal._codec import JournalRecord

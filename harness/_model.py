@@ -1,0 +1,175 @@
+"""The model of the durability contract: pure, per ack mode.
+
+It sees the workload from the outside: every write is *issued*, then *acknowledged*, *refused*
+(it raised before anything happened: bad input, ``Overloaded``) or *uncertain* (it raised in
+flight, or a crash cut it off: it may or may not have happened). Writes to one key must be
+issued one at a time (the workload's job), so per key they are totally ordered.
+
+After recovery and drain, the store must hold for every key the value of its last acknowledged
+write, or of a write issued after it whose outcome is uncertain — deletes included (``None``:
+absent). A read must return the same (read-your-writes). Where the ack mode does not promise to
+survive what happened (``memory`` under any crash; ``journal`` under power loss), a miss is
+*measured* as a loss — count and window — and labelled allowed, instead of failing the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+Status = Literal["pending", "acked", "refused", "uncertain"]
+CrashKind = Literal["process", "power"]
+
+#: Which crash kinds each ack mode promises to survive without losing acknowledged writes.
+SURVIVES: dict[str, frozenset[str]] = {
+    "memory": frozenset(),
+    "journal": frozenset({"process"}),
+    "fsync": frozenset({"process", "power"}),
+    "store": frozenset({"process", "power"}),
+}
+
+
+@attrs.define
+class Write:
+    op: int
+    key: str
+    value: bytes | None
+    issued_at: float
+    status: Status = "pending"
+    acked_at: float | None = None
+
+
+@attrs.frozen
+class Loss:
+    """An acknowledged write the store (or a read) did not reflect."""
+
+    key: str
+    expected: bytes | None
+    found: bytes | None
+    acked_at: float | None
+    window: float | None  # from the ack to the first crash after it
+
+
+@attrs.frozen
+class Verdict:
+    """The outcome of checking a store against the model."""
+
+    ack: str
+    acked: int
+    uncertain: int
+    crashes: dict[str, int]
+    lost: tuple[Loss, ...]
+    loss_allowed: bool
+
+    @property
+    def ok(self) -> bool:
+        """True unless acknowledged writes were lost where the contract forbids it."""
+        return not self.lost or self.loss_allowed
+
+    @property
+    def label(self) -> str:
+        if not self.lost:
+            return "PASS"
+        return "LOSS (allowed by ack mode)" if self.loss_allowed else "FAIL"
+
+
+class Model:
+    """Tracks issued writes per key; checks reads and the final store."""
+
+    def __init__(self, ack: str) -> None:
+        if ack not in SURVIVES:
+            raise ValueError(f"unknown ack mode {ack!r}")
+        self.ack = ack
+        self.writes: list[Write] = []
+        self.by_key: dict[str, list[Write]] = {}
+        self.initial: dict[str, bytes | None] = {}
+        self.crashes: dict[str, int] = {}
+        self.crash_times: list[float] = []
+        self.read_losses: list[Loss] = []
+
+    # -- events -------------------------------------------------------------------------------
+
+    def seed_store(self, rows: Mapping[str, bytes | None]) -> None:
+        """What the store held before the run (keys never written keep it)."""
+        self.initial.update(rows)
+
+    def issue(self, key: str, value: bytes | None, now: float) -> int:
+        history = self.by_key.setdefault(key, [])
+        if history and history[-1].status == "pending":
+            raise AssertionError(
+                f"the workload issued a second write to {key!r} while one was pending; "
+                "the model needs writes to one key issued one at a time"
+            )
+        write = Write(len(self.writes), key, value, now)
+        self.writes.append(write)
+        history.append(write)
+        return write.op
+
+    def acked(self, op: int, now: float) -> None:
+        write = self.writes[op]
+        write.status, write.acked_at = "acked", now
+
+    def refused(self, op: int) -> None:
+        self.writes[op].status = "refused"
+
+    def uncertain(self, op: int) -> None:
+        self.writes[op].status = "uncertain"
+
+    def crash(self, kind: CrashKind, now: float) -> None:
+        """Everything still pending at a crash may or may not have happened."""
+        self.crashes[kind] = self.crashes.get(kind, 0) + 1
+        self.crash_times.append(now)
+        for write in self.writes:
+            if write.status == "pending":
+                write.status = "uncertain"
+
+    # -- checks -------------------------------------------------------------------------------
+
+    @property
+    def loss_allowed(self) -> bool:
+        return any(kind not in SURVIVES[self.ack] for kind in self.crashes)
+
+    def allowed(self, key: str) -> tuple[bytes | None, ...]:
+        """Values the key may hold now: the last acked write's, or a later uncertain one's."""
+        history = self.by_key.get(key, [])
+        last = max((i for i, w in enumerate(history) if w.status == "acked"), default=-1)
+        base = history[last].value if last >= 0 else self.initial.get(key)
+        later = tuple(w.value for w in history[last + 1:] if w.status in ("uncertain", "pending"))
+        return (base, *later)
+
+    def _loss(self, key: str, found: bytes | None) -> Loss:
+        history = self.by_key.get(key, [])
+        acked = [w for w in history if w.status == "acked"]
+        last = acked[-1] if acked else None
+        at = last.acked_at if last else None
+        window = None
+        if at is not None:
+            after = [t for t in self.crash_times if t >= at]
+            window = (after[0] - at) if after else None
+        return Loss(key, last.value if last else self.initial.get(key), found, at, window)
+
+    def check_read(self, key: str, found: bytes | None) -> Loss | None:
+        """A read must see the last acknowledged write (or a later uncertain one)."""
+        if found in self.allowed(key):
+            return None
+        loss = self._loss(key, found)
+        self.read_losses.append(loss)
+        return loss
+
+    def check_store(self, rows: Mapping[str, bytes | None]) -> Verdict:
+        """Compare the drained store (key -> value, absent or None for deleted) with the model."""
+        lost = [
+            self._loss(key, rows.get(key))
+            for key in sorted(self.by_key)
+            if rows.get(key) not in self.allowed(key)
+        ]
+        return Verdict(
+            ack=self.ack,
+            acked=sum(w.status == "acked" for w in self.writes),
+            uncertain=sum(w.status == "uncertain" for w in self.writes),
+            crashes=dict(self.crashes),
+            lost=tuple(lost),
+            loss_allowed=self.loss_allowed,
+        )
