@@ -1,4 +1,4 @@
-"""The ``writebehind`` command line."""
+"""writebehind: a write-behind cache for trio that proves its durability contract."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from . import _recover_tool
     from ._journal import _tool
 
     _tool.register(sub)
+    _recover_tool.register(sub)
     return parser
 
 

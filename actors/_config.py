@@ -183,8 +183,11 @@ class Config:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        # Relative paths in a config file mean "next to the file", wherever it is run from.
         base = path.parent
         cfg = cls.from_mapping(data, source=str(path))
         if not cfg.journal_dir.is_absolute():
             cfg = attrs.evolve(cfg, journal_dir=base / cfg.journal_dir)
+        if cfg.store.startswith("sqlite:///") and not cfg.store.startswith("sqlite:////"):
+            cfg = attrs.evolve(cfg, store=f"sqlite:///{base / cfg.store[len('sqlite:///'):]}")
         return cfg

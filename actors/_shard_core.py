@@ -67,7 +67,7 @@ class FlushPolicy:
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
-        ceiling = min(self.retry_max, self.retry_initial * 2 ** min(failures - 1, 32))
+        ceiling = min(self.retry_max, self.retry_initial * 2.0 ** min(failures - 1, 32))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
