@@ -66,3 +66,11 @@ def test_from_toml_missing_or_broken_file(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("ack = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         Config.from_toml(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parent.parent / "specs" / "examples").glob("*.toml"))
+)
+def test_every_example_configuration_loads(example: Path) -> None:
+    config = Config.from_toml(example)
+    assert config.journal_dir.parent.parent == example.parent
