@@ -309,3 +309,31 @@ async def test_statistics_report_watermarks(tmp_path: Path) -> None:
         await cache.flush()
         s = cache.statistics().shards[0]
         assert s.dirty == 0 and s.unpersisted == 0 and s.records_persisted == 10
+
+
+async def test_a_zombie_instance_never_overwrites_a_newer_epoch(tmp_path: Path) -> None:
+    old = config(tmp_path, journal_dir=tmp_path / "old", flush_interval=600.0)
+    new = config(tmp_path, journal_dir=tmp_path / "new")
+    async with trio.open_nursery() as nursery:
+        zombie = await nursery.start(serve_cache, old)  # takes epoch 1
+        await zombie.put("k", b"from the zombie")  # acknowledged, not flushed yet
+        async with open_cache(new) as fresh:  # takes a newer epoch
+            await fresh.put("k", b"from the new instance")
+            await fresh.flush()
+        await zombie.flush()  # the late batch arrives after the newer write
+        await zombie.aclose()
+    assert store_rows(tmp_path)["k"].value == b"from the new instance"
+
+
+async def test_a_replayed_older_write_never_undoes_a_newer_one(tmp_path: Path) -> None:
+    cfg = config(tmp_path, flush_interval=600.0)
+    async with trio.open_nursery() as nursery:
+        cache = await nursery.start(serve_cache, cfg)
+        await cache.put("k", b"old")
+        nursery.cancel_scope.cancel()  # "old" stays journaled
+    # Another instance (its own journal) writes a newer value straight to the store.
+    async with open_cache(config(tmp_path, journal_dir=tmp_path / "other")) as other:
+        await other.put("k", b"newer")
+    async with open_cache(cfg) as cache:  # replays "old", which must lose
+        await cache.flush()
+    assert store_rows(tmp_path)["k"].value == b"newer"
