@@ -76,7 +76,7 @@ class Cache:
 
     async def put(self, key: str, value: bytes) -> Receipt:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
-        key = self._check_key(key)
+        shard = self._route(key)
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(
                 f"value must be bytes, got {type(value).__name__}; encode it first "
@@ -88,17 +88,15 @@ class Cache:
                 f"value for {key!r} is {len(value)} bytes, over "
                 f"Config.max_value_bytes={self.config.max_value_bytes}"
             )
-        return await self._shard(key).write(key, value)
+        return await shard.write(key, value)
 
     async def delete(self, key: str) -> Receipt:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
-        key = self._check_key(key)
-        return await self._shard(key).write(key, None)
+        return await self._route(key).write(key, None)
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
-        key = self._check_key(key)
-        return await self._shard(key).get(key)
+        return await self._route(key).get(key)
 
     async def flush(self) -> None:
         """Return once every write acknowledged before the call is in the store.
@@ -155,29 +153,28 @@ class Cache:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _check_key(self, key: str) -> str:
+    def _route(self, key: str) -> ShardActor:
+        """Validate ``key`` and return the shard that owns it."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, got {type(key).__name__}")
         if not key:
             raise ValueError("key must not be empty")
         try:
-            size = len(key.encode("utf-8"))
+            raw = key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"key {key!r} is not valid Unicode text: {exc}") from None
-        if size > self.config.max_key_bytes:
+        if len(raw) > self.config.max_key_bytes:
             raise ValueError(
-                f"key is {size} bytes in UTF-8, over Config.max_key_bytes="
+                f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self.config.max_key_bytes}"
             )
-        self._check_open()
-        return key
+        if self.status != "running":
+            self._check_open()
+        return self._shards[zlib.crc32(raw) % len(self._shards)]
 
     def _check_open(self) -> None:
         if self.status != "running":
             raise CacheClosed(f"the cache is {self.status}; writes and reads are refused")
-
-    def _shard(self, key: str) -> ShardActor:
-        return self._shards[zlib.crc32(key.encode("utf-8")) % len(self._shards)]
 
     def _alert(self, message: str) -> None:
         self.alerts += 1

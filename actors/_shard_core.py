@@ -174,12 +174,15 @@ class ShardCore:
         return len(self.dirty) + self.inflight_records
 
     def oldest_dirty_since(self) -> float | None:
-        candidates = [f.oldest_since for f in self.inflight.values()]
+        """When the oldest unpersisted write became dirty (first in flight or first dirty)."""
+        oldest = None
+        if self.inflight:
+            oldest = next(iter(self.inflight.values())).oldest_since
         if self.dirty:
             since = self.entries[next(iter(self.dirty))].dirty_since
-            assert since is not None
-            candidates.append(since)
-        return min(candidates, default=None)
+            if oldest is None or (since is not None and since < oldest):
+                oldest = since
+        return oldest
 
     def due(self, now: float) -> bool:
         """Should a batch be built now?"""

@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from .._errors import ConfigError, JournalClosed, JournalFailed, JournalFull, JournalLocked
-from ._codec import HEADER_SIZE, JournalRecord, RecordKind, SegmentHeader
+from ._codec import HEADER_SIZE, JournalRecord, RecordKind, SegmentHeader, encode_frame, salt_seed
 from ._fs import FileSystem, OsFileSystem
 from ._recovery import RecoveryReport, Segment, create_segment, recover
 
@@ -74,6 +74,7 @@ class Journal:
         self._shard_id = shard_id
         self._lock_token = lock_token
         self._salt = salt
+        self._seed = salt_seed(salt)
         self._segments = segments  # oldest first; the last one is active, never deleted
         self._fd = fd  # open on segments[-1]
         self.recovery = recovery
@@ -173,12 +174,22 @@ class Journal:
 
     def append_nowait(self, kind: RecordKind, key: str, value: bytes | None, version: int) -> int:
         """Buffer a PUT or DELETE and return its sequence number (nothing is written yet)."""
-        self._check_usable()
-        if kind == RecordKind.CHECKPOINT:
+        if self._failure is not None or self._closed:
+            self._check_usable()
+        # The hot path: encode straight from the fields, no JournalRecord per append.
+        if kind is RecordKind.PUT:
+            if value is None:
+                raise ValueError(f"a PUT record needs a value, got value=None for key {key!r}")
+        elif kind is RecordKind.DELETE:
+            if value is not None:
+                raise ValueError(f"a DELETE record carries no value, got {value!r}")
+        else:
             raise ValueError("append_nowait takes PUT or DELETE; use checkpoint_nowait()")
-        record = JournalRecord(seq=self._next_seq, kind=kind, key=key, value=value,
-                               version=version)
-        return self._push(record)
+        seq = self._next_seq
+        self._buffer += encode_frame(seq, kind, key.encode("utf-8"), value, version, self._seed)
+        self._next_seq = seq + 1
+        self._work.set()
+        return seq
 
     def checkpoint_nowait(self, persisted_seq: int) -> int:
         """Record that every seq <= ``persisted_seq`` is in the store; returns the checkpoint
@@ -201,7 +212,9 @@ class Journal:
     async def wait_written(self, seq: int) -> None:
         """Return once record ``seq`` is written to the OS (it survives a process crash)."""
         self._check_seq(seq)
-        await trio.lowlevel.checkpoint()
+        if self._written_seq >= seq:
+            await trio.lowlevel.checkpoint()
+            return
         while self._written_seq < seq:
             self._check_usable()
             await self._written_event.wait()
@@ -212,7 +225,9 @@ class Journal:
         if seq > self._sync_wanted:
             self._sync_wanted = seq
             self._work.set()
-        await trio.lowlevel.checkpoint()
+        if self._synced_seq >= seq:
+            await trio.lowlevel.checkpoint()
+            return
         while self._synced_seq < seq:
             self._check_usable()
             await self._synced_event.wait()
