@@ -35,16 +35,18 @@ from ._messages import (
 )
 from ._recover import RecoverReport, recover_journals
 from ._seams import FAULT_POINTS, FaultPointHook, Seams
-from ._stats import CacheStatistics, ShardStatistics, StoreStatistics
+from ._stats import EVENT_KINDS, CacheEvent, CacheStatistics, ShardStatistics, StoreStatistics
 from ._store import SQLiteStore, Store
 
 __all__ = [
     "ACK_MODES",
+    "EVENT_KINDS",
     "FAULT_POINTS",
     "REQUIREMENTS",
     "AckMode",
     "Cache",
     "CacheClosed",
+    "CacheEvent",
     "CacheStatistics",
     "Config",
     "ConfigError",

@@ -6,7 +6,7 @@ import json
 import logging
 import random
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
-from ._stats import CacheStatistics
+from ._stats import CacheEvent, CacheStatistics
 from ._store import Store, store_factory
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
@@ -64,8 +64,10 @@ class Cache:
             for i in range(config.shards)
         ]
         self._supervisor = Supervisor(
-            max_restarts=config.max_restarts, restart_period=config.restart_period
+            max_restarts=config.max_restarts, restart_period=config.restart_period,
+            on_event=self._emit,
         )
+        self._listeners: list[Callable[[CacheEvent], None]] = []
         self.status = "starting"
         self.alerts = 0
         self.last_alert: str | None = None
@@ -176,7 +178,36 @@ class Cache:
         if self.status != "running":
             raise CacheClosed(f"the cache is {self.status}; writes and reads are refused")
 
-    def _alert(self, message: str) -> None:
+    def add_listener(self, listener: Callable[[CacheEvent], None]) -> None:
+        """Call ``listener(event)`` for every :class:`CacheEvent` from now on.
+
+        Listeners run synchronously inside the actor that had the event: keep them cheap (hand
+        the event to a bounded queue). An exception a listener raises is logged and ignored.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[CacheEvent], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
+    def record_event(self, kind: str, actor: str, detail: str) -> None:
+        """Publish an event from outside the runtime (the chaos harness reports faults here)."""
+        self._emit(kind, actor, detail)
+
+    def _emit(self, kind: str, actor: str, detail: str) -> None:
+        if not self._listeners:
+            return
+        event = CacheEvent(kind, actor, detail, trio.current_time())
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a cache event listener raised; the cache carries on")
+
+    def _alert(self, kind: str, actor: str, message: str) -> None:
+        self._emit(kind, actor, message)
+        if kind == "replay":
+            return
         self.alerts += 1
         self.last_alert = message
         log.warning("%s", message)

@@ -46,7 +46,7 @@ class ShardActor:
         take_epoch: Callable[[], Awaitable[int]],
         read_store: Callable[[str], Awaitable[StoreRecord | None]],
         seams: Seams,
-        alert: Callable[[str], None],
+        alert: Callable[[str, str, str], None],
         rng: random.Random,
     ) -> None:
         self.shard = shard
@@ -126,6 +126,9 @@ class ShardActor:
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
                         if replayed:
                             log.info("%s replayed %d journal records", self.name, replayed)
+                            self._alert(
+                                "replay", self.name, f"replayed {replayed} journal records"
+                            )
                         await nursery.start(journal.run)
                     self._epoch, self._counter = epoch, 0
                     self.core, self.journal, self._inbox = core, journal, inbox
@@ -191,6 +194,7 @@ class ShardActor:
                 core.on_ack(message.batch_id, message.rejected)
                 for rejection in message.rejected:
                     self._alert(
+                        "quarantine", self.name,
                         f"{self.name}: the store refused {rejection.key!r} for good "
                         f"({rejection.reason}); it is quarantined"
                     )
@@ -202,6 +206,7 @@ class ShardActor:
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
                 self._alert(
+                    "flush_failed", self.name,
                     f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
                     f"in {delay:.3f}s, {core.unpersisted} entries wait"
                 )

@@ -62,3 +62,19 @@ class CacheStatistics:
     @property
     def unpersisted(self) -> int:
         return sum(s.unpersisted for s in self.shards)
+
+
+@attrs.frozen
+class CacheEvent:
+    """Something that happened, as it happened: ``kind`` is one of :data:`EVENT_KINDS`."""
+
+    kind: str
+    actor: str
+    detail: str
+    time: float
+
+
+#: What a :class:`CacheEvent` can report.
+EVENT_KINDS = (
+    "crash", "restart", "replay", "flush_failed", "quarantine", "escalation", "fault",
+)

@@ -88,6 +88,7 @@ class Supervisor:
         log.warning("%s crashed: %s", child.name, detail)
         self._event("crash", child.name, detail)
         if len(recent) > self.max_restarts:
+            self._event("escalation", child.name, "restart intensity exceeded; stopping")
             raise TooManyRestarts(
                 f"{child.name} crashed and the supervisor already restarted actors "
                 f"{len(recent) - 1} times in the last {self.restart_period}s "

@@ -337,3 +337,14 @@ async def test_a_replayed_older_write_never_undoes_a_newer_one(tmp_path: Path) -
     async with open_cache(cfg) as cache:  # replays "old", which must lose
         await cache.flush()
     assert store_rows(tmp_path)["k"].value == b"newer"
+
+
+async def test_listeners_see_crashes_restarts_and_replays(tmp_path: Path) -> None:
+    events: list[str] = []
+    crasher = Crasher("flush.before_send")
+    async with open_cache(config(tmp_path, shards=1), seams=Seams(fault_point=crasher)) as cache:
+        cache.add_listener(lambda e: events.append(f"{e.kind} {e.actor}"))
+        cache.add_listener(lambda e: 1 / 0)  # a broken listener never hurts the cache
+        await cache.put("a", b"1")
+        await cache.flush()
+    assert events[:3] == ["crash shard-0", "restart shard-0", "replay shard-0"]
