@@ -9,7 +9,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -23,6 +23,9 @@ from ._stats import CacheEvent, CacheStatistics
 from ._store import Store, store_factory
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ._inspector import InspectorServer
 
 log = logging.getLogger("writebehind")
 
@@ -42,7 +45,7 @@ class Cache:
         self._seams = seams
         self._rng = random.Random(config.seed)
         self._factory = seams.store_factory or store_factory(
-            config.store, timeout=config.store_timeout
+            config.store, table=config.store_table, timeout=config.store_timeout
         )
         self._reader: Store | None = None
         self._reader_limiter = trio.CapacityLimiter(1)
@@ -68,6 +71,7 @@ class Cache:
             on_event=self._emit,
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
+        self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
         self.status = "starting"
         self.alerts = 0
         self.last_alert: str | None = None
@@ -275,6 +279,10 @@ class Cache:
                 for shard in self._shards:
                     await nursery.start(self._supervisor.supervise, shard)
                 self.status = "running"
+                if self.config.inspector is not None:
+                    from ._inspector import start_for_cache
+
+                    self.inspector = await start_for_cache(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
                 self.status = "draining"

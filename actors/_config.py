@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Literal
 import attrs
 
 from ._errors import ConfigError
+from ._inspector_protocol import is_loopback, parse_address
 
 AckMode = Literal["memory", "journal", "fsync", "store"]
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
@@ -66,12 +68,25 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any],
     return check
 
 
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for reprs, logs and errors)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value.startswith(("sqlite://", "postgresql://")):
+    if not isinstance(value, str) or not value.startswith(
+        ("sqlite://", "postgresql://", "postgres://")
+    ):
         raise ConfigError(
             f"Config.store must be a URL like 'sqlite:///path/store.db' or "
-            f"'postgresql://user@host:5432/db', got {value!r}"
+            f"'postgresql://user@host:5432/db', got "
+            f"{mask_url(value) if isinstance(value, str) else value!r}"
         )
+
+
+def _inspector_address(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        parse_address(value, what=f"Config.{attribute.name}")
 
 
 def _requires(value: Any) -> tuple[str, ...]:
@@ -98,7 +113,10 @@ class Config:
     Durations are in seconds.
     """
 
-    store: str = attrs.field(default=DEFAULT_STORE, validator=_store_url)
+    store: str = attrs.field(
+        default=DEFAULT_STORE, validator=_store_url, repr=lambda url: repr(mask_url(url))
+    )
+    store_table: str = "writebehind_entries"
     journal_dir: Path = attrs.field(default=Path(DEFAULT_JOURNAL_DIR), converter=Path)
     ack: AckMode = attrs.field(default="fsync", validator=_one_of(ACK_MODES))
     # Each shard group-commits its own journal: fewer shards mean bigger group commits (one
@@ -128,15 +146,25 @@ class Config:
     seed: int | None = None
     requires: tuple[str, ...] = attrs.field(default=(), converter=_requires)
     on_alert: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
+    # "HOST:PORT" of the websocket inspector (live actor state); None: no inspector.
+    inspector: str | None = attrs.field(default=None, validator=_inspector_address)
+    inspector_token: str | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.store.startswith("postgresql://") is False and not self.store[len("sqlite://"):]:
+        if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
             raise ConfigError(f"Config.store has no path: {self.store!r}")
         if self.retry_max < self.retry_initial:
             raise ConfigError(
                 f"Config.retry_max ({self.retry_max!r}) must be >= Config.retry_initial "
                 f"({self.retry_initial!r})"
             )
+        if self.inspector is not None:
+            host, _ = parse_address(self.inspector, what="Config.inspector")
+            if not is_loopback(host) and not self.inspector_token:
+                raise ConfigError(
+                    f"Config.inspector={self.inspector!r} is reachable from other machines; "
+                    "set Config.inspector_token (clients must send it) or bind to 127.0.0.1"
+                )
         for name in self.requires:
             modes, why = REQUIREMENTS[name]
             if self.ack not in modes:

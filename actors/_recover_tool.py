@@ -34,7 +34,9 @@ def register(subparsers: Any) -> None:
 
 async def recover_with_config(config: Config, *, repair: bool = False) -> RecoverReport:
     """Replay ``config``'s journals into its store."""
-    store = store_factory(config.store, timeout=config.store_timeout)()
+    store = store_factory(
+        config.store, table=config.store_table, timeout=config.store_timeout
+    )()
     await trio.to_thread.run_sync(store.connect)
     try:
         return await recover_journals(

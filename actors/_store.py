@@ -171,14 +171,16 @@ class SQLiteStore:
             db.close()
 
 
-def store_factory(url: str, *, timeout: float = 30.0) -> StoreFactory:
+def store_factory(
+    url: str, *, table: str = "writebehind_entries", timeout: float = 30.0
+) -> StoreFactory:
     """A factory of fresh, unconnected stores for ``url`` (one per store actor)."""
     if url.startswith("sqlite://"):
         path = sqlite_path(url)
-        return lambda: SQLiteStore(path, timeout=timeout)
-    if url.startswith("postgresql://"):
-        raise ConfigError(
-            "Config.store: the PostgreSQL store is not available yet in this version; "
-            "use 'sqlite:///path.db'"
-        )
+        return lambda: SQLiteStore(path, table=table, timeout=timeout)
+    if url.startswith(("postgresql://", "postgres://")):
+        from ._store_pg import PostgresStore
+
+        PostgresStore(url, table=table)  # validate the table name now, not in a thread
+        return lambda: PostgresStore(url, table=table, timeout=timeout)
     raise ConfigError(f"Config.store has an unknown scheme: {url!r}")

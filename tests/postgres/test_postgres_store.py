@@ -1,0 +1,170 @@
+"""The PostgreSQL store against a real server: never a mock."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from writebehind import Config, ConfigError, SchemaMismatch, StoreRecord, open_cache, serve_cache
+from writebehind._store_pg import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+def store(url: str, table: str) -> PostgresStore:
+    s = PostgresStore(url, table=table)
+    s.connect()
+    return s
+
+
+def test_versioned_upsert_only_moves_forward_and_keeps_tombstones(
+    pg_url: str, pg_table: str
+) -> None:
+    s = store(pg_url, pg_table)
+    try:
+        s.write_batch([StoreRecord("a", b"v2", 2), StoreRecord("b", b"x", 1)])
+        s.write_batch([StoreRecord("a", b"v1", 1)])  # older: refused silently
+        s.write_batch([StoreRecord("b", None, 5)])  # tombstone
+        s.write_batch([StoreRecord("b", b"late", 4)])  # older than the tombstone
+        rows = s.read_all()
+        assert rows["a"] == StoreRecord("a", b"v2", 2)
+        assert rows["b"] == StoreRecord("b", None, 5)
+        assert s.read("missing") is None
+    finally:
+        s.close()
+
+
+def test_epochs_increase_across_connections(pg_url: str, pg_table: str) -> None:
+    a, b = store(pg_url, pg_table), store(pg_url, pg_table)
+    try:
+        first, second = a.take_epoch(), b.take_epoch()
+        assert second == first + 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_record_postgres_cannot_hold_is_quarantined_and_the_rest_lands(
+    pg_url: str, pg_table: str
+) -> None:
+    s = store(pg_url, pg_table)
+    try:
+        rejected = s.write_batch([StoreRecord("ok", b"1", 1), StoreRecord("bad\x00key", b"2", 1)])
+        assert [r.key for r in rejected] == ["bad\x00key"]
+        assert s.read("ok") == StoreRecord("ok", b"1", 1)
+        quarantined = s._run("q", f"SELECT key, reason FROM {pg_table}_quarantine", ())
+        assert quarantined[0][0] == "bad\\x00key"
+    finally:
+        s.close()
+
+
+def test_a_mismatched_schema_version_is_a_clear_error(pg_url: str, pg_table: str) -> None:
+    s = store(pg_url, pg_table)
+    s._run("bump", f"UPDATE {pg_table}_meta SET value = 99 WHERE name = 'schema_version'", ())
+    s.close()
+    with pytest.raises(SchemaMismatch, match="schema version 99"):
+        store(pg_url, pg_table)
+
+
+def test_bad_table_names_and_passwords_never_leak(pg_url: str) -> None:
+    with pytest.raises(ConfigError, match="store_table"):
+        PostgresStore(pg_url, table="users; drop")
+    cfg = Config(store="postgresql://bob:hunter2@127.0.0.1:1/test")
+    assert "hunter2" not in repr(cfg)
+    s = PostgresStore("postgresql://bob:hunter2@127.0.0.1:1/test", timeout=2)
+    with pytest.raises(Exception) as info:
+        s.connect()
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+def pg_config(tmp_path: Path, url: str, table: str, **kw: Any) -> Config:
+    kw.setdefault("flush_interval", 0.05)
+    return Config(store=url, store_table=table, journal_dir=tmp_path / "journal", **kw)
+
+
+@pytest.mark.parametrize("ack", ["fsync", "store"])
+async def test_the_cache_flushes_to_postgres(
+    tmp_path: Path, pg_url: str, pg_table: str, ack: str
+) -> None:
+    async with open_cache(pg_config(tmp_path, pg_url, pg_table, ack=ack)) as cache:
+        for i in range(200):
+            await cache.put(f"k{i % 50}", b"v%d" % i)
+        await cache.delete("k0")
+        await cache.flush()
+        assert await cache.get("k1") == b"v151"
+    s = store(pg_url, pg_table)
+    rows = s.read_all()
+    s.close()
+    assert rows["k49"].value == b"v199" and rows["k0"].value is None
+
+
+async def test_unflushed_writes_replay_into_postgres(
+    tmp_path: Path, pg_url: str, pg_table: str
+) -> None:
+    cfg = pg_config(tmp_path, pg_url, pg_table, flush_interval=600.0)
+    async with trio.open_nursery() as nursery:
+        cache = await nursery.start(serve_cache, cfg)
+        for i in range(100):
+            await cache.put(f"k{i}", b"v")
+        nursery.cancel_scope.cancel()
+    async with open_cache(cfg):
+        pass
+    s = store(pg_url, pg_table)
+    assert len(s.read_all()) == 100
+    s.close()
+
+
+async def test_killed_backends_lose_nothing_acknowledged(
+    tmp_path: Path, pg_url: str, pg_table: str
+) -> None:
+    import psycopg
+
+    cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.01, retry_max=0.1)
+    admin = await trio.to_thread.run_sync(lambda: psycopg.connect(pg_url, autocommit=True))
+    killed = 0
+
+    def kill_backends() -> int:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (f"writebehind:{pg_table}",),
+        ).fetchall()
+        return sum(bool(r[0]) for r in rows)
+
+    try:
+        async with open_cache(cfg) as cache:
+            for round_ in range(5):
+                for i in range(100):
+                    await cache.put(f"k{i}", b"r%d" % round_)
+                await trio.sleep(0.1)  # let a flush be in flight or just done
+                killed += await trio.to_thread.run_sync(kill_backends)
+            await cache.flush()
+            stats = cache.statistics()
+    finally:
+        admin.close()
+    assert killed >= 5
+    assert stats.stores[0].errors >= 1  # the store actor saw the drops and reconnected
+    s = store(pg_url, pg_table)
+    rows = s.read_all()
+    s.close()
+    assert {k: r.value for k, r in rows.items()} == {f"k{i}": b"r4" for i in range(100)}
+    assert stats.stores[0].status == "running"
+
+
+async def test_two_instances_on_one_table_the_older_epoch_loses(
+    tmp_path: Path, pg_url: str, pg_table: str
+) -> None:
+    old = pg_config(tmp_path / "old", pg_url, pg_table, flush_interval=600.0)
+    new = pg_config(tmp_path / "new", pg_url, pg_table)
+    async with trio.open_nursery() as nursery:
+        zombie = await nursery.start(serve_cache, old)
+        await zombie.put("k", b"zombie")
+        async with open_cache(new) as fresh:
+            await fresh.put("k", b"fresh")
+            await fresh.flush()
+        await zombie.flush()
+        await zombie.aclose()
+    s = store(pg_url, pg_table)
+    assert s.read("k") == StoreRecord("k", b"fresh", s.read("k").version)  # type: ignore[union-attr]
+    s.close()
