@@ -168,3 +168,45 @@ async def test_two_instances_on_one_table_the_older_epoch_loses(
     s = store(pg_url, pg_table)
     assert s.read("k") == StoreRecord("k", b"fresh", s.read("k").version)  # type: ignore[union-attr]
     s.close()
+
+
+def _restart_command() -> list[str] | None:
+    import os
+    import shutil
+
+    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        return None
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions:
+        return None
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
+
+
+async def test_a_server_restart_while_writes_flow_loses_nothing(
+    tmp_path: Path, pg_url: str, pg_table: str
+) -> None:
+    command = _restart_command()
+    if command is None:
+        pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster")
+    cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.05, retry_max=0.5)
+    async with open_cache(cfg) as cache:
+        acked: dict[str, bytes] = {}
+
+        async def writer() -> None:
+            for i in range(3000):
+                await cache.put(f"k{i % 300}", b"v%d" % i)
+                acked[f"k{i % 300}"] = b"v%d" % i
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await trio.sleep(0.3)
+            await trio.run_process(command)
+        with trio.fail_after(60):
+            await cache.flush()
+        stats = cache.statistics()
+    s = store(pg_url, pg_table)
+    rows = s.read_all()
+    s.close()
+    assert {k: r.value for k, r in rows.items()} == acked
+    assert stats.stores[0].errors >= 1
