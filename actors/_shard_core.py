@@ -116,6 +116,7 @@ class ShardCore:
             self.entries[key] = Entry(value, version, seq, 0, now)
         else:
             if version <= entry.version:
+                self.note_seq(seq)  # journaled but superseded: the mark may pass it
                 return  # an older write never undoes a newer one
             if entry.dirty_since is None:
                 entry.dirty_since = now
