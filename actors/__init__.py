@@ -24,6 +24,7 @@ from ._errors import (
     TooManyRestarts,
     WritebehindError,
 )
+from ._inspector import ChaosControl, InspectorServer, InspectorStatistics, serve_inspector
 from ._messages import (
     FlushBatch,
     FlushRequest,
@@ -48,11 +49,14 @@ __all__ = [
     "CacheClosed",
     "CacheEvent",
     "CacheStatistics",
+    "ChaosControl",
     "Config",
     "ConfigError",
     "FaultPointHook",
     "FlushBatch",
     "FlushRequest",
+    "InspectorServer",
+    "InspectorStatistics",
     "JournalClosed",
     "JournalCorruption",
     "JournalError",
@@ -81,6 +85,7 @@ __all__ = [
     "open_cache",
     "recover_journals",
     "serve_cache",
+    "serve_inspector",
     "shard_of",
 ]
 

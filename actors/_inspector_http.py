@@ -1,0 +1,84 @@
+"""Just enough HTTP for the inspector's one port: read a request head, answer plain requests
+(the page), and hand a WebSocket upgrade on with the bytes already read put back."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+
+import trio
+
+MAX_REQUEST_HEAD = 8192
+PAGE_FILE = "_inspector_page.html"
+PAGE_HEADERS = (
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "Cache-Control: no-store\r\n"
+    "X-Content-Type-Options: nosniff\r\n"
+    "Referrer-Policy: no-referrer\r\n"
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
+)
+
+
+class Replay(trio.abc.Stream):
+    """A stream that first yields bytes already read from it (the request head we peeked at)."""
+
+    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._head:
+            size = len(self._head) if max_bytes is None else max_bytes
+            chunk, self._head = self._head[:size], self._head[size:]
+            return chunk
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def read_head(stream: trio.abc.Stream) -> bytes | None:
+    """Everything received up to and including the blank line after the headers (plus any
+    bytes that came with it); None if the head is over the size bound or the peer left."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if len(data) > MAX_REQUEST_HEAD:
+            return None
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            raise ConnectionError("the client closed before sending a request")
+        data += chunk
+    return data
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """``(method, target, headers)`` with header names lower-cased."""
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    method, target, *_ = [*lines[0].split(" "), "", ""]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method, target, headers
+
+
+async def respond(stream: trio.abc.Stream, status: str, body: bytes, *, html: bool = False) -> None:
+    """One complete response, then the connection is done (``Connection: close``)."""
+    headers = PAGE_HEADERS if html else "Content-Type: text/plain; charset=utf-8\r\n"
+    response = (
+        f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    await stream.send_all(response.encode("latin-1") + body)
+
+
+@functools.cache
+def page() -> bytes:
+    """The page: one self-contained file shipped as package data."""
+    return importlib.resources.files("writebehind").joinpath(PAGE_FILE).read_bytes()
