@@ -1,0 +1,136 @@
+"""A store wrapper that misbehaves as a plan says, over any :class:`writebehind.Store`.
+
+Every fault keeps the contract a real database and network keep: a transaction either
+committed or not, but the *caller* may not learn which (a timeout after the commit, a batch
+still on the wire that lands after a later one, a duplicate delivery). Only
+``store.reject`` refuses a record, and it refuses that exact ``(key, version)`` for good, on
+every connection, as a constraint in the database would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from writebehind import Rejection, Store, StoreRecord, StoreUnavailable
+
+from ._plan import FaultInjector
+
+#: How long ``store.slow`` stalls a call, in seconds (simulated, or real for blocking stores).
+SLOW_SECONDS = (0.2, 3.0)
+
+
+class StoreFaults:
+    """What all connections of one faulty store share: the injector, batches held on the
+    "wire" (``store.reorder``) and the records refused for good."""
+
+    def __init__(
+        self, injector: FaultInjector, *, pause: Callable[[float], None] | None = None
+    ) -> None:
+        self.injector = injector
+        self.pause = pause
+        self.held: list[tuple[StoreRecord, ...]] = []
+        self.poisoned: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self._rng = injector.rng("store.choices")
+
+    def wrap(self, store: Store) -> FaultyStore:
+        """Use as ``Seams(wrap_store=faults.wrap)``."""
+        return FaultyStore(store, self)
+
+    def take_held(self) -> list[tuple[StoreRecord, ...]]:
+        with self._lock:
+            held, self.held = self.held, []
+        return [self.unpoisoned(batch) for batch in held]
+
+    def unpoisoned(self, records: Sequence[StoreRecord]) -> tuple[StoreRecord, ...]:
+        return tuple(r for r in records if (r.key, r.version) not in self.poisoned)
+
+    def deliver_held(self, store: Store) -> int:
+        """Land every held batch through ``store`` (connected); returns how many."""
+        held = self.take_held()
+        for batch in held:
+            if batch:
+                store.write_batch(batch)
+        return len(held)
+
+    def _stall(self, blocking: bool) -> None:
+        seconds = self._rng.uniform(*SLOW_SECONDS)
+        if self.pause is not None:
+            self.pause(seconds)
+        elif blocking:
+            time.sleep(min(seconds, 0.05))  # a real stall, kept short for test suites
+
+
+class FaultyStore:
+    """A :class:`writebehind.Store` that injects the plan's ``store.*`` faults."""
+
+    def __init__(self, inner: Store, faults: StoreFaults) -> None:
+        self.inner = inner
+        self.faults = faults
+        self.blocking = inner.blocking
+
+    def __repr__(self) -> str:
+        return f"FaultyStore({self.inner!r})"
+
+    def connect(self) -> None:
+        self.inner.connect()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _read_fault(self, what: str) -> None:
+        if self.faults.injector.fire("store.read_error"):
+            raise StoreUnavailable(f"injected: {what} failed (store.read_error)")
+
+    def take_epoch(self) -> int:
+        self._read_fault("take_epoch")
+        return self.inner.take_epoch()
+
+    def read(self, key: str) -> StoreRecord | None:
+        self._read_fault(f"read of {key!r}")
+        return self.inner.read(key)
+
+    def read_all(self) -> dict[str, StoreRecord]:
+        return self.inner.read_all()
+
+    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+        faults = self.faults
+        fire = faults.injector.fire
+        if fire("store.disconnect"):
+            self.inner.close()
+            raise StoreUnavailable("injected: the connection dropped (store.disconnect)")
+        if fire("store.unavailable"):
+            raise StoreUnavailable("injected: the store is unavailable (store.unavailable)")
+        if fire("store.slow"):
+            faults._stall(self.blocking)
+        if fire("store.reorder"):
+            with faults._lock:
+                faults.held.append(tuple(records))
+            raise StoreUnavailable(
+                "injected: timed out while the batch is still on its way (store.reorder)"
+            )
+        if records and fire("store.reject"):
+            victim = faults._rng.choice(list(records))
+            with faults._lock:
+                faults.poisoned.add((victim.key, victim.version))
+        refused = tuple(
+            Rejection(r.key, r.version, "injected: refused for good (store.reject)")
+            for r in records
+            if (r.key, r.version) in faults.poisoned
+        )
+        accepted = faults.unpoisoned(records)
+        rejected = self.inner.write_batch(accepted)
+        if fire("store.duplicate"):
+            rejected = self.inner.write_batch(accepted)
+        # Batches held on the wire land after this later one: the reordering.
+        for batch in faults.take_held():
+            if batch:
+                self.inner.write_batch(batch)
+        if fire("store.applied_then_timeout"):
+            raise StoreUnavailable(
+                "injected: the commit happened but its answer was lost "
+                "(store.applied_then_timeout)"
+            )
+        return tuple(rejected) + refused
