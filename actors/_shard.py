@@ -19,9 +19,25 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
-from ._errors import CacheClosed, JournalError, Overloaded, ShardCrashed, StoreUnavailable, describe
+from ._errors import (
+    CacheClosed,
+    JournalError,
+    Overloaded,
+    ShardCrashed,
+    StoreRejected,
+    StoreUnavailable,
+    describe,
+)
 from ._journal import Journal, RecordKind
-from ._messages import FlushBatch, FlushRequest, Receipt, StoreAck, StoreNack, StoreRecord
+from ._messages import (
+    FlushBatch,
+    FlushRequest,
+    Receipt,
+    Rejection,
+    StoreAck,
+    StoreNack,
+    StoreRecord,
+)
 from ._seams import Seams
 from ._shard_core import FlushPolicy, ShardCore
 from ._stats import ShardStatistics
@@ -76,7 +92,8 @@ class ShardActor:
         self._closed = False
         self._crash: BaseException | None = None
         self._scope: trio.CancelScope | None = None
-        self._through: dict[int, str | None] = {}  # write-through batch id -> nack reason
+        # write-through batch id -> nack reason, or the store's refusal for good
+        self._through: dict[int, str | Rejection | None] = {}
         self._through_records: dict[int, StoreRecord] = {}
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
@@ -188,8 +205,12 @@ class ShardActor:
             self._kicked = False
         elif isinstance(message, StoreAck):
             if message.batch_id in self._through:
-                core.settle(self._through_records.pop(message.batch_id))
-                self._through[message.batch_id] = None
+                record = self._through_records.pop(message.batch_id)
+                if message.rejected:  # not in the store: the caller must not be told it is
+                    self._through[message.batch_id] = message.rejected[0]
+                else:
+                    core.settle(record)
+                    self._through[message.batch_id] = None
             else:
                 core.on_ack(message.batch_id, message.rejected)
                 for rejection in message.rejected:
@@ -355,6 +376,10 @@ class ShardActor:
             finally:
                 self._through.pop(batch_id, None)
                 self._through_records.pop(batch_id, None)
+            if isinstance(reason, Rejection):
+                raise StoreRejected(
+                    f"the store refused {key!r} for good ({reason.reason}); nothing was written"
+                )
             if reason is not None:
                 raise StoreUnavailable(f"write-through of {key!r} failed: {reason}")
             return Receipt(key, version, self.shard, 0)
