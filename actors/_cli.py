@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _tool.register(sub)
     _recover_tool.register(sub)
+    from ._bench import register as register_bench  # light: measuring modules load on use
+
+    register_bench(sub)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""The ``bench`` subcommand: arguments, the optional dependencies, the progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+EXTRA_HINT = "install the bench extra: pip install 'writebehind[bench]'"
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` to the ``writebehind`` command line."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency and coalescing against write-through and the limits",
+        description=(
+            "Run the limits of this machine (fdatasync, a trio round trip, a minimal group "
+            "commit, the store's raw upsert rate), write-through (ack=store) and writebehind "
+            "(ack=fsync, journal, memory) side by side on the same store and workloads, "
+            "then recovery, flush and memory figures; print the ratios and the targets."
+        ),
+    )
+    parser.add_argument("--store", help="store URL (default: SQLite in a temporary directory)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced matrix with short cells (under a minute)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", type=Path, metavar="PATH",
+                        help="write a PNG of throughput and latency per mode")
+    parser.add_argument("--dir", type=Path, default=Path("."),
+                        help="where to make the temporary journals (default: here, to measure "
+                             "this disk rather than a tmpfs)")
+    parser.add_argument("--seed", type=int, default=1, help="workload seed (printed)")
+    # For the test suite: every step shrunk to a few hundred operations.
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(func=_run)
+
+
+def missing_dependencies(plot: bool) -> list[str]:
+    wanted = ["hdrh"] + (["matplotlib"] if plot else [])
+    names = {"hdrh": "hdrhistogram", "matplotlib": "matplotlib"}
+    return [names[m] for m in wanted if importlib.util.find_spec(m) is None]
+
+
+def _run(args: argparse.Namespace) -> int:
+    missing = missing_dependencies(args.plot is not None)
+    if missing:
+        print(f"writebehind bench needs {', '.join(missing)}: {EXTRA_HINT}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ._report import print_report, write_json, write_plot
+    from ._runner import BenchRun, Sizes, execute, machine_facts, plan
+    from ._stores import StoreTarget
+
+    # Piped output gets a width that fits the cell table rather than rich's 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    sizes = Sizes.for_scale(args.quick, args.tiny)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="writebehind-bench-", dir=args.dir))
+    url = args.store or f"sqlite:///{(root / 'store.db').resolve()}"
+    target = StoreTarget(url)
+    run = BenchRun(store=target.masked, store_kind=target.kind, scale=sizes.name,
+                   seed=args.seed, cell_seconds=sizes.cell_seconds)
+    if sizes.name != "full":
+        console.print(f"[bold]{sizes.name} run[/]: a reduced matrix, {sizes.cell_seconds:g} s "
+                      "per cell; the figures are indicative, run without --quick for the "
+                      "spec's numbers")
+    console.print(f"seed {args.seed}; store {target.masked}; journals under {root}")
+    began = time.perf_counter()
+    try:
+        run.machine = machine_facts(root, target)
+        steps = plan(run, target, root, sizes, quick=args.quick or args.tiny)
+        with Progress(TextColumn("{task.description:<36}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("starting", total=len(steps))
+
+            begun = [False]
+
+            def advance(name: str) -> None:
+                if begun[0]:  # the step before this one is finished
+                    progress.advance(task)
+                begun[0] = True
+                progress.update(task, description=name)
+
+            execute(steps, advance)
+    finally:
+        target.drop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    run.wall_seconds = time.perf_counter() - began
+    print_report(run, console)
+    if args.json is not None:
+        write_json(run, args.json)
+        console.print(f"wrote {args.json}")
+    if args.plot is not None:
+        write_plot(run, args.plot)
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
