@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -242,6 +243,6 @@ async def test_updates_are_coalesced_to_at_most_ten_per_second(
                         if message["type"] == "update":
                             times.append(trio.current_time())
                 assert 0.5 * 10 * seconds <= len(times) <= 10 * seconds + 1, len(times)
-                gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+                gaps = [b - a for a, b in itertools.pairwise(times)]
                 assert min(gaps) >= 0.1 - 1e-9
                 nursery.cancel_scope.cancel()
