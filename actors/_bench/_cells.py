@@ -76,13 +76,18 @@ async def run_cell(
         ack=cell.mode,  # type: ignore[arg-type]
         seed=seed,
     )
-    lat = Latencies()
+    samples: list[float] = []  # per-put seconds; into the histogram after the clock stops
     counts = {"ops": 0, "puts": 0}
     # ack='memory' puts never reach a checkpoint, so without one per op a single writer would
     # run alone until backpressure and nothing else (journal, flush, other writers) would run.
     yield_each_op = cell.mode == "memory"
     start_rss = rss_bytes()
     peak = [start_rss]
+    # Every writer's generator is made before the clock starts (the first builds the key
+    # names and the Zipf CDF, which would otherwise land in the measurement).
+    rngs = [random.Random(seed * 1_000_003 + i) for i in range(cell.writers)]
+    choosers = [key_chooser(workload, rng) for rng in rngs]
+    pools = [value_pool(rng, cell.value_bytes) for rng in rngs]
     async with open_cache(config) as cache:
         async with trio.open_nursery() as sampler:
             sampler.start_soon(_sample_rss, peak)
@@ -90,9 +95,7 @@ async def run_cell(
             deadline = began + seconds
 
             async def writer(i: int) -> None:
-                rng = random.Random(seed * 1_000_003 + i)
-                next_key = key_chooser(workload, rng)
-                values = value_pool(rng, cell.value_bytes)
+                rng, next_key, values = rngs[i], choosers[i], pools[i]
                 reads = workload.read_fraction
                 ops = puts = 0
                 while True:
@@ -104,7 +107,7 @@ async def run_cell(
                         await cache.get(key)
                     else:
                         await cache.put(key, values[ops & 63])
-                        lat.record(time.perf_counter() - start)
+                        samples.append(time.perf_counter() - start)
                         puts += 1
                     ops += 1
                     if yield_each_op:
@@ -122,6 +125,9 @@ async def run_cell(
             sampler.cancel_scope.cancel()
     target.drop(table)
     target.created.remove(table)
+    lat = Latencies()
+    for sample in samples:
+        lat.record(sample)
     puts = max(1, counts["puts"])
     return CellResult(
         cell=cell,

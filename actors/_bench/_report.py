@@ -11,8 +11,10 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from .._config import Config
 from ._cells import MODES
 from ._runner import BenchRun
+from ._workloads import WORKLOADS, ideal_rows_per_put
 
 
 @attrs.frozen
@@ -85,6 +87,26 @@ def targets(run: BenchRun) -> list[Target]:
     ]
 
 
+def coalescing(run: BenchRun) -> dict[str, float] | None:
+    """For the Zipf ack=fsync 64w cell: measured rows/put against what a perfect coalescer
+    would reach flushing every ``flush_interval`` (0.5 s) or once per batch the cache sent."""
+    zipf = run.cell("fsync", "zipf", 64)
+    if zipf is None or not zipf.puts:
+        return None
+    interval = Config().flush_interval
+    per_window = zipf.puts / zipf.seconds * interval
+    per_batch = 1 / zipf.store_transactions_per_op if zipf.store_transactions_per_op else 0.0
+    return {
+        "measured_rows_per_put": zipf.store_writes_per_op,
+        "flush_interval_s": interval,
+        "puts_per_flush_interval": per_window,
+        "ideal_rows_per_put_per_flush_interval": ideal_rows_per_put(
+            WORKLOADS["zipf"], per_window),
+        "puts_per_store_batch": per_batch,
+        "ideal_rows_per_put_per_store_batch": ideal_rows_per_put(WORKLOADS["zipf"], per_batch),
+    }
+
+
 def _num(value: float | None) -> str:
     if value is None:
         return "-"
@@ -152,6 +174,16 @@ def tables(run: BenchRun) -> list[Table]:
         f = run.flush
         other.add_row(f"cache start on {f.rows:,} journaled records", f"{f.start_seconds:.2f} s")
         other.add_row(f"flush of {f.rows:,} dirty keys", f"{_num(f.rows_s)} rows/s")
+    floor = coalescing(run)
+    if floor is not None:
+        other.add_row(
+            "Zipf(1.1) fsync 64w: a perfect coalescer's rows/put, flushing every "
+            f"{floor['flush_interval_s']:g} s ({_num(floor['puts_per_flush_interval'])} puts)",
+            _num(floor["ideal_rows_per_put_per_flush_interval"]))
+        other.add_row(
+            "... and flushing as often as the cache did "
+            f"({_num(floor['puts_per_store_batch'])} puts per batch)",
+            _num(floor["ideal_rows_per_put_per_store_batch"]))
     other.add_row(f"memory per million clean keys ({run.memory_value_bytes} B values)",
                   f"{_num(run.memory_per_million_keys_mib)} MiB")
 
@@ -203,6 +235,7 @@ def to_json(run: BenchRun) -> dict[str, Any]:
             "flush_seconds": run.flush.flush_seconds, "rows_s": run.flush.rows_s,
         },
         "memory_per_million_keys_mib": run.memory_per_million_keys_mib,
+        "coalescing": coalescing(run),
         "memory_value_bytes": run.memory_value_bytes,
         "targets": [
             {"name": t.name, "measured": t.measured, "bound": t.bound,

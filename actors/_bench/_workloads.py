@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from collections.abc import Callable
 
@@ -55,6 +56,28 @@ class ZipfCDF:
         """P(rank), for tests and for the expected coalescing."""
         below = self._cdf[rank - 1] if rank else 0.0
         return float((self._cdf[rank] - below) / self._total)
+
+
+    def expected_distinct(self, draws: float) -> float:
+        """Expected number of distinct ranks among ``draws`` independent draws."""
+        if draws <= 0:
+            return 0.0
+        return sum(
+            -math.expm1(draws * math.log1p(-self.probability(k))) for k in range(self.n)
+        )
+
+
+def ideal_rows_per_put(workload: Workload, puts_per_window: float,
+                       key_space: int = KEY_SPACE) -> float:
+    """Store rows per put of a perfect coalescer flushing once per ``puts_per_window`` puts:
+    the floor the key distribution itself sets (1.0 for uniform keys over a big space)."""
+    if puts_per_window <= 0:
+        return 1.0
+    if workload.keys == "uniform":
+        p = 1.0 / key_space
+        return -math.expm1(puts_per_window * math.log1p(-p)) * key_space / puts_per_window
+    cdf = zipf_cdf(key_space, workload.zipf_s)
+    return cdf.expected_distinct(puts_per_window) / puts_per_window
 
 
 _CDF_CACHE: dict[tuple[int, float], ZipfCDF] = {}
