@@ -10,11 +10,12 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import _recover_tool
+    from . import _inspect_tool, _recover_tool
     from ._journal import _tool
 
     _tool.register(sub)
     _recover_tool.register(sub)
+    _inspect_tool.register(sub)
     from ._bench import register as register_bench  # light: measuring modules load on use
 
     register_bench(sub)
