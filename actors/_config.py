@@ -136,6 +136,9 @@ class Config:
     max_value_bytes: int = attrs.field(default=1 << 20, validator=_positive_int)
     segment_bytes: int = attrs.field(default=8 << 20, validator=_positive_int)
     journal_sync_interval: float = attrs.field(default=1.0, validator=_positive)
+    # ack='memory' only: how long a put may sit in the journal's buffer before it is written.
+    # This is the bounded window a process crash can lose; batching saves a write per put.
+    memory_write_interval: float = attrs.field(default=0.1, validator=_positive)
     retry_initial: float = attrs.field(default=0.05, validator=_positive)
     retry_max: float = attrs.field(default=5.0, validator=_positive)
     max_restarts: int = attrs.field(default=5, validator=_positive_int)

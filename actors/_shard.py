@@ -132,6 +132,10 @@ class ShardActor:
                             segment_bytes=self.config.segment_bytes,
                             repair=self.config.repair_journal,
                             sync_interval=self.config.journal_sync_interval,
+                            write_interval=(
+                                self.config.memory_write_interval
+                                if self.config.ack == "memory" else 0.0
+                            ),
                             fault_point=self._fault,
                         )
                         recovery = journal.recovery
@@ -313,6 +317,10 @@ class ShardActor:
             core = await self._ready_core()
 
     async def write(self, key: str, value: bytes | None) -> Receipt:
+        # A put is a trio checkpoint in every ack mode: a cancelled caller is refused before
+        # anything happens, and (below) a put loop in ack='memory' yields to the journal writer
+        # and the flusher instead of starving them.
+        await trio.lowlevel.checkpoint_if_cancelled()
         core = await self._admit(await self._ready_core())
         if self.config.ack == "store":
             return await self._write_through(key, value)
@@ -338,6 +346,8 @@ class ShardActor:
                 await journal.wait_written(seq)
             elif ack == "fsync":
                 await journal.wait_synced(seq)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # done: not cancellable now
         except JournalError as exc:
             raise ShardCrashed(
                 f"{self.name} crashed while this write was in flight ({exc}); it may or may not "

@@ -30,6 +30,8 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 # Writes bigger than this go to a worker thread; smaller ones are cheaper inline.
 _INLINE_WRITE_LIMIT = 1 << 20
+# With a write interval, a buffer this large is written at once anyway.
+_BATCHED_WRITE_LIMIT = 1 << 20
 
 
 @attrs.frozen
@@ -68,6 +70,7 @@ class Journal:
         segment_bytes: int,
         sync_interval: float,
         fault_point: Callable[[str], None],
+        write_interval: float = 0.0,
     ) -> None:
         self._fs = fs
         self._directory = directory
@@ -80,6 +83,7 @@ class Journal:
         self.recovery = recovery
         self._segment_bytes = segment_bytes
         self._sync_interval = sync_interval
+        self._write_interval = write_interval
         self._fault_point = fault_point
         self._next_seq = recovery.next_seq
         # Encoded records next_seq - (records in buffer) .. next_seq - 1, not yet written.
@@ -87,6 +91,8 @@ class Journal:
         self._written_seq = recovery.next_seq - 1  # recovery synced what it found
         self._synced_seq = recovery.next_seq - 1
         self._sync_wanted = 0  # highest seq someone awaits in wait_synced
+        self._write_wanted = 0  # highest seq someone awaits in wait_written
+        self._buffer_since = math.inf  # when the oldest unwritten record was appended
         self._persisted_seq = recovery.persisted_seq
         self._pending_checkpoints: list[tuple[int, int]] = []  # (record seq, mark)
         self._written_event = trio.Event()
@@ -109,6 +115,7 @@ class Journal:
         segment_bytes: int = 8 * 2**20,
         repair: bool = False,
         sync_interval: float = 1.0,
+        write_interval: float = 0.0,
         fault_point: Callable[[str], None] | None = None,
     ) -> Journal:
         """Lock ``directory`` (created if missing), recover it, and return the journal.
@@ -122,6 +129,8 @@ class Journal:
             raise ConfigError(f"segment_bytes must be at least 4096, got {segment_bytes!r}")
         if not sync_interval > 0:
             raise ConfigError(f"sync_interval must be > 0 seconds, got {sync_interval!r}")
+        if not write_interval >= 0:
+            raise ConfigError(f"write_interval must be >= 0 seconds, got {write_interval!r}")
         fs = fs if fs is not None else OsFileSystem()
         path = os.fspath(directory)
         fault = fault_point if fault_point is not None else _no_fault
@@ -155,6 +164,7 @@ class Journal:
             recovery=found.report,
             segment_bytes=segment_bytes,
             sync_interval=sync_interval,
+            write_interval=write_interval,
             fault_point=fault,
         )
 
@@ -167,10 +177,19 @@ class Journal:
             raise JournalClosed(f"the journal of {self._directory} is closed")
 
     def _push(self, record: JournalRecord) -> int:
+        was_empty = not self._buffer
+        if was_empty:
+            self._buffer_since = trio.current_time()
         self._buffer += record.encode(self._salt)
         self._next_seq += 1
-        self._work.set()
+        self._wake_committer(was_empty)
         return record.seq
+
+    def _wake_committer(self, was_empty: bool) -> None:
+        # With a write interval only the first record (it starts the clock) or a full buffer
+        # changes the committer's deadline: don't wake it per append.
+        if was_empty or self._write_interval <= 0 or len(self._buffer) >= _BATCHED_WRITE_LIMIT:
+            self._work.set()
 
     def append_nowait(self, kind: RecordKind, key: str, value: bytes | None, version: int) -> int:
         """Buffer a PUT or DELETE and return its sequence number (nothing is written yet)."""
@@ -186,9 +205,12 @@ class Journal:
         else:
             raise ValueError("append_nowait takes PUT or DELETE; use checkpoint_nowait()")
         seq = self._next_seq
+        was_empty = not self._buffer
+        if was_empty:
+            self._buffer_since = trio.current_time()
         self._buffer += encode_frame(seq, kind, key.encode("utf-8"), value, version, self._seed)
         self._next_seq = seq + 1
-        self._work.set()
+        self._wake_committer(was_empty)
         return seq
 
     def checkpoint_nowait(self, persisted_seq: int) -> int:
@@ -215,6 +237,9 @@ class Journal:
         if self._written_seq >= seq:
             await trio.lowlevel.checkpoint()
             return
+        if seq > self._write_wanted:
+            self._write_wanted = seq
+            self._work.set()
         while self._written_seq < seq:
             self._check_usable()
             await self._written_event.wait()
@@ -260,14 +285,32 @@ class Journal:
     def _unsynced(self) -> bool:
         return self._written_seq > self._synced_seq
 
+    def _write_due(self, now: float) -> float:
+        """When the buffered records must be written: now if anyone waits for them (or the
+        buffer is large), else ``write_interval`` after the oldest was appended."""
+        if not self._buffer:
+            return math.inf
+        if (
+            self._write_interval <= 0
+            or self._write_wanted >= self._written_seq + 1
+            or self._sync_wanted > self._written_seq
+            or self._pending_checkpoints
+            or len(self._buffer) >= _BATCHED_WRITE_LIMIT
+        ):
+            return now
+        return self._buffer_since + self._write_interval
+
     async def _wait_for_work(self) -> None:
-        while not (self._closed or self._failure is not None or self._buffer):
-            deadline = math.inf
+        while not (self._closed or self._failure is not None):
+            now = trio.current_time()
+            deadline = self._write_due(now)
+            if deadline <= now:
+                return
             if self._unsynced():
                 if self._sync_wanted > self._synced_seq or self._pending_checkpoints:
                     return
-                deadline = self._last_sync + self._sync_interval
-                if trio.current_time() >= deadline:
+                deadline = min(deadline, self._last_sync + self._sync_interval)
+                if now >= deadline:
                     return
             self._work = trio.Event()
             with trio.move_on_at(deadline):
@@ -276,6 +319,7 @@ class Journal:
     async def _commit_once(self) -> None:
         if self._buffer:
             data, self._buffer = bytes(self._buffer), bytearray()
+            self._buffer_since = math.inf
             last = self._next_seq - 1
             await self._write(data)
             if self._closed:

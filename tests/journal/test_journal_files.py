@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from writebehind._errors import JournalCorruption, JournalLocked
-from writebehind._journal import Journal, RecordKind
+from writebehind._journal import Journal, RecordKind, SimulatedFileSystem
 from writebehind._journal._codec import JournalRecord
 
 
@@ -159,4 +159,25 @@ def test_every_printed_synced_seq_survives_sigkill(tmp_path: Path) -> None:
     recovered = {r.seq for r in journal.recovery.records}
     assert set(printed) <= recovered
     assert journal.recovery.next_seq > max(printed)
+    journal.close()
+
+
+async def test_a_write_interval_batches_writes_until_someone_waits(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    fs = SimulatedFileSystem(3)
+    journal = await Journal.open(
+        str(tmp_path / "j"), shard_id=0, fs=fs, write_interval=0.5, sync_interval=10.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        first = journal.append_nowait(RecordKind.PUT, "a", b"1", 1)
+        await trio.sleep(0.4)
+        assert journal.statistics().written_seq < first  # still buffered: the window
+        await trio.sleep(0.2)
+        assert journal.statistics().written_seq >= first  # written once the interval passed
+        second = journal.append_nowait(RecordKind.PUT, "b", b"2", 2)
+        await journal.wait_written(second)  # a waiter forces the write at once
+        assert trio.current_time() < 0.6 + 0.01
+        nursery.cancel_scope.cancel()
     journal.close()
