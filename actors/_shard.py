@@ -190,8 +190,10 @@ class ShardActor:
                 continue
             with trio.move_on_at(core.next_deadline(now)):
                 message = await replies.receive()
+                changed = False
                 while True:
                     self._handle(core, message)
+                    changed = changed or not isinstance(message, FlushRequest)
                     try:
                         message = replies.receive_nowait()
                     except trio.WouldBlock:
@@ -201,7 +203,10 @@ class ShardActor:
                     self._fault("flush.after_ack_before_checkpoint")
                     journal.checkpoint_nowait(new_mark)
                     mark = new_mark
-                self._notify()
+                # A kick alone changes nothing a waiter checks: waking it would make it kick
+                # again at once, a busy loop for as long as the shard backs off.
+                if changed:
+                    self._notify()
 
     def _handle(self, core: ShardCore, message: object) -> None:
         now = trio.current_time()

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
 from writebehind import (
     Config,
@@ -12,6 +13,7 @@ from writebehind import (
     Store,
     StoreRecord,
     StoreRejected,
+    StoreUnavailable,
     open_cache,
 )
 from writebehind.harness import MemoryStore
@@ -49,3 +51,50 @@ async def test_regression_a_write_through_the_store_refused_is_never_acknowledge
         await cache.put("fine", b"y")
         assert await cache.get("poison") is None
     assert db.values() == {"fine": b"y"}
+
+
+class FailingStore:
+    """Fails the first ``failures`` batches with StoreUnavailable."""
+
+    def __init__(self, inner: Store, failures: list[int]) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.blocking = inner.blocking
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+        if self.failures[0]:
+            self.failures[0] -= 1
+            raise StoreUnavailable("injected")
+        return self.inner.write_batch(records)
+
+
+class StepCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def test_regression_a_flush_waiting_out_a_store_backoff_does_not_spin(
+    tmp_path: Path,
+) -> None:
+    # flush() used to be woken by its own kick and kick again at once: a busy loop for the
+    # whole backoff (forever under MockClock's autojump, since time never got idle to jump).
+    db = MemoryStore()
+    failures = [2]
+    seams = Seams(store_factory=db.factory, wrap_store=lambda s: FailingStore(s, failures))
+    cfg = memory_config(tmp_path, shards=1, retry_initial=0.2, retry_max=0.2)
+    async with open_cache(cfg, seams=seams) as cache:
+        await cache.put("a", b"1")
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await cache.flush()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert db.values() == {"a": b"1"} and failures == [0]
+    assert counter.steps < 500, f"{counter.steps} task steps to wait out two backoffs"
