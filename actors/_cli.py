@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._bench import register as register_bench  # light: measuring modules load on use
 
     register_bench(sub)
+    from writebehind.chaos import _cli as chaos_cli
+
+    chaos_cli.register(sub)
     return parser
 
 

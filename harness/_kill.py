@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from writebehind._store import store_factory
+from writebehind._store import sqlite_path, store_factory
 
 from ._model import Loss, Model, Verdict
 
@@ -81,6 +81,13 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _absolute(url: str) -> str:
+    """A relative SQLite path means the caller's directory, not the worker's."""
+    if url.startswith("sqlite://"):
+        return f"sqlite:///{sqlite_path(url).resolve()}"
+    return url
 
 
 def _read_store(url: str) -> dict[str, bytes | None]:
@@ -159,6 +166,7 @@ def run_kill_rounds(
     workdir: Path,
     config: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    broken: str | None = None,
     min_run: float = 0.3,
     max_run: float = 1.2,
 ) -> KillResult:
@@ -166,13 +174,14 @@ def run_kill_rounds(
 
     ``store`` is a store URL (default: a SQLite file in ``workdir``; the journals are always in
     ``workdir``). Each round lets the worker write for a seeded ``min_run``..``max_run``
-    seconds after its cache started before the kill.
+    seconds after its cache started before the kill. ``broken`` names a deliberately broken
+    worker variant (:data:`~writebehind.harness._worker.BREAKS`), to show the runner catches it.
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds!r}")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    url = store or f"sqlite:///{workdir / 'store.db'}"
+    url = _absolute(store) if store else f"sqlite:///{workdir / 'store.db'}"
     rng = random.Random(f"kill:{seed}")
     model = Model(ack)
     replay = _LogReplay(model)
@@ -185,6 +194,7 @@ def run_kill_rounds(
         sys.executable, "-m", "writebehind.harness._worker", "--workdir", str(workdir),
         "--store", url, "--ack", ack, "--seed", str(seed),
         "--config", json.dumps(dict(config or {})), "--parent", str(os.getpid()),
+        *(["--break", broken] if broken else []),
     ]
 
     def spawn(incarnation: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path, Path]:

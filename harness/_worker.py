@@ -17,9 +17,9 @@ Log lines (space separated; values are hex, ``-`` for a delete or an absent key)
     D                                the final incarnation read every key; draining
     E                                open_cache returned (drained)
 
-``WRITEBEHIND_TEST_BREAK`` switches on a deliberately broken variant, so tests can show the
-runner catches one: ``skip-replay`` deletes the journals before starting, ``drop-writes``
-makes the store silently drop every other record it is given.
+``--break NAME`` (or ``WRITEBEHIND_TEST_BREAK``) switches on a deliberately broken variant, so
+tests can show the runner catches one: ``skip-replay`` deletes the journals before starting,
+``drop-writes`` makes the store silently drop every other record it is given.
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ async def _watch_parent(parent: int, lifetime: float) -> None:
 
 async def run_worker(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
-    broken = os.environ.get(BREAK_ENV, "")
+    broken = args.broken or os.environ.get(BREAK_ENV, "")
     if broken and broken not in BREAKS:
-        raise SystemExit(f"{BREAK_ENV}={broken!r} is not one of {', '.join(BREAKS)}")
+        raise SystemExit(f"broken variant {broken!r} is not one of {', '.join(BREAKS)}")
     settings = {**WORKER_DEFAULTS, **json.loads(args.config)}
     settings.update(store=args.store, journal_dir=str(workdir / "journal"), ack=args.ack,
                     seed=args.seed + args.incarnation)
@@ -204,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--shared-keys", type=int, default=8)
     parser.add_argument("--local-keys", type=int, default=24)
     parser.add_argument("--config", default="{}", help="JSON mapping of Config settings")
+    parser.add_argument("--break", dest="broken", help=f"one of {BREAKS} (or set {BREAK_ENV})")
     parser.add_argument("--final", action="store_true", help="read every key, then drain")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--lifetime", type=float, default=120.0)

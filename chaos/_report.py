@@ -1,0 +1,150 @@
+"""Reports of a suite: the verdict table (rich), JSON and JUnit XML."""
+
+from __future__ import annotations
+
+import collections
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ._runs import RunRecord, is_breakdown
+from ._suites import SuiteReport
+
+ALLOWED = "LOSS (allowed by ack mode)"
+_RANK = {"PASS": 0, ALLOWED: 1, "FAIL": 2, "ERROR": 3}
+
+
+def fault_group(kind: str) -> str:
+    """Fault kinds grouped for the table (the JSON keeps every kind)."""
+    if kind.startswith("crash:"):
+        return "actor crash"
+    if kind.startswith("store."):
+        return "store"
+    if kind.startswith("disk."):
+        return "disk"
+    return {
+        "process_crash": "process crash",
+        "power_loss": "power loss",
+        "crash_loop": "crash loop",
+        "time.jump": "clock jump",
+        "sigkill": "SIGKILL",
+    }.get(kind, kind)
+
+
+def total_faults(runs: Iterable[RunRecord]) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for run in runs:
+        counts.update(run.faults)
+    return dict(sorted(counts.items()))
+
+
+def _format_faults(faults: Mapping[str, int]) -> str:
+    groups: collections.Counter[str] = collections.Counter()
+    for kind, count in faults.items():
+        if not is_breakdown(kind, faults):
+            groups[fault_group(kind)] += count
+    if not groups:
+        return "none"
+    return "\n".join(f"{name} {count}" for name, count in groups.most_common() if count)
+
+
+def worst(labels: Iterable[str]) -> str:
+    return max(labels, key=lambda label: _RANK.get(label, 3), default="PASS")
+
+
+def _row_key(run: RunRecord) -> tuple[int, str, str]:
+    return (int(run.comparison), run.ack, run.kind)
+
+
+def verdict_table(report: SuiteReport) -> Table:
+    """One row per ack mode and runner: the README's table."""
+    table = Table(title=f"writebehind chaos {report.suite} — seed {report.seed}")
+    table.add_column("ack mode", no_wrap=True)
+    table.add_column("runner", no_wrap=True)
+    table.add_column("acknowledged\nwrites", justify="right", no_wrap=True)
+    table.add_column("faults injected", no_wrap=True)
+    table.add_column("recoveries", justify="right", no_wrap=True)
+    table.add_column("acknowledged\nwrites lost", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    groups: dict[tuple[int, str, str], list[RunRecord]] = {}
+    for run in sorted(report.runs, key=_row_key):
+        groups.setdefault(_row_key(run), []).append(run)
+    for (comparison, ack, kind), runs in groups.items():
+        label = worst(run.label for run in runs)
+        lost = sum(run.lost for run in runs)
+        lost_text = f"{lost} (allowed)" if label == ALLOWED else str(lost)
+        style = {"PASS": "green", ALLOWED: "yellow"}.get(label, "bold red")
+        runner = (f"simulated ×{len(runs)}" if kind == "simulation"
+                  else f"SIGKILL ×{sum(run.faults.get('sigkill', 0) for run in runs)}")
+        table.add_row(
+            f"{ack}\n(comparison)" if comparison else ack,
+            runner,
+            str(sum(run.acked for run in runs)),
+            _format_faults(total_faults(runs)),
+            str(sum(run.recoveries for run in runs)),
+            lost_text,
+            f"[{style}]{label}[/]",
+        )
+    return table
+
+
+def summary(report: SuiteReport) -> dict[str, Any]:
+    """The JSON document: overall numbers, then one entry per sub-run."""
+    forbidden = sum(run.lost for run in report.runs if run.label in ("FAIL", "ERROR"))
+    allowed = sum(run.lost for run in report.runs if run.label == ALLOWED)
+    return {
+        "suite": report.suite,
+        "seed": report.seed,
+        "acks": list(report.acks),
+        "verdict": "PASS" if report.ok else "FAIL",
+        "ok": report.ok,
+        "acked": sum(run.acked for run in report.runs),
+        "lost": forbidden,
+        "lost_allowed": allowed,
+        "faults": total_faults(report.runs),
+        "recoveries": sum(run.recoveries for run in report.runs),
+        "seconds": round(report.seconds, 3),
+        "runs": [run.to_json() for run in report.runs],
+    }
+
+
+def write_json(report: SuiteReport, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(summary(report), indent=2) + "\n")
+
+
+def write_junit(report: SuiteReport, path: str | Path) -> None:
+    """JUnit XML: one testcase per sub-run; a violation is a failure, a worker error an error."""
+    runs = report.runs
+    suite = ET.Element("testsuite", {
+        "name": f"writebehind chaos {report.suite}",
+        "tests": str(len(runs)),
+        "failures": str(sum(run.label == "FAIL" for run in runs)),
+        "errors": str(sum(run.label == "ERROR" for run in runs)),
+        "time": f"{report.seconds:.3f}",
+    })
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", {"name": "seed", "value": str(report.seed)})
+    for run in runs:
+        case = ET.SubElement(suite, "testcase", {
+            "classname": f"writebehind.chaos.{report.suite}.{run.kind}.{run.ack}",
+            "name": f"{run.name} seed={run.seed}",
+            "time": f"{run.seconds:.3f}",
+        })
+        if not run.ok:
+            tag = "error" if run.label == "ERROR" else "failure"
+            node = ET.SubElement(case, tag, {
+                "message": f"{run.label}: {run.lost} acknowledged writes lost",
+                "type": run.label,
+            })
+            node.text = f"{run.detail}\nreplay: {run.replay}"
+        out = ET.SubElement(case, "system-out")
+        out.text = (f"verdict={run.label} acked={run.acked} lost={run.lost} "
+                    f"faults={dict(run.faults)}\nreplay: {run.replay}")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

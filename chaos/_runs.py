@@ -1,0 +1,309 @@
+"""One sub-run of a suite (an in-process simulation or a run of real SIGKILLs), as a record.
+
+Every sub-run has its own seed, derived from the suite's root seed, and a replay command that
+runs it alone: ``writebehind chaos replay ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from writebehind.harness._kill import run_kill_rounds
+
+Kind = Literal["simulation", "sigkill"]
+
+#: How many simulations a shrink may spend: one per enabled fault kind, at most.
+SHRINK_LIMIT = 40
+#: Wall-clock seconds a simulation may take (normally well under one): past it, it hangs.
+HANG_LIMIT = 20.0
+
+
+class SimulationHung(Exception):
+    """A simulation ran past :data:`HANG_LIMIT` seconds of wall time: a livelock or a hang."""
+
+
+@attrs.define
+class _Alarm:
+    fired: bool = False
+
+
+@contextlib.contextmanager
+def wall_limit(seconds: float) -> Iterator[_Alarm]:
+    """Raise :class:`SimulationHung` in the main thread once ``seconds`` have passed, and
+    again every second after, until it escapes whatever catches it on the way out. The
+    simulation may catch it as a crash and finish: ``alarm.fired`` says it hung anyway."""
+    alarm = _Alarm()
+    if threading.current_thread() is not threading.main_thread():
+        yield alarm
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        alarm.fired = True
+        raise SimulationHung(f"the simulation did not finish within {seconds:g}s of wall time")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield alarm
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _collect_abandoned_run() -> None:
+    """The interrupted trio run left generators that complain when collected without it."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _hung(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, SimulationHung):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return False
+
+
+def is_breakdown(kind: str, faults: Mapping[str, int]) -> bool:
+    """``power_loss:drop_unsynced`` details ``power_loss``: not a fault of its own."""
+    for sep in (":", "."):
+        head = kind.split(sep, 1)[0]
+        if head != kind and head in faults:
+            return True
+    return False
+
+
+def fault_count(faults: Mapping[str, int]) -> int:
+    """Faults injected, not counting breakdowns of a kind into its variants."""
+    return sum(n for kind, n in faults.items() if not is_breakdown(kind, faults))
+
+
+def derive_seed(root: int, *parts: object) -> int:
+    """A sub-run's seed: stable for (root, parts), independent of everything else."""
+    text = ":".join(map(str, (root, *parts)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+@attrs.frozen(kw_only=True)
+class RunRecord:
+    """The outcome of one sub-run, in the shape the table, JSON and JUnit reports share."""
+
+    kind: Kind
+    name: str
+    seed: int
+    ack: str
+    acked: int
+    lost: int
+    faults: Mapping[str, int]
+    recoveries: int
+    label: str  # PASS, FAIL, ERROR or "LOSS (allowed by ack mode)"
+    ok: bool
+    replay: str
+    comparison: bool = False  # the ack='memory' row shown next to the default run
+    plan: str | None = None
+    shrunk_from: str | None = None
+    detail: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "seed": self.seed,
+            "ack": self.ack,
+            "acked": self.acked,
+            "lost": self.lost,
+            "faults": dict(self.faults),
+            "recoveries": self.recoveries,
+            "verdict": self.label,
+            "ok": self.ok,
+            "comparison": self.comparison,
+            "plan": self.plan,
+            "shrunk_from": self.shrunk_from,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+            "replay": self.replay,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class RunOptions:
+    """What every sub-run of a suite shares."""
+
+    config: Mapping[str, Any] = attrs.Factory(dict)
+    config_file: str | None = None  # named in replay commands
+    store: str | None = None  # SIGKILL runs only; simulations use an in-memory store
+    operations: int = 2000
+    shards: int = 2
+    # Deliberately broken runtimes, to show the harness catches them: a name from
+    # ``writebehind.harness.BROKEN_VARIANTS`` for simulations, from the worker's BREAKS for kills.
+    variant: str | None = None
+    kill_break: str | None = None
+    inspect: str | None = None  # HOST:PORT: SIGKILL workers serve the inspector there
+
+    def common_args(self) -> list[str]:
+        return ["--config", self.config_file] if self.config_file else []
+
+
+def _quote(arg: str) -> str:
+    # A plan's repr is full of single quotes: double quotes read better than shlex's splicing.
+    if shlex.quote(arg) != arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def _command(args: list[str]) -> str:
+    return " ".join(_quote(a) for a in ["writebehind", "chaos", "replay", *args])
+
+
+def _detail(losses: Any, extra: tuple[str, ...] = ()) -> str:
+    parts = list(extra)
+    for loss in list(losses)[:2]:
+        parts.append(f"{loss.key!r}: expected {loss.expected!r}, found {loss.found!r}")
+    return "; ".join(parts)
+
+
+def simulation_replay(plan: str, ack: str, options: RunOptions) -> str:
+    args = ["--ack", ack, "--operations", str(options.operations), "--shards",
+            str(options.shards), *options.common_args()]
+    if options.variant:
+        args += ["--variant", options.variant]
+    args += ["--plan", plan]
+    return _command(args)
+
+
+def run_simulation(
+    name: str, seed: int, ack: str, options: RunOptions, *, plan: Any = None,
+    intensity: float = 1.0, shrink: bool = True, comparison: bool = False,
+) -> RunRecord:
+    """Simulate ``FaultPlan.buggify(seed)`` (or ``plan``); shrink the plan if it fails."""
+    from writebehind.harness import FaultPlan, simulate
+
+    started = time.monotonic()
+    if plan is None:
+        plan = FaultPlan.buggify(seed, intensity=intensity)
+
+    def attempt(candidate: Any) -> Any:
+        return simulate(candidate, ack=ack, operations=options.operations,
+                        shards=options.shards, config=dict(options.config),
+                        variant=options.variant)
+
+    hung = False
+    try:
+        with wall_limit(HANG_LIMIT) as alarm:
+            result = attempt(plan)
+        hung = alarm.fired
+    except BaseException as exc:
+        if not _hung(exc):
+            raise
+        hung = True
+    if hung:
+        _collect_abandoned_run()
+        # Not shrunk: every attempt would cost the whole limit.
+        return RunRecord(
+            kind="simulation", name=name, seed=plan.seed, ack=ack, acked=0, lost=0, faults={},
+            recoveries=0, label="FAIL", ok=False,
+            replay=simulation_replay(repr(plan), ack, options), comparison=comparison,
+            plan=repr(plan),
+            detail=f"the simulation did not finish within {HANG_LIMIT:g}s of wall time "
+            "(a livelock or a hang)",
+            seconds=time.monotonic() - started,
+        )
+    shrunk_from = None
+    if not result.ok and shrink:
+        smaller, smaller_result = shrink_plan(plan, result, attempt)
+        if smaller != plan:
+            shrunk_from, plan, result = repr(plan), smaller, smaller_result
+    verdict = result.verdict
+    return RunRecord(
+        kind="simulation", name=name, seed=plan.seed, ack=ack, acked=verdict.acked,
+        lost=len(verdict.lost) + len(result.read_violations), faults=dict(result.faults),
+        recoveries=result.recoveries, label=result.label, ok=result.ok,
+        replay=simulation_replay(repr(plan), ack, options), comparison=comparison,
+        plan=repr(plan), shrunk_from=shrunk_from,
+        detail=_detail((*verdict.lost, *result.read_violations), tuple(result.problems)),
+        seconds=time.monotonic() - started,
+    )
+
+
+def shrink_plan(plan: Any, failing: Any, attempt: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """Remove fault kinds one at a time while the run still fails; return the smallest plan
+    found and its result. Kinds draw from their own generators, so removing one keeps the
+    others' draws."""
+    from writebehind.harness import FaultPlan
+
+    budget = SHRINK_LIMIT
+    for kind in plan.kinds:
+        if budget == 0:
+            break
+        budget -= 1
+        candidate = FaultPlan(plan.seed, {k: r for k, r in plan.rates if k != kind},
+                              tick=plan.tick)
+        result = attempt(candidate)
+        if not result.ok:
+            plan, failing = candidate, result
+    return plan, failing
+
+
+def kill_replay(seed: int, ack: str, rounds: int, options: RunOptions) -> str:
+    args = ["--kill", "--seed", str(seed), "--ack", ack, "--rounds", str(rounds),
+            *options.common_args()]
+    if options.store:
+        args += ["--store", options.store]
+    if options.kill_break:
+        args += ["--break", options.kill_break]
+    return _command(args)
+
+
+def _kill_config(options: RunOptions) -> dict[str, Any]:
+    config = dict(options.config)
+    if options.inspect:
+        config["inspector"] = options.inspect
+    return config
+
+
+def run_kill(
+    name: str, seed: int, ack: str, rounds: int, options: RunOptions, *,
+    comparison: bool = False, progress: Callable[[int, int, str], None] | None = None,
+) -> RunRecord:
+    """Real SIGKILL rounds in a fresh temporary directory (journals, and SQLite by default)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="writebehind-chaos-") as tmp:
+        result = run_kill_rounds(
+            seed=seed, ack=ack, store=options.store, rounds=rounds, workdir=Path(tmp),
+            config=_kill_config(options), progress=progress, broken=options.kill_break,
+        )
+    verdict = result.verdict
+    return RunRecord(
+        kind="sigkill", name=name, seed=seed, ack=ack, acked=verdict.acked,
+        lost=len(verdict.lost), faults=result.faults, recoveries=result.recoveries,
+        label=result.label, ok=result.ok, replay=kill_replay(seed, ack, rounds, options),
+        comparison=comparison,
+        detail=_detail((*verdict.lost, *result.read_violations), result.worker_errors),
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,186 @@
+"""Suites: many seeded sub-runs under one root seed, within a time budget.
+
+A suite runs in-process simulations (:func:`writebehind.harness.simulate`, one fault plan per
+derived seed) and, at the same time on the other core, runs of real SIGKILLs. Sub-run *i* of a
+given root seed is always the same run; the time budget (``duration``) only decides how many
+simulations run, so a slower machine runs fewer of the same ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+
+from ._runs import RunOptions, RunRecord, derive_seed, fault_count, run_kill, run_simulation
+
+
+@attrs.frozen(kw_only=True)
+class Suite:
+    """A named recipe. ``duration`` is the default wall-time budget in seconds."""
+
+    name: str
+    duration: float
+    simulations: int  # at most, per ack mode
+    operations: int
+    intensity: float
+    kill_runs: int  # per ack mode
+    kill_rounds: int
+    acks: tuple[str, ...]  # when no --ack is given
+    memory_comparison: bool  # add an ack='memory' SIGKILL row showing that mode's allowed loss
+
+
+SUITES: dict[str, Suite] = {
+    "smoke": Suite(
+        name="smoke", duration=35.0, simulations=500, operations=1500, intensity=1.0,
+        kill_runs=1, kill_rounds=4, acks=("fsync",), memory_comparison=True,
+    ),
+    "full": Suite(
+        name="full", duration=600.0, simulations=5000, operations=4000, intensity=1.5,
+        kill_runs=3, kill_rounds=10, acks=("memory", "journal", "fsync", "store"),
+        memory_comparison=False,
+    ),
+}
+
+COMPARISON_ROUNDS = 3
+
+
+class SuiteProgress(Protocol):
+    """What a suite reports as it goes (the CLI draws it with rich). Called from two threads."""
+
+    def add(self, label: str, total: int) -> int: ...
+
+    def update(self, task: int, *, completed: int, total: int | None = None,
+               note: str = "") -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class SuiteReport:
+    suite: str
+    seed: int
+    acks: tuple[str, ...]
+    runs: tuple[RunRecord, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(run.ok for run in self.runs)
+
+    @property
+    def failures(self) -> tuple[RunRecord, ...]:
+        return tuple(run for run in self.runs if not run.ok)
+
+
+@attrs.frozen(kw_only=True)
+class KillJob:
+    name: str
+    seed: int
+    ack: str
+    rounds: int
+    comparison: bool
+
+
+def plan_kills(
+    suite: Suite, root: int, acks: Sequence[str], rounds: int, *, comparison: bool
+) -> list[KillJob]:
+    jobs = [
+        KillJob(name=f"kill-{ack}-{i:02d}", seed=derive_seed(root, "kill", ack, i), ack=ack,
+                rounds=rounds, comparison=False)
+        for ack in acks
+        for i in range(suite.kill_runs)
+    ]
+    if comparison and rounds > 0:
+        jobs.append(KillJob(name="kill-memory-comparison", seed=derive_seed(root, "compare"),
+                            ack="memory", rounds=min(rounds, COMPARISON_ROUNDS) or 1,
+                            comparison=True))
+    return [job for job in jobs if job.rounds > 0]
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    seed: int,
+    options: RunOptions,
+    acks: Sequence[str] | None = None,
+    duration: float | None = None,
+    kill_rounds: int | None = None,
+    progress: SuiteProgress | None = None,
+    on_run: Callable[[RunRecord], None] | None = None,
+) -> SuiteReport:
+    """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish."""
+    started = time.monotonic()
+    budget = suite.duration if duration is None else duration
+    deadline = started + budget
+    modes = tuple(acks) if acks else suite.acks
+    rounds = suite.kill_rounds if kill_rounds is None else kill_rounds
+    comparison = suite.memory_comparison and "memory" not in modes
+    jobs = plan_kills(suite, seed, modes, rounds, comparison=comparison)
+    kill_records: list[RunRecord] = []
+    kill_failure: list[BaseException] = []
+
+    def kills() -> None:
+        try:
+            for job in jobs:
+                task = progress.add(f"SIGKILL {job.name}", job.rounds + 1) if progress else 0
+
+                def step(done: int, total: int, note: str, task: int = task) -> None:
+                    if progress is not None:
+                        progress.update(task, completed=done, total=total, note=note)
+
+                record = run_kill(job.name, job.seed, job.ack, job.rounds, options,
+                                  comparison=job.comparison, progress=step)
+                kill_records.append(record)
+                if on_run is not None:
+                    on_run(record)
+        except BaseException as exc:  # re-raised by the main thread after the join
+            kill_failure.append(exc)
+
+    thread = threading.Thread(target=kills, name="chaos-kills", daemon=True)
+    thread.start()
+    try:
+        sim_records = _simulations(suite, seed, modes, options, deadline, progress, on_run)
+    finally:
+        thread.join()
+    if kill_failure:
+        raise kill_failure[0]
+    return SuiteReport(
+        suite=suite.name, seed=seed, acks=modes, runs=(*sim_records, *kill_records),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _simulations(
+    suite: Suite, root: int, acks: Sequence[str], options: RunOptions, deadline: float,
+    progress: SuiteProgress | None, on_run: Callable[[RunRecord], None] | None,
+) -> list[RunRecord]:
+    cap = suite.simulations * len(acks)
+    start = time.monotonic()
+    # The bar shows the time budget (tenths of a second): the count of runs depends on it.
+    ticks = max(1, round((deadline - start) * 10))
+    task = progress.add("simulations", ticks) if progress else 0
+    records: list[RunRecord] = []
+    faults = 0
+    for i in range(cap):
+        # At least one simulation per ack mode, however small the budget.
+        if i >= len(acks) and time.monotonic() >= deadline:
+            break
+        ack = acks[i % len(acks)]
+        n = i // len(acks)
+        record = run_simulation(
+            f"sim-{ack}-{n:04d}", derive_seed(root, "sim", ack, n), ack, options,
+            intensity=suite.intensity,
+        )
+        records.append(record)
+        faults += fault_count(record.faults)
+        if on_run is not None:
+            on_run(record)
+        if progress is not None:
+            elapsed = round((time.monotonic() - start) * 10)
+            progress.update(task, completed=min(elapsed, ticks),
+                            note=f"{i + 1} runs, {faults} faults")
+    if progress is not None:
+        progress.update(task, completed=ticks, note=f"{len(records)} runs, {faults} faults")
+    return records
