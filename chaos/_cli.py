@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 def _console() -> Console:
     console = Console()
     if not console.is_terminal:
-        console.width = 120  # a CI log or a file has no width to fit: don't squeeze the table
+        console.width = 140  # a CI log or a file has no width to fit: don't squeeze the table
     return console
 
 

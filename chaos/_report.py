@@ -69,7 +69,7 @@ def verdict_table(report: SuiteReport) -> Table:
     table.add_column("faults injected", no_wrap=True)
     table.add_column("recoveries", justify="right", no_wrap=True)
     table.add_column("acknowledged\nwrites lost", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+    table.add_column("verdict", min_width=16)
     groups: dict[tuple[int, str, str], list[RunRecord]] = {}
     for run in sorted(report.runs, key=_row_key):
         groups.setdefault(_row_key(run), []).append(run)
