@@ -162,16 +162,21 @@ def simulate(
 
 @contextlib.contextmanager
 def _seeded_trio(seed: int) -> Iterator[None]:
-    # Trio picks the order of tasks woken together with its own module-level Random; seeding
-    # it (and putting its state back afterwards) makes a plan replay exactly. Under Hypothesis
-    # trio registers that Random itself, so tests stay reproducible either way.
+    # Trio orders the tasks it wakes together with its module-level Random, after the order
+    # they were woken in, which for equal deadlines depends on memory addresses (a tie broken
+    # by id()). Its deterministic mode (what it uses under Hypothesis) sorts each batch by
+    # task creation before shuffling with that Random; with the Random seeded from the plan,
+    # a run replays exactly. Both are put back afterwards.
     from trio._core import _run
 
     state = _run._r.getstate()
+    deterministic = _run._ALLOW_DETERMINISTIC_SCHEDULING
     _run._r.seed(f"trio/{seed}")
+    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     try:
         yield
     finally:
+        _run._ALLOW_DETERMINISTIC_SCHEDULING = deterministic  # type: ignore[misc]
         _run._r.setstate(state)
 
 
@@ -240,16 +245,15 @@ class _Simulation:
     def _fault_point(self, point: str, actor: str) -> None:
         if self.loop_actor == actor and not self.injector.quiet:
             self.injector.count("crash_loop.crashes")
-            self._actor_crashed(actor)
             raise InjectedFault(f"crash loop: {actor} crashes at {point}")
         if self.injector.fire(f"crash:{point}"):
-            self._actor_crashed(actor)
             raise InjectedFault(f"injected crash of {actor} at {point}")
 
-    def _actor_crashed(self, actor: str) -> None:
-        if actor.startswith("shard-"):
-            # In ack='memory' a restarted shard loses what its journal had not written yet.
-            self.model.crash("actor", trio.current_time())
+    def _on_event(self, event: Any) -> None:
+        if event.kind == "crash" and event.actor.startswith("shard-"):
+            # Whatever crashed it (a fault point, a failed fsync, a failed epoch request): in
+            # ack='memory' a restarted shard loses what its journal had not written yet.
+            self.model.crash("actor", event.time)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -275,6 +279,7 @@ class _Simulation:
         try:
             async with trio.open_nursery() as nursery:
                 cache = await nursery.start(_serve, self.config, self.seams)
+                cache.add_listener(self._on_event)
                 self._check_flips_detected()
                 nursery.start_soon(self._chaos, nursery.cancel_scope)
                 async with trio.open_nursery() as writers:
@@ -352,10 +357,8 @@ class _Simulation:
                 self.clock.jump(rng.uniform(0.5, 5.0))
             if fire("disk.fsync_error"):
                 self.disk.fail_fsyncs += 1
-                self.model.crash("actor", now)
             if fire("disk.full"):
                 self.disk.fill_after(rng.randrange(0, 2048))
-                self.model.crash("actor", now)
             if fire("crash_loop") and self.loop_actor is None:
                 self.loop_actor = f"shard-{rng.randrange(self.config.shards)}"
             if fire("process_crash"):
