@@ -369,6 +369,11 @@ class ShardActor:
                 f"{self.name} crashed while this write was in flight ({exc}); it may or may not "
                 "be durable; retry it"
             ) from exc
+        if self.core is not core:  # the incarnation that took the write died while we waited
+            raise ShardCrashed(
+                f"{self.name} crashed while this write was in flight; it may or may not be "
+                "durable; retry it"
+            )
         self._fault_inline("put.after_sync_before_ack")
         if seq > self.acked_seq:
             self.acked_seq = seq

@@ -11,6 +11,7 @@ from writebehind import (
     Config,
     Rejection,
     Seams,
+    ShardCrashed,
     Store,
     StoreRecord,
     StoreRejected,
@@ -121,3 +122,35 @@ async def test_regression_a_clean_stop_never_leaves_an_older_value_to_replay_ove
         assert db.values() == {"a": b"new"}
         async with open_cache(cfg, seams=seams) as cache:
             assert await cache.get("a") == b"new", f"attempt {attempt}"
+
+
+async def test_regression_a_write_whose_shard_crashed_mid_put_is_never_acknowledged(
+    tmp_path: Path,
+) -> None:
+    # ack='memory' yields once after applying a put. A put that reached a shard whose actor
+    # had just crashed (its incarnation still unwinding) used to be acknowledged after the
+    # crash was over: the dead incarnation's unwritten journal buffer took the write with it.
+    armed = [True]
+
+    def crash_flusher(point: str, actor: str) -> None:
+        if point == "flush.building_batch" and armed[0]:
+            armed[0] = False
+            raise RuntimeError("injected")
+
+    db = MemoryStore()
+    seams = Seams(store_factory=db.factory, fault_point=crash_flusher)
+    cfg = memory_config(tmp_path, ack="memory", shards=1, batch_size=1, flush_interval=60.0)
+    crashed = [False]
+    acked_after_crash: list[str] = []
+    async with open_cache(cfg, seams=seams) as cache:
+        cache.add_listener(lambda e: crashed.__setitem__(0, True) if e.kind == "crash" else None)
+        for i in range(20):
+            try:
+                await cache.put(f"k{i}", b"v")
+            except ShardCrashed:
+                continue
+            if crashed[0]:
+                acked_after_crash.append(f"k{i}")
+        assert crashed[0] and acked_after_crash
+        # No crash after these acknowledgements: every one must read back.
+        assert [k for k in acked_after_crash if await cache.get(k) != b"v"] == []
