@@ -28,6 +28,7 @@ __all__ = [
     "STORE_KINDS",
     "SURVIVES",
     "BrokenVariant",
+    "CacheMachine",
     "FaultInjector",
     "FaultPlan",
     "FaultyDisk",
@@ -43,3 +44,12 @@ __all__ = [
     "Write",
     "simulate",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: importing the harness (the CLI does) should not import Hypothesis.
+    if name == "CacheMachine":
+        from ._machine import CacheMachine
+
+        return CacheMachine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
