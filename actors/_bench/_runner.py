@@ -66,6 +66,7 @@ class BenchRun:
     paired: dict[Cell, dict[str, float]] = attrs.field(factory=dict)
     recovery: list[RecoveryResult] = attrs.field(factory=list)
     flush: FlushResult | None = None
+    flush_paired_rows_s: float | None = None  # the store's raw batched rate just before it
     memory_per_million_keys_mib: float = 0.0
     memory_value_bytes: int = 100
     wall_seconds: float = 0.0
@@ -176,6 +177,10 @@ def plan(run: BenchRun, target: StoreTarget, root: Path, sizes: Sizes, quick: bo
                     f"group_commit_{cell.writers}w_acks_s": trio.run(
                         _limits.group_commit_loop, str(root), cell.writers, probe),
                 }
+            if cell.mode == "memory":
+                run.paired[cell] = {
+                    "trio_round_trip_s": trio.run(_limits.trio_round_trip, probe / 2),
+                }
             run.cells.append(trio.run(lambda: run_cell(
                 cell, target, root, seconds=sizes.cell_seconds, seed=seed, index=index)))
         steps.append((f"{cell.mode:<7} {cell.label}", cell_step))
@@ -190,6 +195,9 @@ def plan(run: BenchRun, target: StoreTarget, root: Path, sizes: Sizes, quick: bo
         steps.append((f"recovery: {count:,} records", recovery_step))
         if count == sizes.flush_records:
             def flush_step(journal_root: Path = journal_root, count: int = count) -> None:
+                # Paired like the fsync cells: the store's raw rate right before the flush.
+                rates = _limits.store_rates(target, batch=512, value_bytes=100, seconds=probe)
+                run.flush_paired_rows_s = rates.batch_rows_s
                 run.flush = trio.run(time_flush, journal_root, target, count)
             steps.append((f"flush: {count:,} dirty keys", flush_step))
 
