@@ -430,7 +430,7 @@ class _Simulation:
         self.loop_actor = None
         self.disk.clear_faults()
         # Batches still "on the wire" arrive now, before anyone looks at the store.
-        connection = self.store.factory()
+        connection: Any = self.store.factory()  # a connection, typed as the store
         connection.connect()
         self.store_faults.deliver_held(connection)
         quarantined: tuple[str, ...] = ()
