@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
-from ._errors import CacheClosed, ConfigError
+from ._errors import CacheClosed, ConfigError, StoreUnavailable
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
@@ -221,19 +221,30 @@ class Cache:
             except Exception:
                 log.exception("Config.on_alert raised; the cache carries on")
 
-    async def _reader_call(self, fn: Any, *args: Any) -> Any:
-        if self._reader is None:
+    async def _reader_call(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on the reader connection; after a transient failure reconnect and
+        try once more (a dropped connection must not fail every later read or restart)."""
+        reader = self._reader
+        if reader is None:
             raise CacheClosed("the cache's store reader is closed")
-        return await call_store(self._reader.blocking, self._reader_limiter, fn, *args)
+        try:
+            return await call_store(
+                reader.blocking, self._reader_limiter, getattr(reader, method), *args
+            )
+        except StoreUnavailable as exc:
+            log.warning("the store reader failed (%s); reconnecting", exc)
+            await call_store(reader.blocking, self._reader_limiter, reader.close)
+            await call_store(reader.blocking, self._reader_limiter, reader.connect)
+            return await call_store(
+                reader.blocking, self._reader_limiter, getattr(reader, method), *args
+            )
 
     async def _read(self, key: str) -> StoreRecord | None:
-        assert self._reader is not None
-        record: StoreRecord | None = await self._reader_call(self._reader.read, key)
+        record: StoreRecord | None = await self._reader_call("read", key)
         return record
 
     async def _take_epoch(self) -> int:
-        assert self._reader is not None
-        epoch: int = await self._reader_call(self._reader.take_epoch)
+        epoch: int = await self._reader_call("take_epoch")
         return epoch
 
     async def _prepare(self) -> None:

@@ -210,3 +210,25 @@ async def test_a_server_restart_while_writes_flow_loses_nothing(
     s.close()
     assert {k: r.value for k, r in rows.items()} == acked
     assert stats.stores[0].errors >= 1
+
+
+async def test_reads_survive_a_dropped_reader_connection(
+    tmp_path: Path, pg_url: str, pg_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    cfg = pg_config(tmp_path, pg_url, pg_table, max_entries=1, shards=1)
+    async with open_cache(cfg) as cache:
+        await cache.put("a", b"1")
+        await cache.put("b", b"2")
+        await cache.flush()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s", (f"writebehind:{pg_table}",),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 2
+        await trio.sleep(0.1)
+        assert await cache.get("a") == b"1"  # evicted (max_entries=1): reads through
+        assert await cache.get("b") == b"2"
+    assert "the store reader failed" in caplog.text
