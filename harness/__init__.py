@@ -2,6 +2,7 @@
 
 from ._disk import FaultyDisk, Flip
 from ._faulty_store import FaultyStore, StoreFaults
+from ._kill import KillResult, run_kill_rounds
 from ._memory_store import MemoryStore
 from ._model import SURVIVES, Loss, Model, Verdict, Write
 from ._plan import (
@@ -35,6 +36,7 @@ __all__ = [
     "FaultyStore",
     "Flip",
     "InjectedFault",
+    "KillResult",
     "Loss",
     "MemoryStore",
     "Model",
@@ -42,6 +44,7 @@ __all__ = [
     "StoreFaults",
     "Verdict",
     "Write",
+    "run_kill_rounds",
     "simulate",
 ]
 
