@@ -416,12 +416,15 @@ class ShardActor:
             return Receipt(key, version, self.shard, 0)
 
     async def get(self, key: str) -> bytes | None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         core = await self._ready_core()
         entry = core.entries.get(key)
         if entry is not None:
             if key in core.clean:
                 del core.clean[key]
                 core.clean[key] = None
+            # A hit is still a schedule point, so a read loop never starves the actors.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return entry.value
         before = core.mutations
         record = await self._read_store(key)

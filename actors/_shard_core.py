@@ -20,7 +20,7 @@ Time is an argument (``now``), never read here; randomness (retry jitter) comes 
 
 from __future__ import annotations
 
-import heapq
+import collections
 import math
 import random
 from collections.abc import Iterable
@@ -99,8 +99,9 @@ class ShardCore:
         self.failures = 0  # consecutive failed batches
         self.retry_at = -math.inf
         self._next_batch_id = 1
-        # (seq, key) of writes that may still be needed; stale items are dropped lazily.
-        self._pending: list[tuple[int, str]] = []
+        # (seq, key) of writes that may still be needed, in journal order (seqs only grow, so
+        # a deque stays sorted); stale items are dropped lazily from the front.
+        self._pending: collections.deque[tuple[int, str]] = collections.deque()
         self.batches_acked = 0
         self.records_persisted = 0
         self.evictions = 0
@@ -127,7 +128,7 @@ class ShardCore:
             entry.value, entry.version, entry.seq = value, version, seq
         self.dirty[key] = None
         if seq:
-            heapq.heappush(self._pending, (seq, key))
+            self._pending.append((seq, key))
             self.last_seq = max(self.last_seq, seq)
 
     def replay(self, records: Iterable[tuple[str, bytes | None, int, int]], now: float) -> int:
@@ -301,7 +302,7 @@ class ShardCore:
             if entry is None or entry.seq != seq or (
                 entry.persisted_version >= entry.version and not entry.quarantined
             ):
-                heapq.heappop(pending)
+                pending.popleft()
                 continue
             return seq - 1
         return self.last_seq

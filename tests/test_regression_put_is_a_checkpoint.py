@@ -52,3 +52,24 @@ async def test_regression_a_cancelled_put_is_refused_before_anything_happens(
                 await cache.put("k", b"v")
             assert scope.cancelled_caught
             assert await cache.get("k") is None
+
+
+async def test_regression_a_get_loop_on_cached_keys_lets_other_tasks_run(tmp_path: Path) -> None:
+    seams = Seams(store_factory=MemoryStore().factory, filesystem=SimulatedFileSystem(1))
+    with trio.fail_after(30):
+        async with open_cache(config(tmp_path), seams=seams) as cache:
+            await cache.put("k", b"v")
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await trio.sleep(0)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker)
+                for _ in range(1000):
+                    assert await cache.get("k") == b"v"
+                nursery.cancel_scope.cancel()
+            assert ticks > 100

@@ -78,9 +78,6 @@ async def run_cell(
     )
     samples: list[float] = []  # per-put seconds; into the histogram after the clock stops
     counts = {"ops": 0, "puts": 0}
-    # ack='memory' puts never reach a checkpoint, so without one per op a single writer would
-    # run alone until backpressure and nothing else (journal, flush, other writers) would run.
-    yield_each_op = cell.mode == "memory"
     start_rss = rss_bytes()
     peak = [start_rss]
     # Every writer's generator is made before the clock starts (the first builds the key
@@ -110,8 +107,6 @@ async def run_cell(
                         samples.append(time.perf_counter() - start)
                         puts += 1
                     ops += 1
-                    if yield_each_op:
-                        await trio.lowlevel.checkpoint()
                 counts["ops"] += ops
                 counts["puts"] += puts
 
