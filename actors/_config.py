@@ -125,6 +125,9 @@ class Config:
     store_actors: int = attrs.field(default=1, validator=_positive_int)
     flush_interval: float = attrs.field(default=0.5, validator=_positive)
     batch_size: int = attrs.field(default=512, validator=_positive_int)
+    # Dirty keys per shard that start a flush before flush_interval ends. Well above
+    # batch_size: a hot key rewritten between flushes costs one store write, not many.
+    flush_threshold: int = attrs.field(default=4096, validator=_positive_int)
     max_inflight_batches: int = attrs.field(default=4, validator=_positive_int)
     max_dirty: int = attrs.field(default=200_000, validator=_positive_int)
     max_dirty_age: float = attrs.field(default=60.0, validator=_positive)

@@ -115,6 +115,7 @@ class ShardActor:
                 policy = FlushPolicy(
                     flush_interval=self.config.flush_interval,
                     batch_size=self.config.batch_size,
+                    flush_threshold=self.config.flush_threshold,
                     max_inflight=self.config.max_inflight_batches,
                     retry_initial=self.config.retry_initial,
                     retry_max=self.config.retry_max,
@@ -354,8 +355,8 @@ class ShardActor:
         core.write(key, value, version, seq, trio.current_time())
         self._fault_inline("put.after_journal_append")
         dirty = len(core.dirty)
-        if dirty == 1 or dirty >= self.config.batch_size:
-            self._kick()  # the first dirty key starts the flush timer; a full batch goes now
+        if dirty == 1 or dirty >= self.config.flush_threshold:
+            self._kick()  # the first dirty key starts the flush timer; the threshold flushes now
         ack = self.config.ack
         try:
             if ack == "journal":

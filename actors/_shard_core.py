@@ -60,7 +60,8 @@ class FlushPolicy:
     """When to build the next batch, and how long to back off after a failed one."""
 
     flush_interval: float = 0.5
-    batch_size: int = 512
+    batch_size: int = 512  # records per store transaction
+    flush_threshold: int = 4096  # dirty keys that trigger a flush before the interval ends
     max_inflight: int = 4
     retry_initial: float = 0.05
     retry_max: float = 5.0
@@ -192,7 +193,7 @@ class ShardCore:
             return False
         if now < self.retry_at:
             return False
-        if self.flush_requested or len(self.dirty) >= self.policy.batch_size:
+        if self.flush_requested or len(self.dirty) >= self.policy.flush_threshold:
             return True
         if len(self.entries) > self.max_entries:
             return True  # eviction pressure: only clean entries can go

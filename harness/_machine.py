@@ -143,7 +143,7 @@ class CacheMachine(RuleBasedStateMachine):
             ack = "journal"                      # memory | journal | fsync | store
             keys = ("user:1", "user:2")          # the keys rules draw from
             values = st.binary(max_size=64)      # the values puts write
-            config_overrides = {"batch_size": 2, "shards": 1}
+            config_overrides = {"batch_size": 2, "flush_threshold": 2, "shards": 1}
 
         TestSmallBatches = SmallBatches.TestCase
         TestSmallBatches.settings = settings(max_examples=50, stateful_step_count=30)

@@ -64,6 +64,7 @@ BASE_CONFIG: dict[str, Any] = {
     "store": "sqlite:///unused-the-simulation-uses-a-memory-store.db",
     "flush_interval": 0.05,
     "batch_size": 16,
+    "flush_threshold": 16,
     "max_inflight_batches": 2,
     "max_dirty": 64,
     "max_entries": 16,

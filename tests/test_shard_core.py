@@ -26,15 +26,15 @@ def test_hundred_writes_to_one_key_coalesce_into_one_store_write() -> None:
     assert core.unpersisted == 0
 
 
-def test_flush_is_due_on_interval_batch_size_and_request() -> None:
-    core = make(flush_interval=1.0, batch_size=3)
+def test_flush_is_due_on_interval_threshold_and_request() -> None:
+    core = make(flush_interval=1.0, flush_threshold=3)
     core.write("a", b"1", 1, 1, now=10.0)
     assert not core.due(10.5)
     assert core.next_deadline(10.5) == 11.0
     assert core.due(11.0)
     core.write("b", b"1", 2, 2, now=10.6)
     core.write("c", b"1", 3, 3, now=10.6)
-    assert core.due(10.6)  # batch size reached
+    assert core.due(10.6)  # dirty-count threshold reached
     core2 = make(flush_interval=1.0)
     core2.write("a", b"1", 1, 1, now=0.0)
     core2.flush_requested = True
