@@ -139,7 +139,9 @@ async def test_regression_a_write_whose_shard_crashed_mid_put_is_never_acknowled
 
     db = MemoryStore()
     seams = Seams(store_factory=db.factory, fault_point=crash_flusher)
-    cfg = memory_config(tmp_path, ack="memory", shards=1, batch_size=1, flush_interval=60.0)
+    cfg = memory_config(
+        tmp_path, ack="memory", shards=1, batch_size=1, flush_threshold=1, flush_interval=60.0
+    )
     crashed = [False]
     acked_after_crash: list[str] = []
     async with open_cache(cfg, seams=seams) as cache:
