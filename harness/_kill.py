@@ -53,10 +53,14 @@ class KillResult:
     read_violations: tuple[Loss, ...]
     worker_errors: tuple[str, ...]
     kill_delays: tuple[float, ...]
+    backend_kills: int = 0  # PostgreSQL connections terminated mid-run (pg_terminate_backend)
 
     @property
     def faults(self) -> dict[str, int]:
-        return {"sigkill": self.kills}
+        faults = {"sigkill": self.kills}
+        if self.backend_kills:
+            faults["pg_terminate_backend"] = self.backend_kills
+        return faults
 
     @property
     def ok(self) -> bool:
@@ -90,13 +94,26 @@ def _absolute(url: str) -> str:
     return url
 
 
-def _read_store(url: str) -> dict[str, bytes | None]:
-    store = store_factory(url)()
+def _read_store(url: str, table: str) -> dict[str, bytes | None]:
+    store = store_factory(url, table=table)()
     store.connect()
     try:
         return {key: record.value for key, record in store.read_all().items()}
     finally:
         store.close()
+
+
+def _terminate_backends(url: str, table: str) -> int:
+    """Kill the worker's PostgreSQL connections, as an administrator or a failover would."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (f"writebehind:{table}",),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class _LogReplay:
@@ -185,11 +202,13 @@ def run_kill_rounds(
     rng = random.Random(f"kill:{seed}")
     model = Model(ack)
     replay = _LogReplay(model)
+    table = str((config or {}).get("store_table", "writebehind_entries"))
+    postgres = url.startswith(("postgresql://", "postgres://"))
     if store is not None:
-        model.seed_store(_read_store(url))
+        model.seed_store(_read_store(url, table))
     errors: list[str] = []
     delays: list[float] = []
-    kills = recoveries = 0
+    kills = recoveries = backend_kills = 0
     base = [
         sys.executable, "-m", "writebehind.harness._worker", "--workdir", str(workdir),
         "--store", url, "--ack", ack, "--seed", str(seed),
@@ -213,7 +232,14 @@ def run_kill_rounds(
         proc, log, err = spawn(incarnation)
         try:
             started = _wait_for_start(proc, log)
-            if started:
+            if started and postgres:
+                # On PostgreSQL, also drop the worker's connections mid-run: batches in
+                # flight fail, the store actors reconnect, nothing acknowledged may be lost.
+                first = delay * rng.uniform(0.2, 0.8)
+                time.sleep(first)
+                backend_kills += _terminate_backends(url, table)
+                time.sleep(delay - first)
+            elif started:
                 time.sleep(delay)
         finally:
             if proc.poll() is None:
@@ -249,12 +275,12 @@ def run_kill_rounds(
         errors.append(f"the final worker exited with {proc.returncode}: {_tail(err)}")
     if progress is not None:
         progress(rounds + 1, rounds + 1, f"{ack}: drained and checked")
-    verdict = model.check_store(_read_store(url))
+    verdict = model.check_store(_read_store(url, table))
     return KillResult(
         seed=seed, ack=ack, store=mask_url(url), rounds=rounds, kills=kills, verdict=verdict,
         recoveries=recoveries, operations=replay.issued,
         read_violations=tuple(replay.read_violations), worker_errors=tuple(errors),
-        kill_delays=tuple(delays),
+        kill_delays=tuple(delays), backend_kills=backend_kills,
     )
 
 
