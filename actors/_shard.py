@@ -10,6 +10,7 @@ epoch and a fresh inbox, so answers meant for a dead incarnation are never appli
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,7 @@ from ._messages import (
 )
 from ._seams import Seams
 from ._shard_core import FlushPolicy, ShardCore
-from ._stats import ShardStatistics
+from ._stats import RATE_WINDOW, ShardStatistics
 from ._store import EPOCH_SHIFT
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class ShardActor:
         self._through_records: dict[int, StoreRecord] = {}
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
+        self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
 
     # -- the actor ----------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class ShardActor:
         if isinstance(message, FlushRequest):
             self._kicked = False
         elif isinstance(message, StoreAck):
+            self._ack_times.append(now)
             if message.batch_id in self._through:
                 record = self._through_records.pop(message.batch_id)
                 if message.rejected:  # not in the store: the caller must not be told it is
@@ -485,5 +488,6 @@ class ShardActor:
             evictions=core.evictions if core else 0,
             quarantined=len(core.quarantine) if core else 0,
             last_error=self.last_error,
+            batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,
         )
 

@@ -31,6 +31,11 @@ class ShardStatistics:
     evictions: int
     quarantined: int
     last_error: str | None
+    batches_per_second: float = 0.0  # store acks over the last RATE_WINDOW seconds
+
+
+#: The window ``ShardStatistics.batches_per_second`` averages over, in seconds.
+RATE_WINDOW = 10.0
 
 
 @attrs.frozen(kw_only=True)

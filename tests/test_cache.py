@@ -312,6 +312,7 @@ async def test_statistics_report_watermarks(tmp_path: Path) -> None:
         await cache.flush()
         s = cache.statistics().shards[0]
         assert s.dirty == 0 and s.unpersisted == 0 and s.records_persisted == 10
+        assert s.batches_per_second > 0
 
 
 async def test_a_zombie_instance_never_overwrites_a_newer_epoch(tmp_path: Path) -> None:
