@@ -290,6 +290,7 @@ def _kill_config(options: RunOptions) -> dict[str, Any]:
 def run_kill(
     name: str, seed: int, ack: str, rounds: int, options: RunOptions, *,
     comparison: bool = False, progress: Callable[[int, int, str], None] | None = None,
+    restart_server: bool = False,
 ) -> RunRecord:
     """Real SIGKILL rounds in a fresh temporary directory (journals, and SQLite by default)."""
     started = time.monotonic()
@@ -297,6 +298,7 @@ def run_kill(
         result = run_kill_rounds(
             seed=seed, ack=ack, store=options.store, rounds=rounds, workdir=Path(tmp),
             config=_kill_config(options), progress=progress, broken=options.kill_break,
+            restart_server=restart_server,
         )
     verdict = result.verdict
     return RunRecord(

@@ -130,8 +130,10 @@ def run_suite(
                     if progress is not None:
                         progress.update(task, completed=done, total=total, note=note)
 
+                # The full suite also restarts a local PostgreSQL store once per kill run.
                 record = run_kill(job.name, job.seed, job.ack, job.rounds, options,
-                                  comparison=job.comparison, progress=step)
+                                  comparison=job.comparison, progress=step,
+                                  restart_server=suite.name == "full")
                 kill_records.append(record)
                 if on_run is not None:
                     on_run(record)

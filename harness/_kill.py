@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,12 +55,15 @@ class KillResult:
     worker_errors: tuple[str, ...]
     kill_delays: tuple[float, ...]
     backend_kills: int = 0  # PostgreSQL connections terminated mid-run (pg_terminate_backend)
+    server_restarts: int = 0  # PostgreSQL server restarts mid-run
 
     @property
     def faults(self) -> dict[str, int]:
         faults = {"sigkill": self.kills}
         if self.backend_kills:
             faults["pg_terminate_backend"] = self.backend_kills
+        if self.server_restarts:
+            faults["pg_restart"] = self.server_restarts
         return faults
 
     @property
@@ -101,6 +105,14 @@ def _read_store(url: str, table: str) -> dict[str, bytes | None]:
         return {key: record.value for key, record in store.read_all().items()}
     finally:
         store.close()
+
+
+def pg_restart_command() -> list[str] | None:
+    """The command that restarts the local PostgreSQL cluster, if this process may run it."""
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions or shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        return None
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
 
 
 def _terminate_backends(url: str, table: str) -> int:
@@ -186,6 +198,7 @@ def run_kill_rounds(
     broken: str | None = None,
     min_run: float = 0.3,
     max_run: float = 1.2,
+    restart_server: bool = False,
 ) -> KillResult:
     """SIGKILL a cache-embedding worker ``rounds`` times, drain, and check the store.
 
@@ -193,6 +206,9 @@ def run_kill_rounds(
     ``workdir``). Each round lets the worker write for a seeded ``min_run``..``max_run``
     seconds after its cache started before the kill. ``broken`` names a deliberately broken
     worker variant (:data:`~writebehind.harness._worker.BREAKS`), to show the runner catches it.
+    On PostgreSQL each round also terminates the worker's connections mid-run; with
+    ``restart_server`` the second round restarts the local server instead (when this process
+    may: see :func:`pg_restart_command`).
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds!r}")
@@ -208,7 +224,8 @@ def run_kill_rounds(
         model.seed_store(_read_store(url, table))
     errors: list[str] = []
     delays: list[float] = []
-    kills = recoveries = backend_kills = 0
+    kills = recoveries = backend_kills = server_restarts = 0
+    restart = pg_restart_command() if restart_server and postgres else None
     base = [
         sys.executable, "-m", "writebehind.harness._worker", "--workdir", str(workdir),
         "--store", url, "--ack", ack, "--seed", str(seed),
@@ -237,7 +254,11 @@ def run_kill_rounds(
                 # flight fail, the store actors reconnect, nothing acknowledged may be lost.
                 first = delay * rng.uniform(0.2, 0.8)
                 time.sleep(first)
-                backend_kills += _terminate_backends(url, table)
+                if restart is not None and incarnation == 1:
+                    subprocess.run(restart, check=True, capture_output=True, timeout=120)
+                    server_restarts += 1
+                else:
+                    backend_kills += _terminate_backends(url, table)
                 time.sleep(delay - first)
             elif started:
                 time.sleep(delay)
@@ -280,7 +301,7 @@ def run_kill_rounds(
         seed=seed, ack=ack, store=mask_url(url), rounds=rounds, kills=kills, verdict=verdict,
         recoveries=recoveries, operations=replay.issued,
         read_violations=tuple(replay.read_violations), worker_errors=tuple(errors),
-        kill_delays=tuple(delays), backend_kills=backend_kills,
+        kill_delays=tuple(delays), backend_kills=backend_kills, server_restarts=server_restarts,
     )
 
 

@@ -8,6 +8,7 @@ import trio
 
 from writebehind import Config, ConfigError, SchemaMismatch, StoreRecord, open_cache, serve_cache
 from writebehind._store_pg import PostgresStore
+from writebehind.harness._kill import pg_restart_command
 
 pytestmark = pytest.mark.postgres
 
@@ -170,22 +171,10 @@ async def test_two_instances_on_one_table_the_older_epoch_loses(
     s.close()
 
 
-def _restart_command() -> list[str] | None:
-    import os
-    import shutil
-
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        return None
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions:
-        return None
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
-
-
 async def test_a_server_restart_while_writes_flow_loses_nothing(
     tmp_path: Path, pg_url: str, pg_table: str
 ) -> None:
-    command = _restart_command()
+    command = pg_restart_command()
     if command is None:
         pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster")
     cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.05, retry_max=0.5)
