@@ -30,6 +30,7 @@ from ._errors import (
     describe,
 )
 from ._journal import Journal, RecordKind
+from ._journal._recovery import paused_gc
 from ._messages import (
     FlushBatch,
     FlushRequest,
@@ -143,9 +144,11 @@ class ShardActor:
                         )
                         recovery = journal.recovery
                         now = trio.current_time()
-                        replayed = core.replay(
-                            ((r.key, r.value, r.version, r.seq) for r in recovery.records), now
-                        )
+                        with paused_gc():
+                            replayed = core.replay(
+                                ((r.key, r.value, r.version, r.seq) for r in recovery.records),
+                                now,
+                            )
                         core.note_seq(recovery.next_seq - 1)
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
                         if replayed:

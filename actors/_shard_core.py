@@ -134,10 +134,20 @@ class ShardCore:
 
     def replay(self, records: Iterable[tuple[str, bytes | None, int, int]], now: float) -> int:
         """Rebuild from journal records ``(key, value, version, seq)``, in journal order."""
+        entries, dirty, pending = self.entries, self.dirty, self._pending
         count = 0
         for key, value, version, seq in records:
-            self.write(key, value, version, seq, now)
             count += 1
+            if key in entries:
+                self.write(key, value, version, seq, now)
+                continue
+            # A key's first record: what write() would do, without its general checks.
+            entries[key] = Entry(value, version, seq, 0, now)
+            dirty[key] = None
+            pending.append((seq, key))
+            if seq > self.last_seq:
+                self.last_seq = seq
+        self.mutations += count
         return count
 
     def note_seq(self, seq: int) -> None:

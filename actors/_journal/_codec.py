@@ -14,6 +14,7 @@ See ``specs/journal-format.md`` for the full grammar and the recovery rules.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 import zlib
 
@@ -72,6 +73,7 @@ class RecordKind(enum.IntEnum):
         return f"RecordKind.{self.name}"
 
 
+@functools.lru_cache(maxsize=64)
 def salt_seed(salt: int) -> int:
     """The CRC starting value for frames of a segment with this generation salt."""
     return zlib.crc32(salt.to_bytes(8, "little"))
@@ -140,6 +142,7 @@ INCOMPLETE = _Incomplete.INCOMPLETE
 """The buffer ends inside this frame: leave it untouched until more bytes arrive."""
 
 DecodeResult = Decoded | Invalid | _Incomplete
+_KIND_BY_BYTE = {int(kind): kind for kind in RecordKind}  # cheaper than RecordKind(byte)
 
 
 def decode_frame(buf: bytes | memoryview, offset: int, salt: int) -> DecodeResult:
@@ -155,17 +158,19 @@ def decode_frame(buf: bytes | memoryview, offset: int, salt: int) -> DecodeResul
         return INCOMPLETE
     view = memoryview(buf)
     # Covers length || kind || payload, so a damaged length field fails the check too.
-    head = bytes(view[offset : offset + 4]) + bytes(view[offset + 8 : offset + 9])
-    actual = zlib.crc32(view[start:end], zlib.crc32(head, salt_seed(salt)))
+    actual = zlib.crc32(
+        view[start:end],
+        zlib.crc32(view[offset + 8 : offset + 9], zlib.crc32(view[offset : offset + 4],
+                                                              salt_seed(salt))),
+    )
     if actual != crc:
         return Invalid("checksum mismatch")
     return _decode_payload(view[start:end], kind, end)
 
 
 def _decode_payload(payload: memoryview, kind_byte: int, end: int) -> DecodeResult:
-    try:
-        kind = RecordKind(kind_byte)
-    except ValueError:
+    kind = _KIND_BY_BYTE.get(kind_byte)
+    if kind is None:
         return Invalid(f"unknown record kind {kind_byte}")
     seq, version, key_len = _FIXED.unpack_from(payload, 0)
     pos = _FIXED.size

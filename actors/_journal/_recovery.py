@@ -6,9 +6,11 @@ the log's tail, and the cut bytes are first copied to a side file and synced.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -126,6 +128,19 @@ def _repair(
     return RepairReport(exc.path, exc.offset, str(exc), dropped, tuple(side_files))
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic GC while a recovery builds one object per record and frees none:
+    collecting would only rescan them over and over (it halved the recovery rate)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def recover(
     fs: FileSystem,
     directory: str,
@@ -135,6 +150,19 @@ def recover(
     fault_point: Callable[[str], None],
 ) -> Recovered:
     """Scan the directory, cut a torn tail, repair if asked, open the last segment."""
+    with paused_gc():
+        return _recover(fs, directory, shard_id=shard_id, repair=repair,
+                        fault_point=fault_point)
+
+
+def _recover(
+    fs: FileSystem,
+    directory: str,
+    *,
+    shard_id: int,
+    repair: bool,
+    fault_point: Callable[[str], None],
+) -> Recovered:
     repairs: list[RepairReport] = []
     while True:
         try:
