@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import random
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -15,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from writebehind import ACK_MODES, Config, ConfigError
+from writebehind.harness._simulation import quiet_runtime_logs
 
 from ._report import ALLOWED, summary, verdict_table, write_json, write_junit
 from ._runs import RunOptions, RunRecord, fault_count, run_kill, run_simulation
@@ -129,20 +128,8 @@ class _RichProgress:
         self.progress.update(TaskID(task), completed=completed, total=total, note=note)
 
 
-@contextlib.contextmanager
-def _quiet_runtime() -> Iterator[None]:
-    """Injected faults make the runtime log a warning each; the verdict table tells the story."""
-    logger = logging.getLogger("writebehind")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _run(args: argparse.Namespace) -> int:
-    with _quiet_runtime():
+    with quiet_runtime_logs():
         return _run_suite(args)
 
 
@@ -220,7 +207,7 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    with _quiet_runtime():
+    with quiet_runtime_logs():
         return _replay_run(args)
 
 

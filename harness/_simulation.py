@@ -156,7 +156,7 @@ def simulate(
         patch, name = contextlib.nullcontext, None
     with tempfile.TemporaryDirectory(prefix="writebehind-sim-") as tmp, patch(), _seeded_trio(
         plan.seed
-    ), _quiet_logs():
+    ), quiet_runtime_logs():
         sim = _Simulation(plan, ack, operations, shards, dict(config or {}), Path(tmp), name)
         return trio.run(sim.run, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -182,8 +182,9 @@ def _seeded_trio(seed: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    # Injected faults make the runtime warn hundreds of times per run; the result says it all.
+def quiet_runtime_logs() -> Iterator[None]:
+    """Silence the runtime's warnings: injected faults make it warn hundreds of times per run,
+    and the result (or the verdict table) says it all."""
     logger = logging.getLogger("writebehind")
     level = logger.level
     logger.setLevel(logging.CRITICAL)

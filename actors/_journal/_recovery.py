@@ -141,6 +141,7 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+@paused_gc()
 def recover(
     fs: FileSystem,
     directory: str,
@@ -150,19 +151,6 @@ def recover(
     fault_point: Callable[[str], None],
 ) -> Recovered:
     """Scan the directory, cut a torn tail, repair if asked, open the last segment."""
-    with paused_gc():
-        return _recover(fs, directory, shard_id=shard_id, repair=repair,
-                        fault_point=fault_point)
-
-
-def _recover(
-    fs: FileSystem,
-    directory: str,
-    *,
-    shard_id: int,
-    repair: bool,
-    fault_point: Callable[[str], None],
-) -> Recovered:
     repairs: list[RepairReport] = []
     while True:
         try:
