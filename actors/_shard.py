@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -100,6 +101,9 @@ class ShardActor:
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
         self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
+        # Until when a put needs no age check: a lower bound of oldest-unpersisted +
+        # max_dirty_age (the oldest only moves later, except when the shard was clean).
+        self._admit_until = math.inf
 
     # -- the actor ----------------------------------------------------------------------------
 
@@ -150,6 +154,7 @@ class ShardActor:
                                 now,
                             )
                         core.note_seq(recovery.next_seq - 1)
+                        self._refresh_admission(core)
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
                         if replayed:
                             log.info("%s replayed %d journal records", self.name, replayed)
@@ -204,6 +209,7 @@ class ShardActor:
                         message = replies.receive_nowait()
                     except trio.WouldBlock:
                         break
+                self._refresh_admission(core)
                 new_mark = core.persisted_mark()
                 if journal is not None and new_mark > mark:
                     self._fault("flush.after_ack_before_checkpoint")
@@ -318,7 +324,12 @@ class ShardActor:
                 return core
             await self._ready.wait()
 
+    def _refresh_admission(self, core: ShardCore) -> None:
+        oldest = core.oldest_dirty_since()
+        self._admit_until = math.inf if oldest is None else oldest + self.config.max_dirty_age
+
     async def _admit(self, core: ShardCore) -> ShardCore:
+        """Backpressure: wait (or raise ``Overloaded``) while the shard holds too much."""
         config = self.config
         while True:
             age = core.oldest_dirty_since()
@@ -344,7 +355,13 @@ class ShardActor:
         # anything happens, and (below) a put loop in ack='memory' yields to the journal writer
         # and the flusher instead of starving them.
         await trio.lowlevel.checkpoint_if_cancelled()
-        core = await self._admit(await self._ready_core())
+        core = self.core
+        if core is None or self._closed:
+            core = await self._ready_core()
+        now = trio.current_time()
+        if core.unpersisted >= self.config.max_dirty_per_shard or now >= self._admit_until:
+            core = await self._admit(core)
+            now = trio.current_time()
         if self.config.ack == "store":
             return await self._write_through(key, value)
         journal = self.journal
@@ -358,7 +375,10 @@ class ShardActor:
             )
         except JournalError as exc:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
-        core.write(key, value, version, seq, trio.current_time())
+        was_clean = not core.unpersisted
+        core.write(key, value, version, seq, now)
+        if was_clean and core.unpersisted:  # the age clock starts now
+            self._admit_until = now + self.config.max_dirty_age
         self._fault_inline("put.after_journal_append")
         dirty = len(core.dirty)
         if dirty == 1 or dirty >= self.config.flush_threshold:

@@ -352,3 +352,16 @@ async def test_listeners_see_crashes_restarts_and_replays(tmp_path: Path) -> Non
         await cache.put("a", b"1")
         await cache.flush()
     assert events[:3] == ["crash shard-0", "restart shard-0", "replay shard-0"]
+
+
+async def test_overload_raises_when_the_oldest_write_is_too_old(tmp_path: Path) -> None:
+    def wrap(store: Any) -> Any:
+        return FlakyStore(store, [10**9])
+
+    cfg = config(tmp_path, shards=1, max_dirty_age=0.3, on_overload="raise", drain_timeout=0.2,
+                 retry_initial=0.01, retry_max=0.05)
+    async with open_cache(cfg, seams=Seams(wrap_store=wrap)) as cache:
+        await cache.put("k", b"1")
+        await trio.sleep(0.5)
+        with pytest.raises(Overloaded, match=r"max_dirty_age=0\.3s"):
+            await cache.put("k", b"2")  # the same key: still one unpersisted entry, but old
