@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from writebehind._config import mask_url
 from writebehind._store import sqlite_path, store_factory
 
 from ._model import Loss, Model, Verdict
@@ -79,16 +79,6 @@ class KillResult:
         if not self.ok:
             return "FAIL"
         return self.verdict.label
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def _absolute(url: str) -> str:
