@@ -58,6 +58,9 @@ class Cache:
             )
             for i in range(config.store_actors)
         ]
+        self._shard_count = config.shards
+        self._max_key_bytes = config.max_key_bytes
+        self._max_value_bytes = config.max_value_bytes
         self._shards = [
             ShardActor(
                 i, config, store_mailbox=send, take_epoch=self._take_epoch,
@@ -82,23 +85,25 @@ class Cache:
 
     async def put(self, key: str, value: bytes) -> Receipt:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
-        shard = self._route(key)
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"value must be bytes, got {type(value).__name__}; encode it first "
-                "(for text: value.encode())"
-            )
-        value = bytes(value)
-        if len(value) > self.config.max_value_bytes:
+        raw = self._key_bytes(key)
+        if type(value) is not bytes:
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise TypeError(
+                    f"value must be bytes, got {type(value).__name__}; encode it first "
+                    "(for text: value.encode())"
+                )
+            value = bytes(value)
+        if len(value) > self._max_value_bytes:
             raise ValueError(
                 f"value for {key!r} is {len(value)} bytes, over "
-                f"Config.max_value_bytes={self.config.max_value_bytes}"
+                f"Config.max_value_bytes={self._max_value_bytes}"
             )
-        return await shard.write(key, value)
+        return await self._shards[zlib.crc32(raw) % self._shard_count].write(key, value, raw)
 
     async def delete(self, key: str) -> Receipt:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
-        return await self._route(key).write(key, None)
+        raw = self._key_bytes(key)
+        return await self._shards[zlib.crc32(raw) % self._shard_count].write(key, None, raw)
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
@@ -159,24 +164,28 @@ class Cache:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _route(self, key: str) -> ShardActor:
-        """Validate ``key`` and return the shard that owns it."""
+    def _key_bytes(self, key: str) -> bytes:
+        """Validate ``key`` (and that the cache is open); return its UTF-8 bytes."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, got {type(key).__name__}")
-        if not key:
-            raise ValueError("key must not be empty")
         try:
             raw = key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"key {key!r} is not valid Unicode text: {exc}") from None
-        if len(raw) > self.config.max_key_bytes:
+        if not raw:
+            raise ValueError("key must not be empty")
+        if len(raw) > self._max_key_bytes:
             raise ValueError(
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
-                f"{self.config.max_key_bytes}"
+                f"{self._max_key_bytes}"
             )
         if self.status != "running":
             self._check_open()
-        return self._shards[zlib.crc32(raw) % len(self._shards)]
+        return raw
+
+    def _route(self, key: str) -> ShardActor:
+        """Validate ``key`` and return the shard that owns it."""
+        return self._shards[zlib.crc32(self._key_bytes(key)) % self._shard_count]
 
     def _check_open(self) -> None:
         if self.status != "running":

@@ -30,7 +30,7 @@ from ._errors import (
     StoreUnavailable,
     describe,
 )
-from ._journal import Journal, RecordKind
+from ._journal import Journal
 from ._journal._recovery import paused_gc
 from ._messages import (
     FlushBatch,
@@ -104,6 +104,11 @@ class ShardActor:
         # Until when a put needs no age check: a lower bound of oldest-unpersisted +
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
+        # Read on every put: kept as plain attributes, not looked up through the config.
+        self._ack = config.ack
+        self._max_dirty = config.max_dirty_per_shard
+        self._max_dirty_age = config.max_dirty_age
+        self._flush_threshold = config.flush_threshold
 
     # -- the actor ----------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class ShardActor:
 
     def _refresh_admission(self, core: ShardCore) -> None:
         oldest = core.oldest_dirty_since()
-        self._admit_until = math.inf if oldest is None else oldest + self.config.max_dirty_age
+        self._admit_until = math.inf if oldest is None else oldest + self._max_dirty_age
 
     async def _admit(self, core: ShardCore) -> ShardCore:
         """Backpressure: wait (or raise ``Overloaded``) while the shard holds too much."""
@@ -350,7 +355,9 @@ class ShardActor:
             await self._progress.wait()
             core = await self._ready_core()
 
-    async def write(self, key: str, value: bytes | None) -> Receipt:
+    async def write(self, key: str, value: bytes | None, raw_key: bytes) -> Receipt:
+        """Journal a put (a delete when ``value`` is None) and wait for its ack mode;
+        ``raw_key`` is ``key`` in UTF-8, which the cache already made to route it."""
         # A put is a trio checkpoint in every ack mode: a cancelled caller is refused before
         # anything happens, and (below) a put loop in ack='memory' yields to the journal writer
         # and the flusher instead of starving them.
@@ -359,36 +366,37 @@ class ShardActor:
         if core is None or self._closed:
             core = await self._ready_core()
         now = trio.current_time()
-        if core.unpersisted >= self.config.max_dirty_per_shard or now >= self._admit_until:
+        if core.unpersisted >= self._max_dirty or now >= self._admit_until:
             core = await self._admit(core)
             now = trio.current_time()
-        if self.config.ack == "store":
+        ack = self._ack
+        if ack == "store":
             return await self._write_through(key, value)
         journal = self.journal
         assert journal is not None
         self._counter += 1
         version = self._epoch << EPOCH_SHIFT | self._counter
-        self._fault_inline("put.before_journal_append")
+        if self._hook is not None:
+            self._fault_inline("put.before_journal_append")
         try:
-            seq = journal.append_nowait(
-                RecordKind.PUT if value is not None else RecordKind.DELETE, key, value, version
-            )
+            seq = journal.append_encoded(raw_key, value, version)
         except JournalError as exc:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
-        was_clean = not core.unpersisted
+        dirty = core.dirty
+        was_clean = not dirty and not core.inflight_records
         core.write(key, value, version, seq, now)
         if was_clean and core.unpersisted:  # the age clock starts now
-            self._admit_until = now + self.config.max_dirty_age
-        self._fault_inline("put.after_journal_append")
-        dirty = len(core.dirty)
-        if dirty == 1 or dirty >= self.config.flush_threshold:
+            self._admit_until = now + self._max_dirty_age
+        if self._hook is not None:
+            self._fault_inline("put.after_journal_append")
+        count = len(dirty)
+        if count == 1 or count >= self._flush_threshold:
             self._kick()  # the first dirty key starts the flush timer; the threshold flushes now
-        ack = self.config.ack
         try:
-            if ack == "journal":
-                await journal.wait_written(seq)
-            elif ack == "fsync":
+            if ack == "fsync":
                 await journal.wait_synced(seq)
+            elif ack == "journal":
+                await journal.wait_written(seq)
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()  # done: not cancellable now
         except JournalError as exc:
@@ -401,7 +409,8 @@ class ShardActor:
                 f"{self.name} crashed while this write was in flight; it may or may not be "
                 "durable; retry it"
             )
-        self._fault_inline("put.after_sync_before_ack")
+        if self._hook is not None:
+            self._fault_inline("put.after_sync_before_ack")
         if seq > self.acked_seq:
             self.acked_seq = seq
         return Receipt(key, version, self.shard, seq)

@@ -38,7 +38,7 @@ MIN_PAYLOAD = _FIXED.size + _VALUE_LEN.size  # 24
 MAX_PAYLOAD = 1 << 30
 
 
-_KIND_HEAD = {kind: bytes([kind]) for kind in (1, 2, 3)}
+_LENGTH_KIND = struct.Struct("<IB")  # what the CRC covers before the payload
 
 
 def encode_frame(
@@ -57,7 +57,7 @@ def encode_frame(
     size = len(payload)
     if size > MAX_PAYLOAD:
         raise ValueError(f"record too large: {size} bytes > {MAX_PAYLOAD}")
-    crc = zlib.crc32(payload, zlib.crc32(_KIND_HEAD[kind], zlib.crc32(_CRC.pack(size), seed)))
+    crc = zlib.crc32(payload, zlib.crc32(_LENGTH_KIND.pack(size, kind), seed))
     return _FRAME.pack(size, crc, kind) + payload
 
 
@@ -158,11 +158,8 @@ def decode_frame(buf: bytes | memoryview, offset: int, salt: int) -> DecodeResul
         return INCOMPLETE
     view = memoryview(buf)
     # Covers length || kind || payload, so a damaged length field fails the check too.
-    actual = zlib.crc32(
-        view[start:end],
-        zlib.crc32(view[offset + 8 : offset + 9], zlib.crc32(view[offset : offset + 4],
-                                                              salt_seed(salt))),
-    )
+    actual = zlib.crc32(view[start:end], zlib.crc32(_LENGTH_KIND.pack(length, kind),
+                                                     salt_seed(salt)))
     if actual != crc:
         return Invalid("checksum mismatch")
     return _decode_payload(view[start:end], kind, end)
@@ -196,6 +193,84 @@ def _decode_payload(payload: memoryview, kind_byte: int, end: int) -> DecodeResu
     except ValueError as exc:
         return Invalid(f"malformed record: {exc}")
     return Decoded(record, end)
+
+
+def decode_run(
+    buf: bytes, offset: int, salt: int, first_seq: int
+) -> tuple[list[JournalRecord], int]:
+    """Decode the valid frames from ``offset`` on whose seqs run ``first_seq``, +1, ...;
+    return them and the offset where the run stops.
+
+    Recovery's fast path: it stops at the first frame it does not accept outright (the end,
+    a torn or damaged frame, a sequence gap, anything unusual), and :func:`decode_frame`
+    then says what is there. Every check :func:`decode_frame` and :class:`JournalRecord`
+    make is made here too, so a frame is accepted by both or by neither.
+    """
+    records: list[JournalRecord] = []
+    append = records.append
+    size = len(buf)
+    seed = salt_seed(salt)
+    crc32, pack_head = zlib.crc32, _LENGTH_KIND.pack
+    unpack_frame, unpack_fixed, unpack_len = (
+        _FRAME.unpack_from, _FIXED.unpack_from, _VALUE_LEN.unpack_from,
+    )
+    make, put, delete, checkpoint = _trusted_record, RecordKind.PUT, RecordKind.DELETE, (
+        RecordKind.CHECKPOINT
+    )
+    expected = first_seq
+    while size - offset >= FRAME_HEADER_SIZE:
+        length, crc, kind_byte = unpack_frame(buf, offset)
+        start = offset + FRAME_HEADER_SIZE
+        end = start + length
+        if length < MIN_PAYLOAD or length > MAX_PAYLOAD or end > size:
+            break
+        # A bytes slice is cheaper to make than a memoryview slice at these sizes.
+        if crc32(buf[start:end], crc32(pack_head(length, kind_byte), seed)) != crc:
+            break
+        seq, version, key_len = unpack_fixed(buf, start)
+        key_end = start + _FIXED.size + key_len
+        if seq != expected or key_end + _VALUE_LEN.size > end:
+            break
+        (value_len,) = unpack_len(buf, key_end)
+        if value_len == _TOMBSTONE:
+            if key_end + _VALUE_LEN.size != end:
+                break
+            value = None
+            if kind_byte == 2:
+                kind = delete
+            elif kind_byte == 3 and key_len == 0:
+                kind = checkpoint
+            else:
+                break
+        else:
+            if kind_byte != 1 or key_end + _VALUE_LEN.size + value_len != end:
+                break
+            value = buf[key_end + _VALUE_LEN.size : end]
+            kind = put
+        try:
+            key = buf[start + _FIXED.size : key_end].decode("utf-8")
+        except UnicodeDecodeError:
+            break
+        append(make(seq, kind, key, value, version))
+        offset = end
+        expected += 1
+    return records, offset
+
+
+def _trusted_record(
+    seq: int, kind: RecordKind, key: str, value: bytes | None, version: int
+) -> JournalRecord:
+    # A JournalRecord whose fields decode_run already checked: skips the validating __init__.
+    record = _new(JournalRecord)
+    _set(record, "seq", seq)
+    _set(record, "kind", kind)
+    _set(record, "key", key)
+    _set(record, "value", value)
+    _set(record, "version", version)
+    return record
+
+
+_new, _set = object.__new__, object.__setattr__
 
 
 @attrs.frozen

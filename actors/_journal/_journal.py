@@ -32,6 +32,7 @@ _T = TypeVar("_T")
 _INLINE_WRITE_LIMIT = 1 << 20
 # With a write interval, a buffer this large is written at once anyway.
 _BATCHED_WRITE_LIMIT = 1 << 20
+_PUT, _DELETE = int(RecordKind.PUT), int(RecordKind.DELETE)
 
 
 @attrs.frozen
@@ -193,9 +194,6 @@ class Journal:
 
     def append_nowait(self, kind: RecordKind, key: str, value: bytes | None, version: int) -> int:
         """Buffer a PUT or DELETE and return its sequence number (nothing is written yet)."""
-        if self._failure is not None or self._closed:
-            self._check_usable()
-        # The hot path: encode straight from the fields, no JournalRecord per append.
         if kind is RecordKind.PUT:
             if value is None:
                 raise ValueError(f"a PUT record needs a value, got value=None for key {key!r}")
@@ -204,13 +202,25 @@ class Journal:
                 raise ValueError(f"a DELETE record carries no value, got {value!r}")
         else:
             raise ValueError("append_nowait takes PUT or DELETE; use checkpoint_nowait()")
+        return self.append_encoded(key.encode("utf-8"), value, version)
+
+    def append_encoded(self, key: bytes, value: bytes | None, version: int) -> int:
+        """:meth:`append_nowait` for a caller that already has the key's UTF-8 bytes: a PUT
+        when ``value`` is bytes, a DELETE when it is None. The shard's hot path: it encodes
+        straight from the fields (no :class:`JournalRecord`) into the pending buffer."""
+        if self._failure is not None or self._closed:
+            self._check_usable()
         seq = self._next_seq
-        was_empty = not self._buffer
+        buffer = self._buffer
+        was_empty = not buffer
         if was_empty:
             self._buffer_since = trio.current_time()
-        self._buffer += encode_frame(seq, kind, key.encode("utf-8"), value, version, self._seed)
+        buffer += encode_frame(
+            seq, _PUT if value is not None else _DELETE, key, value, version, self._seed
+        )
         self._next_seq = seq + 1
-        self._wake_committer(was_empty)
+        if was_empty or self._write_interval <= 0 or len(buffer) >= _BATCHED_WRITE_LIMIT:
+            self._work.set()
         return seq
 
     def checkpoint_nowait(self, persisted_seq: int) -> int:

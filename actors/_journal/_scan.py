@@ -35,6 +35,7 @@ from ._codec import (
     RecordKind,
     SegmentHeader,
     decode_frame,
+    decode_run,
 )
 
 SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")
@@ -135,7 +136,13 @@ def scan_segment(
     offset = HEADER_SIZE
     expected = header.first_seq
     torn: TornTail | None = None
-    while offset < len(data):
+    while True:
+        run, offset = decode_run(data, offset, header.salt, expected)
+        records += run
+        expected += len(run)
+        if offset >= len(data):
+            break
+        # The fast path stopped: the careful decoder says why (or accepts the frame).
         result = decode_frame(data, offset, header.salt)
         if isinstance(result, Decoded):
             if result.record.seq != expected:

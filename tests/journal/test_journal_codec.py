@@ -15,6 +15,10 @@ from writebehind._journal._codec import (
     JournalRecord,
     RecordKind,
     SegmentHeader,
+    decode_frame,
+    decode_run,
+    encode_frame,
+    salt_seed,
 )
 from writebehind._journal._scan import TornTail, scan_journal, scan_segment
 
@@ -188,3 +192,44 @@ def test_checkpoint_hides_persisted_records_and_keeps_next_seq() -> None:
     assert scan.persisted_seq == 3
     assert [r.seq for r in scan.records] == [4]
     assert scan.next_seq == 6
+
+
+raw_frames_st = st.lists(
+    st.tuples(
+        st.integers(0, 5),  # kind byte, including ones no record has
+        st.binary(max_size=12),  # key bytes, not always UTF-8
+        st.one_of(st.none(), st.binary(max_size=40)),
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(0, 2),  # 0: next seq; else a gap or a repeat
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300)
+@given(raw_frames_st, st.lists(st.integers(0, 10**6), max_size=3), st.integers(1, 2**40))
+def test_bulk_decoder_accepts_exactly_what_the_careful_one_does(
+    frames: list[tuple[int, bytes, bytes | None, int, int]], flips: list[int], first: int
+) -> None:
+    """Recovery's fast path (``decode_run``) must stop where ``decode_frame`` would refuse a
+    frame (or see a sequence gap), and agree on every record before that."""
+    seed = salt_seed(SALT)
+    buf = bytearray(b"pad")
+    seq = first
+    for kind, key, value, version, step in frames:
+        seq += (0, 2, -1)[step]
+        buf += encode_frame(max(seq, 0), kind, key, value, version, seed)
+        seq += 1
+    for flip in flips:
+        if len(buf) > 3:
+            buf[3 + flip % (len(buf) - 3)] ^= 0x41
+    data = bytes(buf)
+    expected: list[JournalRecord] = []
+    offset = 3
+    while True:
+        result = decode_frame(data, offset, SALT)
+        if not isinstance(result, Decoded) or result.record.seq != first + len(expected):
+            break
+        expected.append(result.record)
+        offset = result.end
+    assert decode_run(data, 3, SALT, first) == (expected, offset)
