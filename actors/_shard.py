@@ -154,10 +154,7 @@ class ShardActor:
                         recovery = journal.recovery
                         now = trio.current_time()
                         with paused_gc():
-                            replayed = core.replay(
-                                ((r.key, r.value, r.version, r.seq) for r in recovery.records),
-                                now,
-                            )
+                            replayed = core.replay(recovery.records, now)
                         core.note_seq(recovery.next_seq - 1)
                         self._refresh_admission(core)
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)

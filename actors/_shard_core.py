@@ -25,6 +25,7 @@ import itertools
 import math
 import random
 from collections.abc import Iterable
+from typing import Protocol
 
 import attrs
 
@@ -35,6 +36,19 @@ from ._messages import FlushBatch, Rejection, StoreRecord
 # 150k front deletions one such call took 0.1 ms). Past this many deletions, and once they
 # outnumber the live keys, the dict is copied, which drops them (amortized O(1) per delete).
 _COMPACT_AFTER = 4096
+
+
+class Replayable(Protocol):
+    """What :meth:`ShardCore.replay` reads of a journal record."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
 
 
 @attrs.define(slots=True)
@@ -141,21 +155,27 @@ class ShardCore:
             self._pending.append((seq, key))
             self.last_seq = max(self.last_seq, seq)
 
-    def replay(self, records: Iterable[tuple[str, bytes | None, int, int]], now: float) -> int:
-        """Rebuild from journal records ``(key, value, version, seq)``, in journal order."""
+    def replay(self, records: Iterable[Replayable], now: float) -> int:
+        """Rebuild from journal records (``key``, ``value``, ``version``, ``seq``), in order."""
         entries, dirty, pending = self.entries, self.dirty, self._pending
         count = 0
-        for key, value, version, seq in records:
+        last = self.last_seq
+        for record in records:
             count += 1
+            key = record.key
             if key in entries:
-                self.write(key, value, version, seq, now)
+                self.last_seq = last
+                self.write(key, record.value, record.version, record.seq, now)
+                last = self.last_seq
                 continue
             # A key's first record: what write() would do, without its general checks.
-            entries[key] = Entry(value, version, seq, 0, now)
+            seq = record.seq
+            entries[key] = Entry(record.value, record.version, seq, 0, now)
             dirty[key] = None
             pending.append((seq, key))
-            if seq > self.last_seq:
-                self.last_seq = seq
+            if seq > last:
+                last = seq
+        self.last_seq = last
         self.mutations += count
         return count
 

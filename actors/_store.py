@@ -18,6 +18,7 @@ from ._messages import Rejection, StoreRecord
 
 EPOCH_SHIFT = 40
 SCHEMA_VERSION = 1
+_MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
 
 
 class Store(Protocol):
@@ -70,6 +71,8 @@ class SQLiteStore:
         self.table = table
         self.timeout = timeout
         self._db: sqlite3.Connection | None = None
+        self._statements: dict[int, str] = {}  # upsert SQL by row count
+        self._max_rows = _MAX_ROWS
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -89,6 +92,8 @@ class SQLiteStore:
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            variables = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._max_rows = max(1, min(_MAX_ROWS, variables // 4))
             self._db = db
             self._ensure_schema()
         except sqlite3.Error as exc:
@@ -132,23 +137,42 @@ class SQLiteStore:
         return int(row[0])
 
     def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+        # Multi-row statements, not executemany: the driver releases and retakes the GIL
+        # around every statement step, so executemany hands the GIL over twice per row, and
+        # while the event loop's thread is busy each handover waits for its switch interval
+        # (measured: 100-170 rows/s against a busy thread, 42k with one statement per batch).
         db = self._conn()
-        t = self.table
+        if not records:
+            return ()
+        chunks = _chunks(len(records), self._max_rows)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                f"INSERT INTO {t} (key, value, version, deleted) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "version = excluded.version, deleted = excluded.deleted "
-                f"WHERE excluded.version > {t}.version",
-                [(r.key, r.value, r.version, r.value is None) for r in records],
-            )
-            db.execute("COMMIT")
+            if len(chunks) == 1:  # one statement is one transaction in autocommit mode
+                db.execute(self._upsert(len(records)), _flatten(records))
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                start = 0
+                for size in chunks:
+                    db.execute(self._upsert(size), _flatten(records[start:start + size]))
+                    start += size
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
         return ()
+
+    def _upsert(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            t = self.table
+            sql = self._statements[rows] = (
+                f"INSERT INTO {t} (key, value, version, deleted) VALUES "
+                + ",".join(("(?, ?, ?, ?)",) * rows)
+                + " ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "version = excluded.version, deleted = excluded.deleted "
+                f"WHERE excluded.version > {t}.version"
+            )
+        return sql
 
     def read(self, key: str) -> StoreRecord | None:
         row = self._conn().execute(
@@ -184,3 +208,25 @@ def store_factory(
         PostgresStore(url, table=table)  # validate the table name now, not in a thread
         return lambda: PostgresStore(url, table=table, timeout=timeout)
     raise ConfigError(f"Config.store has an unknown scheme: {url!r}")
+
+
+def _chunks(count: int, limit: int) -> list[int]:
+    """Statement sizes for ``count`` rows: ``limit``-row statements, then powers of two, so
+    a handful of statement shapes (and prepared statements) serve every batch size."""
+    sizes = [limit] * (count // limit)
+    rest = count % limit
+    bit = 1 << max(0, rest.bit_length() - 1)
+    while rest:
+        if rest >= bit:
+            sizes.append(bit)
+            rest -= bit
+        bit >>= 1
+    return sizes
+
+
+def _flatten(records: Sequence[StoreRecord]) -> list[object]:
+    return [
+        field
+        for r in records
+        for field in (r.key, r.value, r.version, r.value is None)
+    ]

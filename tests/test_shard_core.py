@@ -4,6 +4,7 @@ import math
 import random
 
 from writebehind import Rejection
+from writebehind._journal import JournalRecord, RecordKind
 from writebehind._shard_core import FlushPolicy, ShardCore
 
 
@@ -139,7 +140,9 @@ def test_eviction_drops_only_clean_entries() -> None:
 
 def test_replay_rebuilds_dirty_entries_in_journal_order() -> None:
     core = make()
-    core.replay([("a", b"1", 1, 1), ("b", b"2", 2, 2), ("a", None, 3, 3)], now=0.0)
+    records = [("a", b"1", 1, 1), ("b", b"2", 2, 2), ("a", None, 3, 3)]
+    core.replay([JournalRecord(seq, RecordKind.PUT if value else RecordKind.DELETE, key, value,
+                               version) for key, value, version, seq in records], now=0.0)
     assert list(core.dirty) == ["a", "b"]
     assert core.entries["a"].value is None
     assert core.last_seq == 3

@@ -9,6 +9,7 @@ cache's batching against the store with no workload in the way.
 from __future__ import annotations
 
 import gc
+import math
 import random
 import time
 import tracemalloc
@@ -66,21 +67,24 @@ async def write_journal(directory: Path, records: int, value_bytes: int, seed: i
         journal.close()
 
 
-async def time_recovery(directory: Path, records: int) -> RecoveryResult:
-    """Time opening the journal and replaying every record into a fresh shard core."""
-    gc.collect()
-    began = time.perf_counter()
-    journal = await Journal.open(directory, shard_id=0)
-    core = ShardCore(0, 1, FlushPolicy(), max_entries=max(records, 1), rng=random.Random(0))
-    with paused_gc():  # as the shard actor replays
-        replayed = core.replay(
-            ((r.key, r.value, r.version, r.seq) for r in journal.recovery.records), 0.0
-        )
-    elapsed = time.perf_counter() - began
-    journal.close()
-    if replayed != records:
-        raise RuntimeError(f"recovery replayed {replayed} records, expected {records}")
-    return RecoveryResult(records, elapsed)
+async def time_recovery(directory: Path, records: int, *, runs: int = 3) -> RecoveryResult:
+    """Time opening the journal and replaying every record into a fresh shard core; the
+    fastest of ``runs`` (each reopens the same journal: the shared machine's noise only ever
+    adds time, so the minimum is the best estimate of the cost)."""
+    best = math.inf
+    for _ in range(runs):
+        gc.collect()
+        began = time.perf_counter()
+        journal = await Journal.open(directory, shard_id=0)
+        core = ShardCore(0, 1, FlushPolicy(), max_entries=max(records, 1), rng=random.Random(0))
+        with paused_gc():  # as the shard actor replays
+            replayed = core.replay(journal.recovery.records, 0.0)
+        best = min(best, time.perf_counter() - began)
+        journal.close()
+        if replayed != records:
+            raise RuntimeError(f"recovery replayed {replayed} records, expected {records}")
+        del journal, core
+    return RecoveryResult(records, best)
 
 
 async def time_flush(root: Path, target: StoreTarget, records: int) -> FlushResult:
