@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
+import outcome
 import trio
 
 from ._errors import StoreUnavailable
-from ._messages import FlushBatch, StoreAck, StoreNack
+from ._messages import FlushBatch, Rejection, StoreAck, StoreNack, StoreRecord
 from ._seams import Seams
 from ._stats import StoreStatistics
 from ._store import Store, StoreFactory
@@ -43,7 +45,6 @@ class StoreActor:
         self._wrap = seams.wrap_store
         self._reconnect_delay = reconnect_delay
         self._reconnect_max = reconnect_max
-        self._current: Outgoing | None = None
         # One thread at a time per connection: a store is not safe to share across threads.
         self._limiter = trio.CapacityLimiter(1)
         self._store_blocking = True
@@ -73,44 +74,66 @@ class StoreActor:
                 await trio.sleep(delay)
                 delay = min(self._reconnect_max, delay * 2)
 
+    def _start(self, store: Store, batch: FlushBatch) -> _Write:
+        self._fault("store.before_commit")
+        return _Write(store, batch.records, blocking=self._store_blocking)
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         store = await self._connect()
         self.status = "running"
         task_status.started()
+        # Batches taken and not answered yet, oldest first: held[0] is the one ``job`` writes.
+        held: list[Outgoing] = []
+        job: _Write | None = None
         try:
             while True:
-                self._current = None
-                outgoing = await self._mailbox.receive()
-                self._current = outgoing
-                batch, reply = outgoing
+                if job is None:
+                    outgoing = await self._mailbox.receive()
+                    held.append(outgoing)
+                    job = self._start(store, outgoing[0])
+                batch, reply = outgoing = held[0]
                 try:
-                    self._fault("store.before_commit")
-                    rejected = await self._call(store.write_batch, batch.records)
+                    rejected = await job.result()
                 except StoreUnavailable as exc:
                     # Transient: the shard retries the batch; we reconnect in place.
+                    job = None
                     self.errors += 1
                     self.last_error = str(exc)
-                    self._current = None
+                    held.remove(outgoing)
                     await _answer(reply, StoreNack(batch.batch_id, str(exc)))
                     await self._call(store.close)
                     store = await self._connect()
                     self.status = "running"
                     continue
+                job = None
                 self._fault("store.after_commit")
                 self.batches += 1
                 self.records += len(batch.records)
-                self._current = None
+                if self._store_blocking:
+                    # Start the next write before answering this one: the answer wakes the
+                    # shard, and its ack-and-next-batch work would otherwise run before the
+                    # worker thread starts (trio.to_thread yields first), leaving the store
+                    # idle for that long after every batch.
+                    try:
+                        upcoming = self._mailbox.receive_nowait()
+                    except trio.WouldBlock:
+                        pass
+                    else:
+                        held.append(upcoming)
+                        job = self._start(store, upcoming[0])
+                held.remove(outgoing)
                 await _answer(reply, StoreAck(batch.batch_id, rejected))
         except BaseException as exc:
+            if job is not None:
+                await job.settle()  # its thread still uses the connection
             # Whatever we were holding never got an answer: its outcome is unknown, so the
             # shard must retry it (writes are idempotent: versions only move forward).
-            if self._current is not None:
-                batch, reply = self._current
-                self._current = None
+            for batch, reply in held:
                 try:
                     reply.send_nowait(StoreNack(batch.batch_id, f"{self.name} crashed: {exc!r}"))
                 except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                     pass
+            held.clear()
             if not isinstance(exc, trio.Cancelled):
                 self.status = "crashed"
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -139,6 +162,49 @@ async def call_store(blocking: bool, limiter: trio.CapacityLimiter, fn: Any, *ar
     result = fn(*args)
     await trio.lowlevel.checkpoint()
     return result
+
+
+class _Write:
+    """One ``write_batch``. A blocking store's runs in a worker thread started at once, before
+    the caller next yields (``trio.to_thread`` yields first, so whichever task that wakes runs
+    before the thread starts); it is never abandoned, like ``to_thread`` without
+    ``abandon_on_cancel``. A non-blocking store's runs inline when the result is awaited."""
+
+    def __init__(self, store: Store, records: tuple[StoreRecord, ...], *, blocking: bool) -> None:
+        self._store = store
+        self._records = records
+        self._threaded = blocking
+        self._done = trio.Event()
+        self._outcome: outcome.Outcome[tuple[Rejection, ...]] | None = None
+        if blocking:
+            token = trio.lowlevel.current_trio_token()
+
+            def deliver(result: outcome.Outcome[tuple[Rejection, ...]]) -> None:
+                token.run_sync_soon(self._finish, result)
+
+            trio.lowlevel.start_thread_soon(functools.partial(store.write_batch, records), deliver)
+
+    def _finish(self, result: outcome.Outcome[tuple[Rejection, ...]]) -> None:
+        self._outcome = result
+        self._done.set()
+
+    async def result(self) -> tuple[Rejection, ...]:
+        if not self._threaded:
+            rejected = self._store.write_batch(self._records)
+            await trio.lowlevel.checkpoint()
+            return rejected
+        await self.settle()
+        # Cancelled while the thread ran: raise now, as to_thread would (the shard, told
+        # nothing, retries the batch).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        assert self._outcome is not None
+        return self._outcome.unwrap()
+
+    async def settle(self) -> None:
+        """Wait, even if cancelled, until a worker thread (if any) is done with the store."""
+        if self._threaded:
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
 
 
 async def _answer(reply: trio.MemorySendChannel[Any], message: object) -> None:
