@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("writebehind")
 
 Inbox = trio.MemorySendChannel[Any]
+# Looked up once: a put calls each of them.
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_yield = trio.lowlevel.cancel_shielded_checkpoint
 WRITE_THROUGH_CONCURRENCY = 64
 
 
@@ -104,6 +107,7 @@ class ShardActor:
         # Until when a put needs no age check: a lower bound of oldest-unpersisted +
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
+        self._clock: trio.abc.Clock = trio.lowlevel.current_clock()  # the cache's run's clock
         # Read on every put: kept as plain attributes, not looked up through the config.
         self._ack = config.ack
         self._max_dirty = config.max_dirty_per_shard
@@ -358,14 +362,14 @@ class ShardActor:
         # A put is a trio checkpoint in every ack mode: a cancelled caller is refused before
         # anything happens, and (below) a put loop in ack='memory' yields to the journal writer
         # and the flusher instead of starving them.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         core = self.core
         if core is None or self._closed:
             core = await self._ready_core()
-        now = trio.current_time()
+        now = self._clock.current_time()
         if core.unpersisted >= self._max_dirty or now >= self._admit_until:
             core = await self._admit(core)
-            now = trio.current_time()
+            now = self._clock.current_time()
         ack = self._ack
         if ack == "store":
             return await self._write_through(key, value)
@@ -395,7 +399,7 @@ class ShardActor:
             elif ack == "journal":
                 await journal.wait_written(seq)
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()  # done: not cancellable now
+                await _yield()  # done: not cancellable now
         except JournalError as exc:
             raise ShardCrashed(
                 f"{self.name} crashed while this write was in flight ({exc}); it may or may not "
