@@ -153,7 +153,7 @@ class ShardActor:
                                 self.config.memory_write_interval
                                 if self.config.ack == "memory" else 0.0
                             ),
-                            fault_point=self._fault,
+                            fault_point=self._fault if self._hook is not None else None,
                         )
                         recovery = journal.recovery
                         now = trio.current_time()

@@ -149,7 +149,8 @@ class Journal:
             ) from None
         try:
             found = await _run_io(
-                fs, recover, fs, path, shard_id=shard_id, repair=repair, fault_point=fault
+                fs, recover, fs, path, shard_id=shard_id, repair=repair,
+                fault_point=fault_point,
             )
         except BaseException:
             fs.unlock(token)

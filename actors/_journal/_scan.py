@@ -17,6 +17,7 @@ a torn write and is reported as a torn tail (its bytes are kept in a side file o
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -198,10 +199,9 @@ def scan_journal(
             expected = seg.header.first_seq + len(seg.records)
             next_seq = max(next_seq, expected)
         segments.append(seg)
-    persisted = max(
-        (r.version for s in segments for r in s.records if r.kind == RecordKind.CHECKPOINT),
-        default=0,
-    )
+    checkpoint = RecordKind.CHECKPOINT
+    marks = [r.version for s in segments for r in s.records if r.kind is checkpoint]
+    persisted = max(marks, default=0)
     first = segments[0] if segments else None
     if first is not None and first.header is not None and first.header.first_seq - 1 > persisted:
         raise _corrupt(
@@ -210,12 +210,15 @@ def scan_journal(
             f"records before seq {first.header.first_seq} are missing and no checkpoint "
             f"covers them (persisted mark is {persisted})",
         )
-    records = tuple(
-        r
-        for s in segments
-        for r in s.records
-        if r.kind != RecordKind.CHECKPOINT and r.seq > persisted
-    )
+    if marks:
+        records = tuple(
+            r
+            for s in segments
+            for r in s.records
+            if r.kind is not checkpoint and r.seq > persisted
+        )
+    else:  # nothing to drop: join the segments' records without looking at each again
+        records = tuple(itertools.chain.from_iterable(s.records for s in segments))
     return JournalScan(
         segments=tuple(segments),
         records=records,
