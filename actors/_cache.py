@@ -85,7 +85,7 @@ class Cache:
 
     async def put(self, key: str, value: bytes) -> Receipt:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
-        raw = self._key_bytes(key)
+        shard, raw = self._route(key)
         if type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise TypeError(
@@ -98,16 +98,16 @@ class Cache:
                 f"value for {key!r} is {len(value)} bytes, over "
                 f"Config.max_value_bytes={self._max_value_bytes}"
             )
-        return await self._shards[zlib.crc32(raw) % self._shard_count].write(key, value, raw)
+        return await shard.write(key, value, raw)
 
     async def delete(self, key: str) -> Receipt:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
-        raw = self._key_bytes(key)
-        return await self._shards[zlib.crc32(raw) % self._shard_count].write(key, None, raw)
+        shard, raw = self._route(key)
+        return await shard.write(key, None, raw)
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
-        return await self._route(key).get(key)
+        return await self._route(key)[0].get(key)
 
     async def flush(self) -> None:
         """Return once every write acknowledged before the call is in the store.
@@ -164,8 +164,9 @@ class Cache:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _key_bytes(self, key: str) -> bytes:
-        """Validate ``key`` (and that the cache is open); return its UTF-8 bytes."""
+    def _route(self, key: str) -> tuple[ShardActor, bytes]:
+        """Validate ``key`` (and that the cache is open); return the shard that owns it
+        (:func:`shard_of`) and the key's UTF-8 bytes, which the journal reuses."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, got {type(key).__name__}")
         try:
@@ -181,11 +182,7 @@ class Cache:
             )
         if self.status != "running":
             self._check_open()
-        return raw
-
-    def _route(self, key: str) -> ShardActor:
-        """Validate ``key`` and return the shard that owns it."""
-        return self._shards[zlib.crc32(self._key_bytes(key)) % self._shard_count]
+        return self._shards[zlib.crc32(raw) % self._shard_count], raw
 
     def _check_open(self) -> None:
         if self.status != "running":

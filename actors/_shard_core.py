@@ -31,11 +31,20 @@ import attrs
 
 from ._messages import FlushBatch, Rejection, StoreRecord
 
-# ``dirty`` and ``clean`` are insertion-ordered dicts used as queues: deleting from the front
-# leaves dead slots that every ``next(iter(...))`` walks over until the dict resizes (after
-# 150k front deletions one such call took 0.1 ms). Past this many deletions, and once they
-# outnumber the live keys, the dict is copied, which drops them (amortized O(1) per delete).
 _COMPACT_AFTER = 4096
+
+
+def _compacted(queue: dict[str, None], deleted: int) -> tuple[dict[str, None], int]:
+    """``queue`` and its count of deletions, or a fresh copy and 0.
+
+    ``dirty`` and ``clean`` are insertion-ordered dicts used as queues: deleting from the front
+    leaves dead slots that every ``next(iter(...))`` walks over until the dict resizes (after
+    150k front deletions one such call took 0.1 ms). Past ``_COMPACT_AFTER`` deletions, once
+    they outnumber the live keys, a copy drops them (amortized O(1) per deletion).
+    """
+    if deleted > _COMPACT_AFTER and deleted > len(queue):
+        return dict(queue), 0
+    return queue, deleted
 
 
 class Replayable(Protocol):
@@ -267,10 +276,7 @@ class ShardCore:
             if since < oldest:
                 oldest = since
             del dirty[key]
-        self._dirty_deleted += len(keys)
-        if self._dirty_deleted > _COMPACT_AFTER and self._dirty_deleted > len(dirty):
-            self.dirty = dict(dirty)  # see _COMPACT_AFTER
-            self._dirty_deleted = 0
+        self.dirty, self._dirty_deleted = _compacted(dirty, self._dirty_deleted + len(keys))
         if not self.dirty:
             self.flush_requested = False
         batch_id = self._next_batch_id
@@ -383,7 +389,4 @@ class ShardCore:
         count = len(victims)
         self.evictions += count
         self.mutations += count
-        self._clean_deleted += count
-        if self._clean_deleted > _COMPACT_AFTER and self._clean_deleted > len(clean):
-            self.clean = dict(clean)  # see _COMPACT_AFTER
-            self._clean_deleted = 0
+        self.clean, self._clean_deleted = _compacted(clean, self._clean_deleted + count)

@@ -154,3 +154,23 @@ def test_backoff_is_deterministic_for_a_seed() -> None:
     b = [policy.backoff(n, random.Random(7)) for n in range(1, 10)]
     assert a == b
     assert max(a) <= 2.0
+
+
+def test_dirty_and_clean_keep_their_order_across_compaction() -> None:
+    core = ShardCore(
+        0, 1, FlushPolicy(batch_size=100, flush_interval=0.0), max_entries=1000,
+        rng=random.Random(0),
+    )
+    seq = 0
+    for round_ in range(60):  # 6,000 front deletions from each queue: both get compacted
+        for _ in range(100):
+            seq += 1
+            core.write(f"k{seq}", b"v", seq, seq, now=float(seq))
+        batch = core.take_batch(now=float(seq))
+        assert batch is not None
+        assert [r.key for r in batch.records] == [f"k{i}" for i in range(round_ * 100 + 1, seq + 1)]
+        core.on_ack(batch.batch_id)
+    assert not core.dirty
+    assert list(core.clean) == [f"k{i}" for i in range(seq - 999, seq + 1)]  # oldest evicted
+    assert core.evictions == seq - 1000
+    assert core._dirty_deleted < 6000 and core._clean_deleted < 5000  # compaction did run

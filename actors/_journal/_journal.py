@@ -220,8 +220,7 @@ class Journal:
             seq, _PUT if value is not None else _DELETE, key, value, version, self._seed
         )
         self._next_seq = seq + 1
-        if was_empty or self._write_interval <= 0 or len(buffer) >= _BATCHED_WRITE_LIMIT:
-            self._work.set()
+        self._wake_committer(was_empty)
         return seq
 
     def checkpoint_nowait(self, persisted_seq: int) -> int:
