@@ -377,8 +377,7 @@ class ShardActor:
         assert journal is not None
         self._counter += 1
         version = self._epoch << EPOCH_SHIFT | self._counter
-        if self._hook is not None:
-            self._fault_inline("put.before_journal_append")
+        self._fault_inline("put.before_journal_append")
         try:
             seq = journal.append_encoded(raw_key, value, version)
         except JournalError as exc:
@@ -388,8 +387,7 @@ class ShardActor:
         core.write(key, value, version, seq, now)
         if was_clean and core.unpersisted:  # the age clock starts now
             self._admit_until = now + self._max_dirty_age
-        if self._hook is not None:
-            self._fault_inline("put.after_journal_append")
+        self._fault_inline("put.after_journal_append")
         count = len(dirty)
         if count == 1 or count >= self._flush_threshold:
             self._kick()  # the first dirty key starts the flush timer; the threshold flushes now
@@ -410,8 +408,7 @@ class ShardActor:
                 f"{self.name} crashed while this write was in flight; it may or may not be "
                 "durable; retry it"
             )
-        if self._hook is not None:
-            self._fault_inline("put.after_sync_before_ack")
+        self._fault_inline("put.after_sync_before_ack")
         if seq > self.acked_seq:
             self.acked_seq = seq
         return Receipt(key, version, self.shard, seq)
