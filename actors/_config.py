@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -12,6 +16,7 @@ import attrs
 
 from ._errors import ConfigError
 from ._inspector_protocol import is_loopback, parse_address
+from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
 
 AckMode = Literal["memory", "journal", "fsync", "store"]
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
@@ -41,13 +46,64 @@ REQUIREMENTS: dict[str, tuple[frozenset[str], str]] = {
 
 DEFAULT_STORE = "sqlite:///writebehind.db"
 DEFAULT_JOURNAL_DIR = "writebehind-journal"
+#: The smallest journal segment (``Journal.open`` refuses less).
+MIN_SEGMENT_BYTES = 4096
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        or math.isnan(value)
+    ):
         raise ConfigError(
             f"Config.{attribute.name} must be a positive number, got {value!r}"
         )
+    if math.isinf(value):
+        raise ConfigError(f"Config.{attribute.name} must be a finite number, got {value!r}")
+
+
+def _positive_or_inf(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A positive duration where ``inf`` means "no limit" (nan is never meaningful)."""
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return
+    _positive(instance, attribute, value)
+
+
+def _instance_of(
+    kind: type | tuple[type, ...], what: str, *, optional: bool = False
+) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    """Exactly this type: ``bool`` is not an ``int`` here, and no string is truthy."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) and kind is not bool:
+            ok = False
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ConfigError(
+                f"Config.{attribute.name} must be {what}{' or None' if optional else ''}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+
+    return check
+
+
+def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ConfigError(
+            f"Config.{attribute.name} must be a callable or None, got {value!r}"
+        )
+
+
+def _path(value: str | os.PathLike[str]) -> Path:
+    if isinstance(value, bool) or not isinstance(value, str | os.PathLike):
+        raise ConfigError(
+            f"Config.journal_dir must be a path (str or pathlib.Path), got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return Path(value)
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -85,6 +141,7 @@ def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) ->
 
 
 def _inspector_address(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _instance_of(str, "'HOST:PORT'", optional=True)(instance, attribute, value)
     if value is not None:
         parse_address(value, what=f"Config.{attribute.name}")
 
@@ -116,8 +173,10 @@ class Config:
     store: str = attrs.field(
         default=DEFAULT_STORE, validator=_store_url, repr=lambda url: repr(mask_url(url))
     )
-    store_table: str = "writebehind_entries"
-    journal_dir: Path = attrs.field(default=Path(DEFAULT_JOURNAL_DIR), converter=Path)
+    store_table: str = attrs.field(
+        default="writebehind_entries", validator=_instance_of(str, "a table name (str)")
+    )
+    journal_dir: Path = attrs.field(default=Path(DEFAULT_JOURNAL_DIR), converter=_path)
     ack: AckMode = attrs.field(default="fsync", validator=_one_of(ACK_MODES))
     # Each shard group-commits its own journal: fewer shards mean bigger group commits (one
     # fdatasync releases more writers); on trio more shards add no CPU parallelism.
@@ -130,7 +189,7 @@ class Config:
     flush_threshold: int = attrs.field(default=4096, validator=_positive_int)
     max_inflight_batches: int = attrs.field(default=4, validator=_positive_int)
     max_dirty: int = attrs.field(default=200_000, validator=_positive_int)
-    max_dirty_age: float = attrs.field(default=60.0, validator=_positive)
+    max_dirty_age: float = attrs.field(default=60.0, validator=_positive_or_inf)
     on_overload: Literal["wait", "raise"] = attrs.field(
         default="wait", validator=_one_of(("wait", "raise"))
     )
@@ -146,19 +205,38 @@ class Config:
     retry_max: float = attrs.field(default=5.0, validator=_positive)
     max_restarts: int = attrs.field(default=5, validator=_positive_int)
     restart_period: float = attrs.field(default=10.0, validator=_positive)
-    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive_or_inf)
     store_timeout: float = attrs.field(default=30.0, validator=_positive)
-    repair_journal: bool = False
-    seed: int | None = None
+    repair_journal: bool = attrs.field(
+        default=False, validator=_instance_of(bool, "True or False")
+    )
+    seed: int | None = attrs.field(
+        default=None, validator=_instance_of(int, "an integer", optional=True)
+    )
     requires: tuple[str, ...] = attrs.field(default=(), converter=_requires)
-    on_alert: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
+    on_alert: Callable[[str], None] | None = attrs.field(
+        default=None, eq=False, repr=False, validator=_callable_or_none
+    )
     # "HOST:PORT" of the websocket inspector (live actor state); None: no inspector.
     inspector: str | None = attrs.field(default=None, validator=_inspector_address)
-    inspector_token: str | None = attrs.field(default=None, repr=False)
+    inspector_token: str | None = attrs.field(
+        default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
             raise ConfigError(f"Config.store has no path: {self.store!r}")
+        if self.segment_bytes < MIN_SEGMENT_BYTES:
+            raise ConfigError(
+                f"Config.segment_bytes must be at least {MIN_SEGMENT_BYTES}, "
+                f"got {self.segment_bytes!r}"
+            )
+        if MIN_PAYLOAD + self.max_key_bytes + self.max_value_bytes > MAX_PAYLOAD:
+            raise ConfigError(
+                f"Config.max_value_bytes ({self.max_value_bytes!r}) plus Config.max_key_bytes "
+                f"({self.max_key_bytes!r}) must fit in one journal record: at most "
+                f"{MAX_PAYLOAD - MIN_PAYLOAD} bytes together"
+            )
         if self.retry_max < self.retry_initial:
             raise ConfigError(
                 f"Config.retry_max ({self.retry_max!r}) must be >= Config.retry_initial "
@@ -192,7 +270,12 @@ class Config:
         """Build from plain data (TOML's shape); unknown keys are an error naming them."""
         data = dict(data.get("writebehind", data))
         if "flush_interval_ms" in data:
-            data["flush_interval"] = data.pop("flush_interval_ms") / 1000
+            ms = data.pop("flush_interval_ms")
+            if isinstance(ms, bool) or not isinstance(ms, int | float):
+                raise ConfigError(
+                    f"{source}: flush_interval_ms must be a number of milliseconds, got {ms!r}"
+                )
+            data["flush_interval"] = ms / 1000
         if "ack_mode" in data:
             data["ack"] = data.pop("ack_mode")
         if isinstance(data.get("ack"), str):
@@ -202,11 +285,11 @@ class Config:
         known = {a.name for a in attrs.fields(cls)} - {"on_alert"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"{source}: unknown setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
+            raise ConfigError(f"{source}: {unknown_settings(unknown, known)}")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Config:
@@ -227,3 +310,31 @@ class Config:
         if cfg.store.startswith("sqlite:///") and not cfg.store.startswith("sqlite:////"):
             cfg = attrs.evolve(cfg, store=f"sqlite:///{base / cfg.store[len('sqlite:///'):]}")
         return cfg
+
+
+def unknown_settings(names: list[str], known: set[str] | frozenset[str]) -> str:
+    """A sentence naming unknown settings, the close matches of each, and every known one."""
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(str(name), sorted(known), n=3)
+        if close:
+            hints.append(f"{name} (did you mean {' or '.join(close)}?)")
+        else:
+            hints.append(str(name))
+    return f"unknown setting(s) {', '.join(hints)}; known: {', '.join(sorted(known))}"
+
+
+_attrs_init = Config.__init__
+
+
+@functools.wraps(_attrs_init)
+def _checked_init(self: Config, *args: Any, **kwargs: Any) -> None:
+    # attrs would raise a bare TypeError for a misspelt keyword: name it and suggest the fix.
+    unknown = sorted(set(kwargs) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"Config: {unknown_settings(unknown, _FIELDS)}")
+    _attrs_init(self, *args, **kwargs)
+
+
+_FIELDS = frozenset(a.name for a in attrs.fields(Config))
+Config.__init__ = _checked_init  # type: ignore[method-assign]

@@ -28,6 +28,7 @@ from writebehind import (
     FAULT_POINTS,
     CacheClosed,
     Config,
+    ConfigError,
     Overloaded,
     Seams,
     ShardCrashed,
@@ -175,10 +176,17 @@ class CacheMachine(RuleBasedStateMachine):
         self.injector = _ArmedInjector()
         self.store_faults = StoreFaults(self.injector, pause=self._pause)
         self.armed_point: str | None = None
-        self.config = Config(
-            **{**BASE_CONFIG, "journal_dir": self._tmp / "journal", "ack": self.ack,
-               "shards": 2, **self.config_overrides}
-        )
+        try:
+            self.config = Config(
+                **{**BASE_CONFIG, "journal_dir": self._tmp / "journal", "ack": self.ack,
+                   "shards": 2, **self.config_overrides}
+            )
+        except ConfigError as exc:
+            self._patch.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise ConfigError(
+                f"{type(self).__name__}.config_overrides: {exc}".replace("Config: ", "", 1)
+            ) from None
         self.seams = Seams(
             fault_point=self._fault_point,
             wrap_store=self.store_faults.wrap,

@@ -74,3 +74,91 @@ def test_from_toml_missing_or_broken_file(tmp_path: Path) -> None:
 def test_every_example_configuration_loads(example: Path) -> None:
     config = Config.from_toml(example)
     assert config.journal_dir.parent.parent == example.parent
+
+
+# -- every field is type-checked (issue 12, item 5) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # Any non-empty string is truthy: "false" must not turn destructive repair on.
+        ({"repair_journal": "false"}, "Config.repair_journal must be True or False, got 'false'"),
+        ({"repair_journal": 0}, "Config.repair_journal must be True or False, got 0"),
+        ({"drain_timeout": float("nan")}, "Config.drain_timeout must be a positive number, got na"),
+        ({"flush_interval": float("nan")}, "Config.flush_interval must be a positive number"),
+        ({"flush_interval": float("inf")}, "Config.flush_interval must be a finite number, got i"),
+        ({"retry_max": float("inf")}, "Config.retry_max must be a finite number"),
+        ({"flush_interval": "0.5"}, "Config.flush_interval must be a positive number, got '0.5'"),
+        ({"shards": 2.0}, "Config.shards must be a positive integer, got 2.0"),
+        ({"batch_size": True}, "Config.batch_size must be a positive integer, got True"),
+        ({"seed": "7"}, "Config.seed must be an integer or None, got '7'"),
+        ({"seed": False}, "Config.seed must be an integer or None, got False"),
+        ({"store_table": 5}, "Config.store_table must be a table name (str), got 5"),
+        ({"journal_dir": 5}, "Config.journal_dir must be a path (str or pathlib.Path), got 5"),
+        ({"inspector": 8765}, "Config.inspector must be 'HOST:PORT' or None, got 8765"),
+        ({"inspector_token": 1234}, "Config.inspector_token must be a string or None, got 1234"),
+        ({"on_alert": "print"}, "Config.on_alert must be a callable or None, got 'print'"),
+        ({"segment_bytes": 100}, "Config.segment_bytes must be at least 4096, got 100"),
+        (
+            {"max_value_bytes": 1 << 30},
+            "Config.max_value_bytes (1073741824) plus Config.max_key_bytes (1024) must fit in "
+            "one journal record",
+        ),
+    ],
+)
+def test_every_field_is_type_checked(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(**kwargs)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+def test_infinity_is_accepted_where_it_means_no_limit() -> None:
+    config = Config(drain_timeout=float("inf"), max_dirty_age=float("inf"))
+    assert config.drain_timeout == config.max_dirty_age == float("inf")
+    with pytest.raises(ConfigError, match="positive number, got nan"):
+        Config(max_dirty_age=float("nan"))
+
+
+def test_a_misspelt_keyword_names_the_close_matches() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(flush_intervall=3)  # type: ignore[call-arg]
+    message = str(info.value)
+    assert "unknown setting(s) flush_intervall (did you mean flush_interval" in message
+    assert "known: ack, batch_size" in message
+
+
+def test_toml_errors_name_the_file_the_field_and_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('repair_journal = "false"\n')
+    with pytest.raises(ConfigError) as info:
+        Config.from_toml(path)
+    assert str(info.value) == (
+        f"{path}: Config.repair_journal must be True or False, got 'false' (str)"
+    )
+    path.write_text("drain_timeout = nan\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: Config.drain_timeout .* got nan"):
+        Config.from_toml(path)
+    path.write_text('flush_interval_ms = "500"\n')
+    with pytest.raises(ConfigError, match="flush_interval_ms must be a number of milliseconds"):
+        Config.from_toml(path)
+    path.write_text("batch_sise = 3\n")
+    with pytest.raises(ConfigError, match=r"batch_sise \(did you mean batch_size\?\)"):
+        Config.from_toml(path)
+    # a real TOML boolean still works
+    path.write_text("repair_journal = true\n")
+    assert Config.from_toml(path).repair_journal is True
+
+
+def test_cache_machine_overrides_are_checked_with_close_matches() -> None:
+    pytest.importorskip("hypothesis")
+    from writebehind.harness import CacheMachine
+
+    class Typo(CacheMachine):
+        config_overrides = {"batch_sise": 2}  # noqa: RUF012
+
+    with pytest.raises(ConfigError) as info:
+        Typo()
+    assert str(info.value).startswith(
+        "Typo.config_overrides: unknown setting(s) batch_sise (did you mean batch_size?)"
+    )
