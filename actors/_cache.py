@@ -15,6 +15,7 @@ import trio
 
 from ._config import Config
 from ._errors import CacheClosed, ConfigError, StoreUnavailable
+from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
@@ -260,16 +261,8 @@ class Cache:
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
         journal_dir = Path(self.config.journal_dir)
-        layout = journal_dir / LAYOUT_FILE
-        previous = None
-        if layout.exists():
-            try:
-                previous = int(json.loads(layout.read_text())["shards"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(
-                    f"{layout} is not a writebehind layout file ({exc}); it must hold "
-                    '{"shards": N}'
-                ) from None
+        fs: FileSystem = self._seams.filesystem or OsFileSystem()
+        previous = await _journal_dir_io(fs, journal_dir, _read_layout, fs, journal_dir)
         if (previous is not None and previous != self.config.shards) or self.config.ack == "store":
             # Keys move between shards (or, with ack='store', journals are not used): first
             # put whatever the journals still hold into the store, so nothing is stranded.
@@ -283,9 +276,10 @@ class Cache:
                     "replayed %d journal records from %d shards into the store before start",
                     report.records, report.shards,
                 )
-        journal_dir.mkdir(parents=True, exist_ok=True)
         if previous != self.config.shards:
-            layout.write_text(json.dumps({"shards": self.config.shards}) + "\n")
+            await _journal_dir_io(
+                fs, journal_dir, _write_layout, fs, journal_dir, self.config.shards
+            )
 
     async def _serve(self, task_status: Any) -> None:
         try:
@@ -332,6 +326,36 @@ class Cache:
                 "drain timed out after %ss: %d entries stay journaled and will replay on the "
                 "next start", self.config.drain_timeout, left,
             )
+
+
+def _read_layout(fs: FileSystem, journal_dir: Path) -> int | None:
+    """The shard count ``journal_dir``'s layout file records, or None if it has none."""
+    layout = str(journal_dir / LAYOUT_FILE)
+    if not fs.exists(layout):
+        return None
+    try:
+        return int(json.loads(fs.read_file(layout))["shards"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{layout} is not a writebehind layout file ({exc}); it must hold "
+            '{"shards": N}'
+        ) from None
+
+
+def _write_layout(fs: FileSystem, journal_dir: Path, shards: int) -> None:
+    # Atomic and synced: a power loss right after a first start must leave either no layout
+    # file or a whole one, never an empty file that refuses the next start.
+    fs.makedirs(str(journal_dir))
+    data = (json.dumps({"shards": shards}) + "\n").encode()
+    write_file_atomic(fs, str(journal_dir / LAYOUT_FILE), data)
+
+
+async def _journal_dir_io(fs: FileSystem, journal_dir: Path, fn: Callable[..., Any],
+                          *args: Any) -> Any:
+    """Run blocking layout I/O off the event loop."""
+    if fs.blocking:
+        return await trio.to_thread.run_sync(lambda: fn(*args))
+    return fn(*args)
 
 
 def _raise_single(group: BaseExceptionGroup[Any]) -> None:

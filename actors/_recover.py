@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from ._errors import StoreRejected
-from ._journal import Journal
+from ._journal import Journal, OsFileSystem
 from ._messages import StoreRecord
 from ._store import Store
 from ._store_actor import call_store
@@ -74,4 +74,7 @@ async def recover_journals(
         if retire_above is not None and shard > retire_above:
             shutil.rmtree(directory)
             retired.append(directory.name)
+    if retired:
+        # The removals are durable before the new layout file is written.
+        OsFileSystem().fsync_dir(str(journal_dir))
     return RecoverReport(shards, records, torn, tuple(retired))

@@ -27,7 +27,8 @@ class FileSystem(Protocol):
     blocking: bool
 
     def makedirs(self, path: str) -> None:
-        """Create ``path`` and its parents if missing."""
+        """Create ``path`` and its parents if missing, durably (each new entry's parent
+        directory is fsynced)."""
 
     def listdir(self, path: str) -> list[str]:
         """Names in directory ``path``."""
@@ -77,13 +78,32 @@ class FileSystem(Protocol):
         """Release a lock from :meth:`lock`."""
 
 
+def write_file_atomic(fs: FileSystem, path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a power loss leaves the old content or the new,
+    never an empty or partial file: write and fsync a temporary file, rename it over ``path``,
+    fsync the directory."""
+    temporary = f"{path}.tmp"
+    fs.write_file(temporary, data)
+    fs.rename(temporary, path)
+    fs.fsync_dir(os.path.dirname(path) or ".")
+
+
 class OsFileSystem:
     """The real file system, through ``os`` calls."""
 
     blocking = True
 
     def makedirs(self, path: str) -> None:
+        missing = []
+        probe = os.path.abspath(path)
+        while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+            missing.append(probe)
+            probe = os.path.dirname(probe)
         os.makedirs(path, exist_ok=True)
+        # A new directory's name lives in its parent: without this fsync a power loss can
+        # take the directory, and every synced segment in it, away.
+        for created in reversed(missing):
+            self.fsync_dir(os.path.dirname(created))
 
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
@@ -272,6 +292,7 @@ class SimulatedFileSystem:
             raise _oserror(errno.ENOENT, path) from None
 
     def makedirs(self, path: str) -> None:
+        # Directories are durable on creation, as OsFileSystem.makedirs makes them.
         path = self._norm(path)
         while path not in self._dirs:
             self._dirs.add(path)
