@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--inspect", metavar="HOST:PORT",
                      help="serve the live inspector there from each SIGKILL worker while it "
                      "runs (simulations run on a mock clock and are not shown)")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="stop at the first failing sub-run (no new simulation or SIGKILL "
+                     "run starts; one already going finishes)")
     run.set_defaults(func=_run)
 
     replay = sub.add_parser(
@@ -67,6 +70,10 @@ def register(subparsers: Any) -> None:
     _common(replay)
     replay.add_argument("--json", metavar="PATH", help="write the result as JSON")
     replay.set_defaults(func=_replay)
+
+    from . import _mutants
+
+    _mutants.register(sub)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +173,7 @@ def _run_suite(args: argparse.Namespace) -> int:
             report = run_suite(
                 suite, seed=seed, options=options, acks=(ack,) if ack else None,
                 duration=args.duration, kill_rounds=args.kills, progress=_RichProgress(bar),
-                on_run=announce,
+                on_run=announce, fail_fast=args.fail_fast,
             )
         except ConfigError as exc:
             console.print(f"[red]error:[/] {exc}")

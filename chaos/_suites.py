@@ -109,8 +109,11 @@ def run_suite(
     kill_rounds: int | None = None,
     progress: SuiteProgress | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
+    fail_fast: bool = False,
 ) -> SuiteReport:
-    """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish."""
+    """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish.
+    With ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run
+    starts (a kill run already going finishes)."""
     started = time.monotonic()
     budget = suite.duration if duration is None else duration
     deadline = started + budget
@@ -120,10 +123,19 @@ def run_suite(
     jobs = plan_kills(suite, seed, modes, rounds, comparison=comparison)
     kill_records: list[RunRecord] = []
     kill_failure: list[BaseException] = []
+    stop = threading.Event()  # set by the first failing sub-run under fail_fast
+
+    def finished(record: RunRecord) -> None:
+        if fail_fast and not record.ok:
+            stop.set()
+        if on_run is not None:
+            on_run(record)
 
     def kills() -> None:
         try:
             for job in jobs:
+                if stop.is_set():
+                    break
                 task = progress.add(f"SIGKILL {job.name}", job.rounds + 1) if progress else 0
 
                 def step(done: int, total: int, note: str, task: int = task) -> None:
@@ -135,15 +147,15 @@ def run_suite(
                                   comparison=job.comparison, progress=step,
                                   restart_server=suite.name == "full")
                 kill_records.append(record)
-                if on_run is not None:
-                    on_run(record)
+                finished(record)
         except BaseException as exc:  # re-raised by the main thread after the join
             kill_failure.append(exc)
 
     thread = threading.Thread(target=kills, name="chaos-kills", daemon=True)
     thread.start()
     try:
-        sim_records = _simulations(suite, seed, modes, options, deadline, progress, on_run)
+        sim_records = _simulations(suite, seed, modes, options, deadline, progress,
+                                   finished, stop)
     finally:
         thread.join()
     if kill_failure:
@@ -157,6 +169,7 @@ def run_suite(
 def _simulations(
     suite: Suite, root: int, acks: Sequence[str], options: RunOptions, deadline: float,
     progress: SuiteProgress | None, on_run: Callable[[RunRecord], None] | None,
+    stop: threading.Event | None = None,
 ) -> list[RunRecord]:
     cap = suite.simulations * len(acks)
     start = time.monotonic()
@@ -168,6 +181,8 @@ def _simulations(
     for i in range(cap):
         # At least one simulation per ack mode, however small the budget.
         if i >= len(acks) and time.monotonic() >= deadline:
+            break
+        if stop is not None and stop.is_set():
             break
         ack = acks[i % len(acks)]
         n = i // len(acks)

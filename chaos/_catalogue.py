@@ -1,0 +1,456 @@
+"""The catalogue of durability mutants: realistic bugs the chaos harness should catch.
+
+Each :class:`Mutant` is one textual edit of the runtime's source (``find`` must occur exactly
+once in ``file``, a path from the repository root) that breaks one rule of the durability
+contract in some reachable situation: it loses or resurrects an acknowledged write, makes a
+read go backwards, or hangs a flush. ``writebehind chaos mutants`` applies each to a copy of the
+tree and runs the smoke suite against it (:mod:`writebehind.chaos._mutants`); the tests check
+that every entry still applies to the current source.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+AREAS = (
+    "journal", "scan", "shard-core", "shard", "store-actor", "sqlite", "postgres", "cache",
+    "recover",
+)
+
+
+@attrs.frozen(kw_only=True)
+class Mutant:
+    """One deliberate bug: replace ``find`` (exactly once in ``file``) by ``replace``."""
+
+    name: str
+    area: str
+    file: str
+    find: str
+    replace: str
+    rule: str
+    needs: str | None = None  # "postgres": only with a PostgreSQL --store
+
+    def apply(self, source: str) -> str:
+        """The mutated source; ``ValueError`` unless ``find`` occurs exactly once."""
+        count = source.count(self.find)
+        if count != 1:
+            raise ValueError(
+                f"mutant {self.name}: its find text occurs {count} times in {self.file} "
+                "(expected exactly once): the source drifted, update the catalogue"
+            )
+        return source.replace(self.find, self.replace)
+
+
+_J = "actors/_journal/_journal.py"
+_CODEC = "actors/_journal/_codec.py"
+_SCAN = "actors/_journal/_scan.py"
+_REC = "actors/_journal/_recovery.py"
+_CORE = "actors/_shard_core.py"
+_SHARD = "actors/_shard.py"
+_SA = "actors/_store_actor.py"
+_SQL = "actors/_store.py"
+_PG = "actors/_store_pg.py"
+_CACHE = "actors/_cache.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    # -- the journal ------------------------------------------------------------------------
+    Mutant(
+        name="journal-sync-claims-later-appends",
+        area="journal", file=_J,
+        find="""\
+            target = self._written_seq
+            await self._io(self._sync_blocking)
+            if self._closed:
+                return
+            self._synced(target)""",
+        replace="""\
+            target = self._written_seq
+            await self._io(self._sync_blocking)
+            if self._closed:
+                return
+            self._synced(self._next_seq - 1)""",
+        rule="ack=fsync acknowledges a write only once its own record is fdatasynced, not "
+        "records appended while an earlier sync was running",
+    ),
+    Mutant(
+        name="journal-rotate-unsynced-tail",
+        area="journal", file=_J,
+        find="""\
+        if self._unsynced() and (rotate or self._sync_due()):
+            target = self._written_seq
+            await self._io(self._sync_blocking)
+            if self._closed:
+                return
+            self._synced(target)
+            await self._apply_checkpoints()
+        if rotate and not self._unsynced() and not self._closed:""",
+        replace="""\
+        if self._unsynced() and self._sync_due():
+            target = self._written_seq
+            await self._io(self._sync_blocking)
+            if self._closed:
+                return
+            self._synced(target)
+            await self._apply_checkpoints()
+        if rotate and not self._closed:""",
+        rule="a segment's tail is fdatasynced before the journal rotates to a new segment, so "
+        "power loss never leaves a sequence gap between segments",
+    ),
+    Mutant(
+        name="journal-segment-delete-off-by-one",
+        area="journal", file=_J,
+        find="self._segments[1].first_seq - 1 <= self._persisted_seq:",
+        replace="self._segments[1].first_seq - 2 <= self._persisted_seq:",
+        rule="a segment is deleted only when every record in it is at or below the durable "
+        "persisted mark",
+    ),
+    Mutant(
+        name="codec-empty-value-is-tombstone",
+        area="journal", file=_CODEC,
+        find="""\
+    if value is None:
+        payload = b"".join((_FIXED.pack(seq, version, len(key)), key, _TOMBSTONE_LEN))""",
+        replace="""\
+    if not value:
+        payload = b"".join((_FIXED.pack(seq, version, len(key)), key, _TOMBSTONE_LEN))""",
+        rule="a put of an empty value is journaled as a put, not a tombstone: replay must "
+        "give back exactly what was acknowledged",
+    ),
+    Mutant(
+        name="codec-no-sequence-gap-check",
+        area="journal", file=_CODEC,
+        find="        if seq != expected or key_end + _VALUE_LEN.size > end:",
+        replace="        if key_end + _VALUE_LEN.size > end:",
+        rule="recovery refuses a segment whose sequence numbers skip (a missing record is "
+        "corruption, never silently replayed around)",
+    ),
+    # -- scan and recovery ------------------------------------------------------------------
+    Mutant(
+        name="scan-small-final-frame-missed",
+        area="scan", file=_SCAN,
+        find="    for pos in range(start, end - FRAME_HEADER_SIZE - MIN_PAYLOAD + 1):",
+        replace="    for pos in range(start, end - FRAME_HEADER_SIZE - MIN_PAYLOAD):",
+        rule="damage followed by any valid frame (even a minimal final checkpoint) is "
+        "corruption, not a torn tail to cut silently",
+    ),
+    Mutant(
+        name="scan-replay-skips-first-unpersisted",
+        area="scan", file=_SCAN,
+        find="            if r.kind is not checkpoint and r.seq > persisted",
+        replace="            if r.kind is not checkpoint and r.seq > persisted + 1",
+        rule="recovery replays every record above the persisted mark, including the first",
+    ),
+    Mutant(
+        name="scan-drops-tombstones",
+        area="scan", file=_SCAN,
+        find="            if r.kind is not checkpoint and r.seq > persisted",
+        replace="            if r.kind is RecordKind.PUT and r.seq > persisted",
+        rule="recovery replays deletes as well as puts: an acknowledged delete is never undone",
+    ),
+    Mutant(
+        name="recovery-no-sync-after-crash",
+        area="scan", file=_REC,
+        find="""\
+        # before anyone builds on it.
+        fs.fdatasync(fd)""",
+        replace="""\
+        # before anyone builds on it.""",
+        rule="what recovery replays (and serves to readers) is durable before the cache "
+        "builds on it, so a later power loss cannot make a read go backwards",
+    ),
+    Mutant(
+        name="recovery-torn-tail-not-truncated",
+        area="scan", file=_REC,
+        find="""\
+        else:
+            fs.truncate(torn.path, torn.offset)""",
+        replace="""\
+        else:
+            pass  # the side file keeps the torn bytes""",
+        rule="a torn tail is cut before new records are appended, so it never becomes damage "
+        "followed by valid data (corruption) at the next start",
+    ),
+    Mutant(
+        name="recovery-new-segment-dir-not-synced",
+        area="scan", file=_REC,
+        find="""\
+        fs.fdatasync(fd)
+        fs.fsync_dir(directory)
+    except BaseException:""",
+        replace="""\
+        fs.fdatasync(fd)
+    except BaseException:""",
+        rule="a new segment's directory entry is durable before records in it are "
+        "acknowledged as synced",
+    ),
+    # -- the shard's state machine ----------------------------------------------------------
+    Mutant(
+        name="core-mark-off-by-one",
+        area="shard-core", file=_CORE,
+        find="""\
+                pending.popleft()
+                continue
+            return seq - 1""",
+        replace="""\
+                pending.popleft()
+                continue
+            return seq""",
+        rule="the journal is checkpointed only up to records the store holds; the oldest "
+        "unpersisted record stays above the mark",
+    ),
+    Mutant(
+        name="core-flush-ignores-inflight",
+        area="shard-core", file=_CORE,
+        find="or (not self.dirty and not self.inflight)",
+        replace="or not self.dirty",
+        rule="flush() returns only once every acknowledged write is in the store, not while "
+        "batches are still in flight",
+    ),
+    Mutant(
+        name="core-clean-while-newer-in-flight",
+        area="shard-core", file=_CORE,
+        find="            if entry.persisted_version >= entry.version and key not in dirty:",
+        replace="            if key not in dirty:",
+        rule="an entry is clean (evictable, passable by the mark) only once the store holds "
+        "its newest version, not an older one while the newer is in flight",
+    ),
+    Mutant(
+        name="core-retry-gives-up",
+        area="shard-core", file=_CORE,
+        find="""\
+            if r.key not in self.dirty and self.entries[r.key].version == r.version
+        ]""",
+        replace="""\
+            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            and self.failures < 4  # give up on a batch the store keeps failing
+        ]""",
+        rule="a batch the store did not commit is retried until it lands, however many "
+        "attempts that takes",
+    ),
+    Mutant(
+        name="core-replay-skips-first-tombstone",
+        area="shard-core", file=_CORE,
+        find="""\
+            # A key's first record: what write() would do, without its general checks.
+            seq = record.seq""",
+        replace="""\
+            # A key's first record: what write() would do, without its general checks.
+            if record.value is None:
+                continue  # deleting a key we do not hold: nothing to do
+            seq = record.seq""",
+        rule="replay keeps a tombstone even for a key the shard does not hold: the store may "
+        "still hold the value it deletes",
+    ),
+    Mutant(
+        name="core-settle-delete-always-wins",
+        area="shard-core", file=_CORE,
+        find="        elif record.version >= entry.version:",
+        replace="        elif record.version >= entry.version or record.deleted:",
+        rule="a write-through's answer never replaces a newer version the map already holds "
+        "(versions only move forward)",
+    ),
+    # -- the shard actor --------------------------------------------------------------------
+    Mutant(
+        name="shard-read-through-caches-stale",
+        area="shard", file=_SHARD,
+        find="        if record is not None and core.mutations == before:",
+        replace="        if record is not None:",
+        rule="a read-through caches what it read only if no write (or eviction) of the shard "
+        "happened meanwhile: a stale read must not become the cached value",
+    ),
+    Mutant(
+        name="shard-epoch-reused-on-restart",
+        area="shard", file=_SHARD,
+        find="                epoch = await self._take_epoch()",
+        replace="                epoch = self._epoch or await self._take_epoch()",
+        rule="each shard incarnation takes a new epoch, so its versions are above every "
+        "version the previous incarnation journaled",
+    ),
+    Mutant(
+        name="shard-write-through-refusal-hidden",
+        area="shard", file=_SHARD,
+        find="""\
+                if message.rejected:  # not in the store: the caller must not be told it is
+                    self._through[message.batch_id] = message.rejected[0]
+                else:
+                    core.settle(record)
+                    self._through[message.batch_id] = None""",
+        replace="""\
+                core.settle(record)
+                self._through[message.batch_id] = None""",
+        rule="ack='store' acknowledges a write only if the store took it; a refusal raises "
+        "StoreRejected",
+    ),
+    Mutant(
+        name="shard-flush-watches-dead-incarnation",
+        area="shard", file=_SHARD,
+        find="""\
+            core.flush_requested = True
+            self._kick()
+            await self._progress.wait()
+            core = await self._ready_core()
+
+    def statistics""",
+        replace="""\
+            core.flush_requested = True
+            self._kick()
+            await self._progress.wait()
+            await self._ready_core()
+
+    def statistics""",
+        rule="flush() finishes across a shard restart: it follows the incarnation that "
+        "replays the writes, not the one that died",
+    ),
+    # -- the store actor --------------------------------------------------------------------
+    Mutant(
+        name="store-actor-drops-refusals",
+        area="store-actor", file=_SA,
+        find="                await _answer(reply, StoreAck(batch.batch_id, rejected))",
+        replace="                await _answer(reply, StoreAck(batch.batch_id))",
+        rule="a record the store refused is reported back to the shard (quarantined), never "
+        "counted as persisted",
+    ),
+    Mutant(
+        name="store-actor-crash-forgets-pipelined",
+        area="store-actor", file=_SA,
+        find="            for batch, reply in held:",
+        replace="            for batch, reply in held[:1]:",
+        rule="a store actor that crashes answers every batch it holds (a pipelined one too), "
+        "so the shard retries them",
+    ),
+    Mutant(
+        name="store-actor-forgets-committed-on-crash",
+        area="store-actor", file=_SA,
+        find="""\
+                job = None
+                self._fault("store.after_commit")""",
+        replace="""\
+                job = None
+                held.remove(outgoing)  # committed: nothing left to answer for
+                self._fault("store.after_commit")""",
+        rule="a batch is answered even if the store actor crashes right after its commit",
+    ),
+    # -- the stores -------------------------------------------------------------------------
+    Mutant(
+        name="sqlite-guard-any-change",
+        area="sqlite", file=_SQL,
+        find='                f"WHERE excluded.version > {t}.version"',
+        replace='                f"WHERE excluded.version <> {t}.version"',
+        rule="a SQLite upsert only moves a key's version forward: an older write (a retry, a "
+        "reordered batch) never overwrites a newer one",
+    ),
+    Mutant(
+        name="sqlite-synchronous-normal",
+        area="sqlite", file=_SQL,
+        find='            db.execute("PRAGMA synchronous=FULL")',
+        replace='            db.execute("PRAGMA synchronous=NORMAL")',
+        rule="a committed batch survives power loss before the journal is checkpointed past it",
+    ),
+    Mutant(
+        name="pg-coalesce-keeps-first",
+        area="postgres", file=_PG, needs="postgres",
+        find="            if r.key not in newest or r.version > newest[r.key].version:",
+        replace="            if r.key not in newest:",
+        rule="a batch with several versions of a key writes the newest (recovery replays a "
+        "key's whole journal history in one batch)",
+    ),
+    Mutant(
+        name="pg-tombstone-always-wins",
+        area="postgres", file=_PG, needs="postgres",
+        find='            f"WHERE excluded.version > {t}.version"',
+        replace='            f"WHERE excluded.version > {t}.version OR excluded.deleted"',
+        rule="a delete is versioned like a put: an older tombstone never removes a newer value",
+    ),
+    Mutant(
+        name="pg-refusals-not-returned",
+        area="postgres", file=_PG, needs="postgres",
+        find="        return tuple(rejected)",
+        replace="        return ()",
+        rule="records PostgreSQL refused for good are reported to the shard (quarantined), "
+        "not counted as landed",
+    ),
+    # -- the cache --------------------------------------------------------------------------
+    Mutant(
+        name="cache-drain-skips-inflight-shards",
+        area="cache", file=_CACHE,
+        find="""\
+                for shard in self._shards:
+                    nursery.start_soon(shard.flush)
+        # Even ack='memory'""",
+        replace="""\
+                for shard in self._shards:
+                    if shard.core is not None and shard.core.dirty:
+                        nursery.start_soon(shard.flush)
+        # Even ack='memory'""",
+        rule="a clean stop drains every shard, including one whose writes are all in flight",
+    ),
+    Mutant(
+        name="cache-memory-drain-unsealed",
+        area="cache", file=_CACHE,
+        find="""\
+            for shard in self._shards:
+                await shard.seal()""",
+        replace="""\
+            for shard in self._shards:
+                if self.config.ack != "memory":
+                    await shard.seal()""",
+        rule="even ack='memory' leaves a complete, checkpointed journal on a clean stop, so the "
+        "next start never replays older values over the store",
+    ),
+    Mutant(
+        name="cache-shard-shrink-strands-journals",
+        area="cache", file=_CACHE,
+        find="(previous is not None and previous != self.config.shards) or",
+        replace="(previous is not None and previous < self.config.shards) or",
+        rule="a change of the shard count first replays every journal into the store, so "
+        "writes (and deletes) of retired shards are not stranded",
+    ),
+    Mutant(
+        name="cache-read-error-is-miss",
+        area="cache", file=_CACHE,
+        find="""\
+        record: StoreRecord | None = await self._reader_call("read", key)
+        return record""",
+        replace="""\
+        try:
+            record: StoreRecord | None = await self._reader_call("read", key)
+        except StoreUnavailable:
+            return None  # the store is unreachable: treat it as a miss
+        return record""",
+        rule="a read that cannot reach the store fails; it never reports an acknowledged key "
+        "as absent",
+    ),
+    # -- the recovery tools -----------------------------------------------------------------
+    Mutant(
+        name="recover-skips-deletes",
+        area="recover", file="actors/_recover.py",
+        find="r.version) for r in recovery.records]",
+        replace="r.version) for r in recovery.records\n"
+        "                       if r.value is not None]",
+        rule="writebehind recover (and a shard-count change) writes deletes to the store "
+        "before checkpointing them away",
+    ),
+    Mutant(
+        name="recover-last-chunk-off-by-one",
+        area="recover", file="actors/_recover.py",
+        find="            for start in range(0, len(pending), batch_size):",
+        replace="            for start in range(0, len(pending) - 1, batch_size):",
+        rule="recovery writes every pending record before checkpointing the journal",
+    ),
+    Mutant(
+        name="recover-tool-repairs-unasked",
+        area="recover", file="actors/_recover_tool.py",
+        find="            repair=repair or config.repair_journal,",
+        replace="            repair=True,",
+        rule="only the operator decides to cut a corrupt journal; recover refuses damage "
+        "unless --repair",
+    ),
+)
+
+
+def by_name(name: str) -> Mutant:
+    """The catalogue entry called ``name``; ``KeyError`` lists the known names."""
+    for mutant in MUTANTS:
+        if mutant.name == name:
+            return mutant
+    raise KeyError(f"no mutant {name!r}; known: {', '.join(m.name for m in MUTANTS)}")

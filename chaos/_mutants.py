@@ -1,0 +1,415 @@
+"""``writebehind chaos mutants``: measure the chaos harness against the mutant catalogue.
+
+For each mutant the runtime, the harness and the suites are copied into a fresh temporary
+directory laid out as the installed package (``<tmp>/writebehind/`` from ``actors/``, with
+``harness/`` and ``chaos/`` inside it), the mutant is applied to the copy, and the smoke suite
+runs against it in a subprocess with ``PYTHONPATH=<tmp>``, in ``<tmp>``, and ``--fail-fast``.
+
+Outcomes per seed: *caught* (the suite exited 1 and its JSON reports a violation), *missed*
+(it exited 0, or ran past the timeout: a harness that needs longer than that did not catch
+it), *error* (anything else: a crash of the runner or the suite is not a catch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ._catalogue import AREAS, MUTANTS, Mutant
+
+# "pass"/"fail" are the baseline's: the unmutated copy must pass.
+Status = Literal["caught", "missed", "error", "pass", "fail"]
+
+#: Where each top-level source directory of the repository goes in the importable copy.
+LAYOUT = {"actors": "writebehind", "harness": "writebehind/harness", "chaos": "writebehind/chaos"}
+
+#: Exit status of the subprocess when the copy is not what it imported.
+WRONG_PACKAGE = 97
+#: Exit status of the subprocess when the suite itself raised.
+SUITE_CRASHED = 98
+
+# Run in the subprocess: refuse to measure anything but the copy, and keep a crash of the
+# suite (which Python would report as exit status 1, a "catch") apart from a violation.
+_BOOT = """\
+import sys, traceback
+from pathlib import Path
+root = Path(sys.argv.pop(1)).resolve()
+import writebehind, writebehind.harness, writebehind.chaos
+for module in (writebehind, writebehind.harness, writebehind.chaos):
+    if root not in Path(module.__file__).resolve().parents:
+        print(f"{module.__name__} imported from {module.__file__}, not from {root}",
+              file=sys.stderr)
+        raise SystemExit(WRONG_PACKAGE)
+from writebehind._cli import main
+try:
+    code = main()
+except SystemExit:
+    raise
+except BaseException:
+    traceback.print_exc()
+    raise SystemExit(SUITE_CRASHED)
+raise SystemExit(code)
+""".replace("WRONG_PACKAGE", str(WRONG_PACKAGE)).replace(
+    "SUITE_CRASHED", str(SUITE_CRASHED)
+)
+
+
+@attrs.frozen(kw_only=True)
+class SeedOutcome:
+    """One mutant (or the baseline) under one root seed."""
+
+    seed: int
+    status: Status
+    seconds: float
+    exit_code: int | None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "status": self.status, "seconds": round(self.seconds, 1),
+                "exit_code": self.exit_code, "detail": self.detail}
+
+
+@attrs.frozen(kw_only=True)
+class MutantResult:
+    name: str
+    area: str
+    rule: str
+    outcomes: tuple[SeedOutcome, ...]
+    skipped: str | None = None  # why it did not run
+
+    @property
+    def caught(self) -> bool:
+        """Caught on every seed (a skipped mutant is not)."""
+        return (self.skipped is None and bool(self.outcomes)
+                and all(o.status == "caught" for o in self.outcomes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "area": self.area, "rule": self.rule,
+                "caught": self.caught, "skipped": self.skipped,
+                "seeds": [o.to_json() for o in self.outcomes]}
+
+
+def subset(n: int, mutants: Sequence[Mutant] = MUTANTS) -> list[Mutant]:
+    """A fixed selection of ``n`` mutants for CI, spread over areas: round-robin over
+    :data:`AREAS` in catalogue order (first the first mutant of each area, then the second,
+    ...), PostgreSQL ones included (they are skipped without a PostgreSQL store)."""
+    queues = {area: [m for m in mutants if m.area == area] for area in AREAS}
+    chosen: list[Mutant] = []
+    while len(chosen) < n and any(queues.values()):
+        for area in AREAS:
+            if queues[area] and len(chosen) < n:
+                chosen.append(queues[area].pop(0))
+    return chosen
+
+
+def source_dirs() -> dict[str, Path]:
+    """The source directories to copy, by their repository name (``actors``, ...), found from
+    the imported packages (an editable install points into the repository)."""
+    import writebehind
+    import writebehind.chaos
+    import writebehind.harness
+
+    return {
+        "actors": Path(writebehind.__file__).resolve().parent,
+        "harness": Path(writebehind.harness.__file__).resolve().parent,
+        "chaos": Path(writebehind.chaos.__file__).resolve().parent,
+    }
+
+
+def build_tree(dest: Path, mutant: Mutant | None, sources: dict[str, Path] | None = None) -> Path:
+    """Copy the sources into ``dest`` as an importable ``writebehind`` package, apply
+    ``mutant`` (``ValueError`` if its find text is not there exactly once); returns ``dest``."""
+    sources = sources or source_dirs()
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for top, target in LAYOUT.items():
+        # A regular install nests harness/ and chaos/ inside writebehind/: each is copied
+        # from its own source, once.
+        nested = {"harness", "chaos"} if top == "actors" else set()
+
+        def ignore(directory: str, names: list[str], nested: set[str] = nested) -> set[str]:
+            return set(skip(directory, names)) | (
+                nested & set(names) if Path(directory) == sources["actors"] else set()
+            )
+
+        shutil.copytree(sources[top], dest / target, ignore=ignore)
+    if mutant is not None:
+        top, _, rest = mutant.file.partition("/")
+        if top not in LAYOUT:
+            raise ValueError(f"mutant {mutant.name}: {mutant.file} is not under "
+                             f"{', '.join(LAYOUT)}")
+        path = dest / LAYOUT[top] / rest
+        path.write_text(mutant.apply(path.read_text()))
+    return dest
+
+
+@attrs.frozen(kw_only=True)
+class SuiteArgs:
+    """What every mutant's suite run shares."""
+
+    store: str | None = None
+    duration: float | None = None
+    ack: str | None = None
+    timeout: float = 90.0
+
+    def argv(self, seed: int, json_path: Path) -> list[str]:
+        args = ["chaos", "run", "--seed", str(seed), "--json", str(json_path), "--fail-fast"]
+        if self.store:
+            args += ["--store", self.store]
+        if self.duration is not None:
+            args += ["--duration", str(self.duration)]
+        if self.ack:
+            args += ["--ack", self.ack]
+        return args
+
+
+def run_suite_in(tree: Path, seed: int, args: SuiteArgs) -> SeedOutcome:
+    """Run the smoke suite from the copy at ``tree`` and classify how it ended."""
+    json_path = tree / f"suite-{seed}.json"
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-c", _BOOT, str(tree), *args.argv(seed, json_path)]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
+                              timeout=args.timeout, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return SeedOutcome(seed=seed, status="missed", seconds=time.monotonic() - started,
+                           exit_code=None, detail=f"timed out after {args.timeout:g}s")
+    seconds = time.monotonic() - started
+    code = proc.returncode
+    report = _read_json(json_path)
+    if code == 1 and report is not None and not report.get("ok", True):
+        failed = [r for r in report.get("runs", []) if not r.get("ok", True)]
+        first = failed[0] if failed else {}
+        detail = f"{first.get('name', '?')}: {first.get('detail', '')}".strip()
+        return SeedOutcome(seed=seed, status="caught", seconds=seconds, exit_code=code,
+                           detail=detail[:300])
+    if code == 0:
+        return SeedOutcome(seed=seed, status="missed", seconds=seconds, exit_code=code)
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return SeedOutcome(seed=seed, status="error", seconds=seconds, exit_code=code,
+                       detail=" | ".join(tail)[:300])
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def needs_skip(mutant: Mutant, store: str | None) -> str | None:
+    """Why ``mutant`` cannot run with this store, or None."""
+    if mutant.needs == "postgres" and not (store or "").startswith(("postgresql:", "postgres:")):
+        return "needs a PostgreSQL store (--store postgresql://...)"
+    return None
+
+
+def measure(
+    mutants: Sequence[Mutant],
+    seeds: Sequence[int],
+    args: SuiteArgs,
+    *,
+    on_outcome: Callable[[str, SeedOutcome], None] | None = None,
+) -> list[MutantResult]:
+    """Run every mutant on every seed (seed by seed, so a cut-short measurement has whole
+    rounds); a fresh copy of the tree per run."""
+    outcomes: dict[str, list[SeedOutcome]] = {m.name: [] for m in mutants}
+    skipped = {m.name: needs_skip(m, args.store) for m in mutants}
+    for seed in seeds:
+        for mutant in mutants:
+            if skipped[mutant.name]:
+                continue
+            outcome = run_one(mutant, seed, args)
+            outcomes[mutant.name].append(outcome)
+            if on_outcome is not None:
+                on_outcome(mutant.name, outcome)
+    return [
+        MutantResult(name=m.name, area=m.area, rule=m.rule, outcomes=tuple(outcomes[m.name]),
+                     skipped=skipped[m.name])
+        for m in mutants
+    ]
+
+
+def run_one(mutant: Mutant | None, seed: int, args: SuiteArgs) -> SeedOutcome:
+    """One run of ``mutant`` (None: the unmutated baseline) in a fresh temporary tree."""
+    with tempfile.TemporaryDirectory(prefix="writebehind-mutant-") as tmp:
+        tree = build_tree(Path(tmp), mutant)
+        return run_suite_in(tree, seed, args)
+
+
+def to_json(results: Sequence[MutantResult], baseline: Sequence[SeedOutcome] | None,
+            seeds: Sequence[int], args: SuiteArgs) -> dict[str, Any]:
+    ran = [r for r in results if r.skipped is None]
+    return {
+        "seeds": list(seeds),
+        "store": args.store,
+        "duration": args.duration,
+        "ack": args.ack,
+        "timeout": args.timeout,
+        "baseline": None if baseline is None else [o.to_json() for o in baseline],
+        "caught": sum(r.caught for r in ran),
+        "selected": len(ran),
+        "skipped": len(results) - len(ran),
+        "mutants": [r.to_json() for r in results],
+    }
+
+
+# -- the command line ------------------------------------------------------------------------
+
+MUTANTS_HELP = """\
+Measure the chaos harness by mutation: apply each durability mutant of the catalogue
+(writebehind.chaos._catalogue) to a fresh copy of the source tree and run the smoke suite
+against it with --fail-fast. A mutant is caught when the suite reports a contract violation
+(exit 1) on every seed; a pass or a timeout is a miss; anything else is an error. Exits 0 only
+when every selected mutant was caught on every seed and the unmutated baseline passed."""
+
+_STYLE = {"caught": "green", "missed": "red", "error": "yellow"}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``mutants`` to the ``writebehind chaos`` subcommands."""
+    import argparse
+
+    parser = subparsers.add_parser("mutants", help="measure the harness against the mutant "
+                                   "catalogue", description=MUTANTS_HELP)
+    parser.add_argument("--seeds", default="1,2,3", metavar="LIST",
+                        help="root seeds of the smoke suite, comma-separated (default: 1,2,3)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this mutant (repeatable)")
+    parser.add_argument("--subset", type=int, metavar="N",
+                        help="a fixed selection of N mutants spread over areas (for CI): "
+                        "round-robin over the areas in catalogue order")
+    parser.add_argument("--store", metavar="URL",
+                        help="passed to each chaos run (SIGKILL runs' store); PostgreSQL "
+                        "mutants are skipped without a postgresql:// store")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="simulation budget of each suite run (default: the suite's)")
+    parser.add_argument("--ack", help="ack mode of each suite run (default: the suite's)")
+    parser.add_argument("--timeout", type=float, default=90.0, metavar="S",
+                        help="per mutant per seed; a timeout counts as missed (default: 90)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write the results as JSON (rewritten after every run)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="first run the unmutated copy on the same seeds; it must pass "
+                        "(default: on)")
+    parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    parser.set_defaults(func=_command)
+
+
+def select(only: Sequence[str] | None, count: int | None) -> list[Mutant]:
+    """The mutants ``--only``/``--subset`` name (``KeyError`` for an unknown name)."""
+    if only:
+        from ._catalogue import by_name
+
+        return [by_name(name) for name in dict.fromkeys(only)]
+    if count is not None:
+        return subset(count)
+    return list(MUTANTS)
+
+
+def _command(args: Any) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = 140
+    if args.list:
+        table = Table("mutant", "area", "file", "rule")
+        for m in MUTANTS:
+            table.add_row(m.name, m.area + (f" ({m.needs})" if m.needs else ""), m.file, m.rule)
+        console.print(table)
+        return 0
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        mutants = select(args.only, args.subset)
+    except (ValueError, KeyError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    if not seeds:
+        console.print("[red]error:[/] --seeds names no seed")
+        return 2
+    suite = SuiteArgs(store=args.store, duration=args.duration, ack=args.ack,
+                      timeout=args.timeout)
+    for mutant in mutants:  # a drifted catalogue entry is refused before anything runs
+        try:
+            top, _, rest = mutant.file.partition("/")
+            mutant.apply((source_dirs()[top] / rest).read_text())
+        except (ValueError, KeyError, OSError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+    for mutant in mutants:
+        reason = needs_skip(mutant, args.store)
+        if reason:
+            console.print(f"[dim]skipping {mutant.name}: {reason}[/]")
+
+    baseline: list[SeedOutcome] | None = None
+    if args.baseline:
+        baseline = []
+        for seed in seeds:
+            outcome = run_one(None, seed, suite)
+            passed = outcome.status == "missed" and outcome.exit_code == 0
+            outcome = attrs.evolve(outcome, status="pass" if passed else "fail")
+            baseline.append(outcome)
+            console.print(f"baseline seed {seed}: {outcome.status.upper()} "
+                          f"({outcome.seconds:.1f}s)"
+                          + (f" {outcome.detail}" if outcome.detail else ""))
+        if not _baseline_ok(baseline):
+            console.print("[bold red]the unmutated baseline does not pass on these seeds: "
+                          "a catch would mean nothing; not running the mutants[/]")
+            if args.json:
+                _write(args.json, to_json([], baseline, seeds, suite))
+            return 1
+
+    done: dict[str, list[SeedOutcome]] = {m.name: [] for m in mutants}
+
+    def progress(name: str, outcome: SeedOutcome) -> None:
+        done[name].append(outcome)
+        style = _STYLE[outcome.status]
+        console.print(f"{name} seed {outcome.seed}: [{style}]{outcome.status}[/] "
+                      f"({outcome.seconds:.1f}s) {outcome.detail}", highlight=False)
+        if args.json:
+            partial = [
+                MutantResult(name=m.name, area=m.area, rule=m.rule,
+                             outcomes=tuple(done[m.name]), skipped=needs_skip(m, args.store))
+                for m in mutants
+            ]
+            _write(args.json, to_json(partial, baseline, seeds, suite))
+
+    results = measure(mutants, seeds, suite, on_outcome=progress)
+    table = Table("mutant", "area", *(f"seed {s}" for s in seeds), title="durability mutants")
+    for result in results:
+        if result.skipped:
+            table.add_row(result.name, result.area,
+                          *(["[dim]skipped[/]"] * len(seeds)))
+            continue
+        cells = [f"[{_STYLE[o.status]}]{o.status}[/] {o.seconds:.0f}s" for o in result.outcomes]
+        table.add_row(result.name, result.area, *cells)
+    console.print(table)
+    ran = [r for r in results if r.skipped is None]
+    caught = sum(r.caught for r in ran)
+    console.print(f"caught {caught} of {len(ran)}"
+                  + (f" ({len(results) - len(ran)} skipped)" if len(ran) < len(results) else ""))
+    if args.json:
+        _write(args.json, to_json(results, baseline, seeds, suite))
+    ok = bool(ran) and caught == len(ran) and (baseline is None or _baseline_ok(baseline))
+    return 0 if ok else 1
+
+
+def _baseline_ok(baseline: Sequence[SeedOutcome]) -> bool:
+    return all(o.status == "pass" for o in baseline)
+
+
+def _write(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
