@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import random
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -300,7 +302,7 @@ class Cache:
                 await self._drain()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _raise_single(group)
+            _raise_single(group, journal_dir=self.config.journal_dir)
         finally:
             self.status = "stopped"
             for shard in self._shards:
@@ -352,14 +354,48 @@ def _write_layout(fs: FileSystem, journal_dir: Path, shards: int) -> None:
 
 async def _journal_dir_io(fs: FileSystem, journal_dir: Path, fn: Callable[..., Any],
                           *args: Any) -> Any:
-    """Run blocking layout I/O off the event loop."""
-    if fs.blocking:
-        return await trio.to_thread.run_sync(lambda: fn(*args))
-    return fn(*args)
+    """Run blocking layout I/O off the event loop; an OSError becomes a ConfigError."""
+    try:
+        if fs.blocking:
+            return await trio.to_thread.run_sync(lambda: fn(*args))
+        return fn(*args)
+    except OSError as exc:
+        error = _journal_dir_error(journal_dir, exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
-def _raise_single(group: BaseExceptionGroup[Any]) -> None:
-    """Re-raise a group holding one real error as that error; anything else as it is."""
+def _journal_dir_error(journal_dir: Path, exc: OSError) -> ConfigError | None:
+    """Which setting is at fault and what to do, for an OSError on ``journal_dir``, one of
+    its parents or anything inside it; None for an error about some other file."""
+    if not isinstance(exc.filename, str):
+        return None
+    filename, root = os.path.abspath(exc.filename), os.path.abspath(journal_dir)
+    if not (filename == root or filename.startswith(root + os.sep)
+            or root.startswith(filename + os.sep)):
+        return None
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        fix = ("give the user running the cache write access to it, or set "
+               "Config.journal_dir to a writable directory")
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = ("a file is in the way where a directory should be: move it, or set "
+               "Config.journal_dir to another directory")
+    elif exc.errno == errno.EROFS:
+        fix = "it is on a read-only file system: set Config.journal_dir to a writable directory"
+    else:
+        fix = "set Config.journal_dir to a writable local directory"
+    return ConfigError(
+        f"Config.journal_dir={str(journal_dir)!r} cannot hold the journals: "
+        f"{exc.strerror or exc} ({exc.filename}); {fix}"
+    )
+
+
+def _raise_single(group: BaseExceptionGroup[Any], *, journal_dir: Path | None = None) -> None:
+    """Re-raise a group holding one real error as that error; anything else as it is.
+
+    With ``journal_dir``: OS errors about that directory (a shard could not open its
+    journal there) become the :class:`ConfigError` that says what to do."""
     leaves: list[BaseException] = []
 
     def walk(exc: BaseException) -> None:
@@ -370,6 +406,14 @@ def _raise_single(group: BaseExceptionGroup[Any]) -> None:
             leaves.append(exc)
 
     walk(group)
+    if journal_dir is not None and leaves:
+        errors = [
+            _journal_dir_error(journal_dir, leaf) if isinstance(leaf, OSError) else None
+            for leaf in leaves
+        ]
+        first = errors[0]
+        if first is not None and all(errors):
+            raise first from leaves[0]
     if len(leaves) == 1:
         raise leaves[0]
     raise group

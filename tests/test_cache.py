@@ -1,5 +1,7 @@
 """The cache end to end on a real SQLite file and real journal files."""
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import trio
 from writebehind import (
     CacheClosed,
     Config,
+    ConfigError,
     Overloaded,
     Rejection,
     Seams,
@@ -20,6 +23,7 @@ from writebehind import (
     open_cache,
     serve_cache,
 )
+from writebehind._journal import SimulatedFileSystem
 
 
 def config(tmp_path: Path, **kw: Any) -> Config:
@@ -365,3 +369,57 @@ async def test_overload_raises_when_the_oldest_write_is_too_old(tmp_path: Path) 
         await trio.sleep(0.5)
         with pytest.raises(Overloaded, match=r"max_dirty_age=0\.3s"):
             await cache.put("k", b"2")  # the same key: still one unpersisted entry, but old
+
+
+# -- an unusable journal_dir is a ConfigError that says what to do (issue 12, item 10) --------
+
+
+async def test_a_file_where_the_journal_dir_should_be_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "journal").write_text("not a directory")
+    with pytest.raises(ConfigError) as info:
+        async with open_cache(config(tmp_path)):
+            pass
+    message = str(info.value)
+    assert message.startswith(f"Config.journal_dir={str(tmp_path / 'journal')!r} cannot hold")
+    assert "a file is in the way where a directory should be" in message
+    with pytest.raises(ConfigError, match=r"Not a directory.*a file is in the way"):
+        async with open_cache(config(tmp_path, journal_dir=tmp_path / "journal" / "sub")):
+            pass
+
+
+async def test_a_file_where_a_shard_directory_should_be_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "journal" / "shard-0001").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"Config.journal_dir=.*shard-0001.*file is in the way"):
+        async with open_cache(config(tmp_path)):
+            pass
+
+
+class _ReadOnlyDisk(SimulatedFileSystem):
+    def write_file(self, path: str, data: bytes) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+
+async def test_a_journal_dir_without_write_permission_is_a_config_error(tmp_path: Path) -> None:
+    seams = Seams(filesystem=_ReadOnlyDisk())
+    with pytest.raises(ConfigError) as info:
+        async with open_cache(config(tmp_path), seams=seams):
+            pass
+    assert "Config.journal_dir=" in str(info.value)
+    assert "Permission denied" in str(info.value)
+    assert "give the user running the cache write access to it" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+async def test_a_read_only_parent_directory_is_a_config_error(tmp_path: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match=r"Permission denied.*write access"):
+            async with open_cache(config(tmp_path, journal_dir=parent / "journal")):
+                pass
+    finally:
+        parent.chmod(0o755)
