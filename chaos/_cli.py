@@ -251,7 +251,10 @@ def _parse_plan(text: str) -> Any:
     """Evaluate a printed plan with only the harness's public names in scope."""
     import writebehind.harness as harness
 
-    names = {name: getattr(harness, name) for name in harness.__all__}
+    # Only the eagerly imported names: the lazy ones (CacheMachine) import Hypothesis, which a
+    # plain install (no test extra) does not have and no plan needs.
+    names = {name: getattr(harness, name) for name in harness.__all__
+             if name not in harness.LAZY_NAMES}
     try:
         return eval(text, {"__builtins__": {}}, names)
     except Exception as exc:

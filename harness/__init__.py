@@ -49,10 +49,23 @@ __all__ = [
 ]
 
 
+#: Names imported on first use: they need the ``test`` extra (Hypothesis).
+LAZY_NAMES = frozenset({"CacheMachine"})
+
+
 def __getattr__(name: str) -> object:
     # Lazy: importing the harness (the CLI does) should not import Hypothesis.
     if name == "CacheMachine":
-        from ._machine import CacheMachine
+        try:
+            from ._machine import CacheMachine
+        except ModuleNotFoundError as exc:
+            if exc.name != "hypothesis" and not (exc.name or "").startswith("hypothesis."):
+                raise
+            raise ModuleNotFoundError(
+                "writebehind.harness.CacheMachine needs Hypothesis, which is not installed; "
+                "install the test extra: pip install 'writebehind[test]'",
+                name=exc.name,
+            ) from None
 
         return CacheMachine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
