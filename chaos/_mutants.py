@@ -12,11 +12,14 @@ it), *error* (anything else: a crash of the runner or the suite is not a catch).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -159,7 +162,9 @@ class SuiteArgs:
     store: str | None = None
     duration: float | None = None
     ack: str | None = None
+    kills: int | None = None
     timeout: float = 90.0
+    commit: str | None = None  # the git commit measured (--rev); None: the working copy
 
     def argv(self, seed: int, json_path: Path) -> list[str]:
         args = ["chaos", "run", "--seed", str(seed), "--json", str(json_path), "--fail-fast"]
@@ -169,6 +174,8 @@ class SuiteArgs:
             args += ["--duration", str(self.duration)]
         if self.ack:
             args += ["--ack", self.ack]
+        if self.kills is not None:
+            args += ["--kills", str(self.kills)]
         return args
 
 
@@ -178,12 +185,18 @@ def run_suite_in(tree: Path, seed: int, args: SuiteArgs) -> SeedOutcome:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-c", _BOOT, str(tree), *args.argv(seed, json_path)]
     started = time.monotonic()
+    # Its own process group, so a timeout (or our own end) takes its SIGKILL workers too.
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                              timeout=args.timeout, start_new_session=True)
+        stdout, stderr = proc.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
         return SeedOutcome(seed=seed, status="missed", seconds=time.monotonic() - started,
                            exit_code=None, detail=f"timed out after {args.timeout:g}s")
+    except BaseException:
+        _kill_group(proc)
+        raise
     seconds = time.monotonic() - started
     code = proc.returncode
     report = _read_json(json_path)
@@ -195,9 +208,17 @@ def run_suite_in(tree: Path, seed: int, args: SuiteArgs) -> SeedOutcome:
                            detail=detail[:300])
     if code == 0:
         return SeedOutcome(seed=seed, status="missed", seconds=seconds, exit_code=code)
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    tail = (stderr or stdout).strip().splitlines()[-3:]
     return SeedOutcome(seed=seed, status="error", seconds=seconds, exit_code=code,
                        detail=" | ".join(tail)[:300])
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -220,17 +241,18 @@ def measure(
     seeds: Sequence[int],
     args: SuiteArgs,
     *,
+    sources: dict[str, Path] | None = None,
     on_outcome: Callable[[str, SeedOutcome], None] | None = None,
 ) -> list[MutantResult]:
     """Run every mutant on every seed (seed by seed, so a cut-short measurement has whole
-    rounds); a fresh copy of the tree per run."""
+    rounds); a fresh copy of ``sources`` (default: the installed tree) per run."""
     outcomes: dict[str, list[SeedOutcome]] = {m.name: [] for m in mutants}
     skipped = {m.name: needs_skip(m, args.store) for m in mutants}
     for seed in seeds:
         for mutant in mutants:
             if skipped[mutant.name]:
                 continue
-            outcome = run_one(mutant, seed, args)
+            outcome = run_one(mutant, seed, args, sources)
             outcomes[mutant.name].append(outcome)
             if on_outcome is not None:
                 on_outcome(mutant.name, outcome)
@@ -241,11 +263,29 @@ def measure(
     ]
 
 
-def run_one(mutant: Mutant | None, seed: int, args: SuiteArgs) -> SeedOutcome:
+def run_one(mutant: Mutant | None, seed: int, args: SuiteArgs,
+            sources: dict[str, Path] | None = None) -> SeedOutcome:
     """One run of ``mutant`` (None: the unmutated baseline) in a fresh temporary tree."""
     with tempfile.TemporaryDirectory(prefix="writebehind-mutant-") as tmp:
-        tree = build_tree(Path(tmp), mutant)
+        tree = build_tree(Path(tmp), mutant, sources)
         return run_suite_in(tree, seed, args)
+
+
+def snapshot(dest: Path, rev: str | None = None) -> tuple[dict[str, Path], str | None]:
+    """Copy the sources once, so a long measurement sees one tree even while people edit
+    the working copy: the installed tree, or ``rev`` of its git repository (a commit
+    someone's half-done edit cannot break). Returns the source directories and the commit."""
+    if rev is None:
+        tree = build_tree(dest, None)
+        return {top: tree / target for top, target in LAYOUT.items()}, None
+    repo = source_dirs()["actors"].parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit,
+                              *LAYOUT], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest / "src", filter="data")
+    return {top: dest / "src" / top for top in LAYOUT}, commit
 
 
 def to_json(results: Sequence[MutantResult], baseline: Sequence[SeedOutcome] | None,
@@ -256,6 +296,8 @@ def to_json(results: Sequence[MutantResult], baseline: Sequence[SeedOutcome] | N
         "store": args.store,
         "duration": args.duration,
         "ack": args.ack,
+        "kills": args.kills,
+        "commit": args.commit,
         "timeout": args.timeout,
         "baseline": None if baseline is None else [o.to_json() for o in baseline],
         "caught": sum(r.caught for r in ran),
@@ -296,6 +338,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--duration", type=float, metavar="S",
                         help="simulation budget of each suite run (default: the suite's)")
     parser.add_argument("--ack", help="ack mode of each suite run (default: the suite's)")
+    parser.add_argument("--kills", type=int, metavar="N",
+                        help="SIGKILL rounds per kill run of each suite run (default: the "
+                        "suite's; 0: simulations only)")
     parser.add_argument("--timeout", type=float, default=90.0, metavar="S",
                         help="per mutant per seed; a timeout counts as missed (default: 90)")
     parser.add_argument("--json", metavar="PATH",
@@ -303,6 +348,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="first run the unmutated copy on the same seeds; it must pass "
                         "(default: on)")
+    parser.add_argument("--rev", metavar="REV",
+                        help="measure this git commit of the source tree (e.g. HEAD) instead "
+                        "of the working copy, which others may be editing")
     parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
     parser.set_defaults(func=_command)
 
@@ -341,14 +389,30 @@ def _command(args: Any) -> int:
         console.print("[red]error:[/] --seeds names no seed")
         return 2
     suite = SuiteArgs(store=args.store, duration=args.duration, ack=args.ack,
-                      timeout=args.timeout)
-    for mutant in mutants:  # a drifted catalogue entry is refused before anything runs
+                      kills=args.kills, timeout=args.timeout)
+    with tempfile.TemporaryDirectory(prefix="writebehind-snapshot-") as tmp:
         try:
-            top, _, rest = mutant.file.partition("/")
-            mutant.apply((source_dirs()[top] / rest).read_text())
-        except (ValueError, KeyError, OSError) as exc:
-            console.print(f"[red]error:[/] {exc}")
+            sources, commit = snapshot(Path(tmp), args.rev)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            console.print(f"[red]error:[/] cannot take the sources at --rev {args.rev}: {exc}")
             return 2
+        if commit:
+            console.print(f"measuring commit {commit}")
+        suite = attrs.evolve(suite, commit=commit)
+        for mutant in mutants:  # a drifted catalogue entry is refused before anything runs
+            try:
+                top, _, rest = mutant.file.partition("/")
+                mutant.apply((sources[top] / rest).read_text())
+            except (ValueError, KeyError, OSError) as exc:
+                console.print(f"[red]error:[/] {exc}")
+                return 2
+        return _measure_and_report(console, args, mutants, seeds, suite, sources)
+
+
+def _measure_and_report(console: Any, args: Any, mutants: list[Mutant], seeds: list[int],
+                        suite: SuiteArgs, sources: dict[str, Path]) -> int:
+    from rich.table import Table
+
     for mutant in mutants:
         reason = needs_skip(mutant, args.store)
         if reason:
@@ -358,7 +422,7 @@ def _command(args: Any) -> int:
     if args.baseline:
         baseline = []
         for seed in seeds:
-            outcome = run_one(None, seed, suite)
+            outcome = run_one(None, seed, suite, sources)
             passed = outcome.status == "missed" and outcome.exit_code == 0
             outcome = attrs.evolve(outcome, status="pass" if passed else "fail")
             baseline.append(outcome)
@@ -387,7 +451,7 @@ def _command(args: Any) -> int:
             ]
             _write(args.json, to_json(partial, baseline, seeds, suite))
 
-    results = measure(mutants, seeds, suite, on_outcome=progress)
+    results = measure(mutants, seeds, suite, sources=sources, on_outcome=progress)
     table = Table("mutant", "area", *(f"seed {s}" for s in seeds), title="durability mutants")
     for result in results:
         if result.skipped:

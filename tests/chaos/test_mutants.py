@@ -1,0 +1,103 @@
+"""The mutant catalogue applies to the current source, and the runner measures one mutant.
+
+The fast tests fail loudly when the source drifts under a catalogue entry (its find text no
+longer occurs exactly once): update the entry, don't delete it. One slow test runs
+``writebehind chaos mutants`` end to end on a mutant the first simulation catches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from writebehind._cli import main
+from writebehind.chaos._catalogue import AREAS, MUTANTS, Mutant, by_name
+from writebehind.chaos._mutants import LAYOUT, build_tree, source_dirs, subset
+
+SOURCES = source_dirs()
+
+
+def _source(mutant: Mutant) -> str:
+    top, _, rest = mutant.file.partition("/")
+    return (SOURCES[top] / rest).read_text()
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_each_mutant_applies_once_and_still_compiles(mutant: Mutant) -> None:
+    source = _source(mutant)
+    assert source.count(mutant.find) == 1, f"{mutant.name}: the source drifted"
+    mutated = mutant.apply(source)
+    assert mutated != source
+    compile(mutated, mutant.file, "exec")
+
+
+def test_the_catalogue_is_large_named_uniquely_and_covers_every_area() -> None:
+    names = [m.name for m in MUTANTS]
+    assert len(MUTANTS) >= 25
+    assert len(set(names)) == len(names), [n for n, c in Counter(names).items() if c > 1]
+    assert {m.area for m in MUTANTS} == set(AREAS)
+    for m in MUTANTS:
+        # Mutants break the runtime, never the harness that judges it.
+        assert m.file.startswith("actors/"), m.file
+        assert m.rule.strip() and m.needs in (None, "postgres")
+        assert (m.needs == "postgres") == (m.area == "postgres"), m.name
+    # Both stores, the journal, recovery and the tools are all under test.
+    files = {m.file for m in MUTANTS}
+    for path in ("actors/_journal/_journal.py", "actors/_journal/_codec.py",
+                 "actors/_journal/_scan.py", "actors/_journal/_recovery.py",
+                 "actors/_shard_core.py", "actors/_shard.py", "actors/_store_actor.py",
+                 "actors/_store.py", "actors/_store_pg.py", "actors/_cache.py",
+                 "actors/_recover.py", "actors/_recover_tool.py"):
+        assert path in files, path
+
+
+def test_a_find_that_is_missing_or_repeated_is_refused() -> None:
+    missing = Mutant(name="x", area="journal", file="f", find="nope", replace="", rule="r")
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        missing.apply("some source")
+    with pytest.raises(ValueError, match="occurs 2 times"):
+        Mutant(name="x", area="journal", file="f", find="a", replace="b", rule="r").apply("aa")
+    with pytest.raises(KeyError, match="no mutant"):
+        by_name("no-such-mutant")
+
+
+def test_the_ci_subset_is_fixed_and_spread_over_areas() -> None:
+    chosen = subset(len(AREAS))
+    assert [m.area for m in chosen] == list(AREAS)
+    assert subset(12) == subset(12)
+    assert len(subset(12)) == 12
+    everything = subset(1000)
+    assert sorted(m.name for m in everything) == sorted(m.name for m in MUTANTS)
+
+
+def test_the_copy_is_an_importable_package_with_the_mutant_applied(tmp_path: Path) -> None:
+    mutant = by_name("core-mark-off-by-one")
+    tree = build_tree(tmp_path, mutant)
+    for target in LAYOUT.values():
+        assert (tree / target / "__init__.py").is_file()
+    assert not list(tree.rglob("__pycache__"))
+    mutated = (tree / "writebehind" / "_shard_core.py").read_text()
+    assert mutated == mutant.apply(_source(mutant))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_runner_catches_a_mutant_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mutants.json"
+    code = main(["chaos", "mutants", "--only", "core-mark-off-by-one", "--seeds", "1",
+                 "--duration", "1", "--kills", "0", "--timeout", "120", "--json", str(out)])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "caught 1 of 1" in output
+    data = json.loads(out.read_text())
+    assert data["seeds"] == [1] and data["caught"] == 1 and data["selected"] == 1
+    assert [o["status"] for o in data["baseline"]] == ["pass"]
+    (entry,) = data["mutants"]
+    assert entry["name"] == "core-mark-off-by-one" and entry["caught"] is True
+    (seed,) = entry["seeds"]
+    assert seed["status"] == "caught" and seed["exit_code"] == 1 and seed["detail"]
