@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import attrs
 
+from writebehind._config import mask_url
 from writebehind.harness._kill import run_kill_rounds
 
 Kind = Literal["simulation", "sigkill"]
@@ -274,7 +275,9 @@ def kill_replay(seed: int, ack: str, rounds: int, options: RunOptions) -> str:
     args = ["--kill", "--seed", str(seed), "--ack", ack, "--rounds", str(rounds),
             *options.common_args()]
     if options.store:
-        args += ["--store", options.store]
+        # Replay commands end up in CI logs and published JSON/JUnit artifacts: never carry
+        # the password (the replayer supplies it, or libpq's PGPASSWORD/.pgpass does).
+        args += ["--store", mask_url(options.store)]
     if options.kill_break:
         args += ["--break", options.kill_break]
     return _command(args)
@@ -306,6 +309,12 @@ def run_kill(
         lost=len(verdict.lost), faults=result.faults, recoveries=result.recoveries,
         label=result.label, ok=result.ok, replay=kill_replay(seed, ack, rounds, options),
         comparison=comparison,
-        detail=_detail((*verdict.lost, *result.read_violations), result.worker_errors),
+        detail=_masked(_detail((*verdict.lost, *result.read_violations), result.worker_errors),
+                       options.store),
         seconds=time.monotonic() - started,
     )
+
+
+def _masked(text: str, store: str | None) -> str:
+    """``text`` with the store URL, should a worker error quote it, password masked."""
+    return text.replace(store, mask_url(store)) if store else text
