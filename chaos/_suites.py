@@ -64,6 +64,7 @@ class SuiteReport:
     acks: tuple[str, ...]
     runs: tuple[RunRecord, ...]
     seconds: float
+    interrupted: bool = False  # stopped early (Ctrl-C): ``runs`` are the ones that finished
 
     @property
     def ok(self) -> bool:
@@ -156,6 +157,9 @@ def run_suite(
     try:
         sim_records = _simulations(suite, seed, modes, options, deadline, progress,
                                    finished, stop)
+    except BaseException:
+        stop.set()  # interrupted: the kill thread starts no new run, so the join is short
+        raise
     finally:
         thread.join()
     if kill_failure:
