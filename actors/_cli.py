@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"writebehind {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     from . import _inspect_tool, _recover_tool
     from ._journal import _tool
@@ -23,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     chaos_cli.register(sub)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("writebehind")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

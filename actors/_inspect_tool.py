@@ -134,6 +134,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     except ConnectionRejected as exc:
         body = (exc.body or b"").decode("utf-8", "replace").strip()
+        if exc.status_code == 401:
+            # The server's message is for browsers and scripts (?token=); say what the CLI takes.
+            body = (
+                "the inspector refused this token: check --token (or $" + TOKEN_ENV + ")"
+                if args.token else
+                "this inspector needs a token: pass --token TOKEN (or set $" + TOKEN_ENV + ")"
+            )
         print(f"writebehind inspect: refused ({exc.status_code}): {body}", file=sys.stderr)
         return 1
     except ConnectionClosed as exc:
@@ -141,6 +148,33 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     except (OSError, HandshakeError) as exc:
-        print(f"writebehind inspect: cannot reach {args.url}: {exc}", file=sys.stderr)
+        print(f"writebehind inspect: cannot reach {args.url}: {reason(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def reason(exc: BaseException) -> str:
+    """Why a connection failed, from the whole cause chain: trio-websocket's HandshakeError
+    carries no message of its own, and trio's "all attempts failed" hides each attempt's."""
+    texts: list[str] = []
+    refused = False
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions[:1])
+        else:
+            refused = refused or isinstance(current, ConnectionRefusedError)
+            text = (current.strerror if isinstance(current, OSError) and current.strerror
+                    else str(current).strip())
+            if text and text not in texts:
+                texts.append(text)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    message = "; ".join(texts) or type(exc).__name__
+    if refused:
+        message += " (nothing listens there: is the cache running with Config.inspector set?)"
+    return message

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     dump = sub.add_parser("dump", help="print records, sequence range, persisted mark, torn tail")
     dump.add_argument("directory", help="a journal directory, or a parent of shard-NNNN/ ones")
     dump.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    dump.add_argument("--limit", type=_count, metavar="N",
+                      help="show at most N records per journal (and how many more there are)")
+    dump.add_argument("--key", metavar="KEY", help="show only the records of this key")
     dump.set_defaults(func=_dump)
     check = sub.add_parser("check", help="exit 0 if clean or only a torn tail, 1 on corruption")
     check.add_argument("directory")
@@ -37,6 +40,30 @@ def register(subparsers: Any) -> None:
     demo = sub.add_parser("demo", help="write a small demo journal (with a torn tail), dump it")
     demo.add_argument("directory")
     demo.set_defaults(func=_demo)
+
+
+REPAIR_HINT = (
+    "next step: stop the cache, then run `writebehind recover --config <its config> --repair`: "
+    "it cuts each damaged journal at the damage (the cut bytes are kept in "
+    "<segment>.corrupt-<offset> and <segment>.cut side files), replays the intact records into "
+    "the store and checkpoints them. Records after the damage are not replayed: check the side "
+    "files first if they matter."
+)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _shown(records: list[JournalRecord], args: argparse.Namespace) -> list[JournalRecord]:
+    """The records ``--key`` selects (checkpoints have no key), before ``--limit``."""
+    key = getattr(args, "key", None)
+    if key is None:
+        return records
+    return [r for r in records if r.kind != RecordKind.CHECKPOINT and r.key == key]
 
 
 def _journal_dirs(directory: str) -> list[str]:
@@ -79,11 +106,14 @@ def _record_json(record: JournalRecord, persisted: int) -> dict[str, Any]:
     }
 
 
-def _scan_json(path: str, scan: JournalScan | JournalCorruption) -> dict[str, Any]:
+def _scan_json(path: str, scan: JournalScan | JournalCorruption,
+               args: argparse.Namespace | None = None) -> dict[str, Any]:
     if isinstance(scan, JournalCorruption):
         return {"directory": path, "error": str(scan), "error_path": scan.path,
                 "error_offset": scan.offset}
     torn = scan.torn_tail
+    shown = _shown([r for s in scan.segments for r in s.records], args or argparse.Namespace())
+    limit = getattr(args, "limit", None)
     return {
         "directory": path,
         "error": None,
@@ -97,23 +127,29 @@ def _scan_json(path: str, scan: JournalScan | JournalCorruption) -> dict[str, An
         ],
         "torn_tail": None if torn is None else
         {"path": torn.path, "offset": torn.offset, "length": torn.length},
-        "records": [_record_json(r, scan.persisted_seq) for s in scan.segments
-                    for r in s.records],
+        "records": [_record_json(r, scan.persisted_seq) for r in shown[:limit]],
+        "records_matching": len(shown),
     }
 
 
-def _print_table(path: str, scan: JournalScan) -> None:
+def _print_table(path: str, scan: JournalScan, args: argparse.Namespace) -> None:
     records = [r for s in scan.segments for r in s.records]
     first = records[0].seq if records else None
     print(f"journal {path}  shard {scan.shard_id}  segments {len(scan.segments)}  "
           f"seq {first}..{scan.next_seq - 1}  persisted <= {scan.persisted_seq}  "
           f"dirty {len(scan.records)}")
     print(f"{'SEQ':>8}  {'KIND':<10}  {'VERSION':>8}  {'STATE':<9}  {'KEY':<20}  VALUE")
-    for r in records:
+    shown = _shown(records, args)
+    limit = args.limit if getattr(args, "limit", None) is not None else len(shown)
+    for r in shown[:limit]:
         state = "-" if r.kind == RecordKind.CHECKPOINT else (
             "persisted" if r.seq <= scan.persisted_seq else "dirty")
         value = "" if r.value is None else repr(r.value[:24]) + ("…" if len(r.value) > 24 else "")
         print(f"{r.seq:>8}  {r.kind.name:<10}  {r.version:>8}  {state:<9}  {r.key:<20}  {value}")
+    if len(shown) > limit:
+        print(f"… {len(shown) - limit} more records (--limit {limit})")
+    if getattr(args, "key", None) is not None and not shown:
+        print(f"no records of key {args.key!r}")
     if scan.torn_tail is not None:
         t = scan.torn_tail
         print(f"torn tail: {t.path} offset {t.offset}, {t.length} bytes "
@@ -127,7 +163,7 @@ def _dump(args: argparse.Namespace) -> int:
     if not results:
         return _no_journal(args.directory)
     if args.json:
-        print(json.dumps({"journals": [_scan_json(p, s) for p, s in results]}, indent=2))
+        print(json.dumps({"journals": [_scan_json(p, s, args) for p, s in results]}, indent=2))
     else:
         for index, (path, scan) in enumerate(results):
             if index:
@@ -135,8 +171,11 @@ def _dump(args: argparse.Namespace) -> int:
             if isinstance(scan, JournalCorruption):
                 print(f"journal {path}: CORRUPT: {scan}")
             else:
-                _print_table(path, scan)
-    return 1 if any(isinstance(s, JournalCorruption) for _, s in results) else 0
+                _print_table(path, scan, args)
+    if any(isinstance(s, JournalCorruption) for _, s in results):
+        print(REPAIR_HINT, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -154,6 +193,8 @@ def _check(args: argparse.Namespace) -> int:
             f"({scan.torn_tail.length} bytes, not an error)")
         print(f"{path}: ok, {len(scan.records)} dirty records, persisted <= "
               f"{scan.persisted_seq}, next seq {scan.next_seq}{tail}")
+    if status:
+        print(REPAIR_HINT)
     return status
 
 
@@ -192,4 +233,4 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     trio.run(_write_demo, args.directory)
     print(f"wrote a demo journal to {args.directory}\n")
-    return _dump(argparse.Namespace(directory=args.directory, json=False))
+    return _dump(argparse.Namespace(directory=args.directory, json=False, limit=None, key=None))

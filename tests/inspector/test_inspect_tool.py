@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -54,4 +55,33 @@ async def test_once_prints_every_actor_with_its_watermarks(
                 main, ["inspect", f"ws://127.0.0.1:{server.port}", "--once"])
             assert code == 1
             assert "refused (401)" in capsys.readouterr().err
+            nursery.cancel_scope.cancel()
+
+
+def test_an_unreachable_inspector_gets_a_real_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["inspect", f"127.0.0.1:{port}", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach 127.0.0.1:{port}: " in err
+    assert "Connection refused" in err and "is the cache running" in err
+
+
+async def test_a_missing_or_wrong_token_is_explained_in_cli_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(30):
+        async with memory_cache(tmp_path, shards=1) as cache, trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_inspector, cache, "127.0.0.1", 0, token="tk"))
+            address = f"127.0.0.1:{server.port}"
+            assert await trio.to_thread.run_sync(main, ["inspect", address, "--once"]) == 1
+            err = capsys.readouterr().err
+            assert "this inspector needs a token: pass --token TOKEN" in err
+            assert "?token=" not in err
+            code = await trio.to_thread.run_sync(
+                main, ["inspect", address, "--token", "nope", "--once"])
+            assert code == 1
+            assert "the inspector refused this token: check --token" in capsys.readouterr().err
             nursery.cancel_scope.cancel()
