@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ import attrs
 import trio
 
 from ._errors import StoreRejected
-from ._journal import Journal, OsFileSystem
+from ._journal import Journal
+from ._journal._fs import FileSystem, OsFileSystem
 from ._messages import StoreRecord
 from ._store import Store
 from ._store_actor import call_store
@@ -43,12 +44,18 @@ async def recover_journals(
     ``retire_above`` are removed once everything they held is in the store.
     """
     limiter = limiter or trio.CapacityLimiter(1)
+    fs: FileSystem = filesystem if filesystem is not None else OsFileSystem()
     shards = records = torn = 0
     retired: list[str] = []
-    for directory in sorted(Path(journal_dir).glob("shard-*")):
-        if not directory.is_dir():
+    # Listed through the journal's own file layer: a simulated disk holds its journals too.
+    root = str(journal_dir)
+    names = await _io(fs, fs.listdir, root) if await _io(fs, fs.exists, root) else []
+    for name in sorted(n for n in names if n.startswith("shard-")):
+        directory = Path(posixpath.join(root, name))
+        try:
+            shard = int(name.removeprefix("shard-"))
+        except ValueError:
             continue
-        shard = int(directory.name.removeprefix("shard-"))
         journal = await Journal.open(directory, shard_id=shard, fs=filesystem, repair=repair)
         try:
             recovery = journal.recovery
@@ -72,9 +79,21 @@ async def recover_journals(
         finally:
             journal.close()
         if retire_above is not None and shard > retire_above:
-            shutil.rmtree(directory)
+            await _io(fs, _remove_journal, fs, str(directory))
             retired.append(directory.name)
     if retired:
         # The removals are durable before the new layout file is written.
-        OsFileSystem().fsync_dir(str(journal_dir))
+        await _io(fs, fs.fsync_dir, root)
     return RecoverReport(shards, records, torn, tuple(retired))
+
+
+def _remove_journal(fs: FileSystem, directory: str) -> None:
+    for name in fs.listdir(directory):
+        fs.unlink(posixpath.join(directory, name))
+    fs.remove_dir(directory)
+
+
+async def _io(fs: FileSystem, fn: Any, *args: Any) -> Any:
+    if fs.blocking:
+        return await trio.to_thread.run_sync(fn, *args)
+    return fn(*args)

@@ -34,6 +34,8 @@ def fault_group(kind: str) -> str:
         return "store"
     if kind.startswith("disk."):
         return "disk"
+    if kind.startswith("power_loss"):
+        return "power loss"  # from a chaos tick, or cut by the disk at a sync boundary
     return {
         "process_crash": "process crash",
         "power_loss": "power loss",
@@ -100,6 +102,42 @@ def verdict_table(report: SuiteReport) -> Table:
     return table
 
 
+def coverage(runs: Iterable[RunRecord]) -> dict[str, dict[str, int]]:
+    """Per fault kind, over the simulations: how often it had a chance to fire and how often
+    it fired. A kind with no opportunity was never reached: the suite tested nothing there."""
+    from writebehind.harness import FAULT_KINDS
+
+    sims = [run for run in runs if run.kind == "simulation"]
+    chances: collections.Counter[str] = collections.Counter()
+    fired: collections.Counter[str] = collections.Counter()
+    for run in sims:
+        chances.update(run.opportunities)
+        fired.update(run.faults)
+    table = {
+        kind: {"opportunities": chances[kind], "fired": fired[kind]} for kind in FAULT_KINDS
+    }
+    for kind in sorted(fired):  # breakdowns: power_loss.before_sync:zero_fill_tail, ...
+        if kind not in table and is_breakdown(kind, fired):
+            table[kind] = {"opportunities": 0, "fired": fired[kind]}
+    return table
+
+
+def coverage_line(report: SuiteReport) -> str | None:
+    """One line for the console: how many fault kinds fired, and which never did."""
+    table = coverage(report.runs)
+    kinds = {k: v for k, v in table.items() if ":" not in k or k.startswith("crash:")}
+    if not any(v["opportunities"] for v in kinds.values()):
+        return None
+    never = sorted(k for k, v in kinds.items() if not v["fired"])
+    line = f"fault coverage: {len(kinds) - len(never)} of {len(kinds)} kinds fired"
+    if never:
+        unreached = [k for k in never if not kinds[k]["opportunities"]]
+        line += "; never fired: " + ", ".join(
+            f"{k} (never reached)" if k in unreached else k for k in never
+        )
+    return line
+
+
 def summary(report: SuiteReport) -> dict[str, Any]:
     """The JSON document: overall numbers, then one entry per sub-run."""
     forbidden = sum(run.lost for run in report.runs if run.label in ("FAIL", "ERROR"))
@@ -117,6 +155,7 @@ def summary(report: SuiteReport) -> dict[str, Any]:
         "faults": total_faults(report.runs),
         "recoveries": sum(run.recoveries for run in report.runs),
         "seconds": round(report.seconds, 3),
+        "coverage": coverage(report.runs),
         "runs": [run.to_json() for run in report.runs],
     }
 

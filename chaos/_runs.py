@@ -28,35 +28,60 @@ Kind = Literal["simulation", "sigkill"]
 
 #: How many simulations a shrink may spend: one per enabled fault kind, at most.
 SHRINK_LIMIT = 40
-#: Wall-clock seconds a simulation may take (normally well under one): past it, it hangs.
-HANG_LIMIT = 20.0
+#: A simulation whose progress marker (simulated time, finished operations, disk writes, store
+#: batches) stands still this many seconds of wall time is hung: a livelock or a deadlock.
+HANG_STALL = 10.0
+#: A backstop: no simulation may take this long, progress or not.
+HANG_CAP = 300.0
 
 
 class SimulationHung(Exception):
-    """A simulation ran past :data:`HANG_LIMIT` seconds of wall time: a livelock or a hang."""
+    """A simulation stopped making progress (see :data:`HANG_STALL`)."""
 
 
 @attrs.define
 class _Alarm:
     fired: bool = False
+    why: str = ""
 
 
 @contextlib.contextmanager
-def wall_limit(seconds: float) -> Iterator[_Alarm]:
-    """Raise :class:`SimulationHung` in the main thread once ``seconds`` have passed, and
-    again every second after, until it escapes whatever catches it on the way out. The
-    simulation may catch it as a crash and finish: ``alarm.fired`` says it hung anyway."""
+def progress_watch(
+    marker: Callable[[], object], describe: Callable[[], str], *, stall: float = HANG_STALL,
+    cap: float = HANG_CAP, period: float = 1.0,
+) -> Iterator[_Alarm]:
+    """Raise :class:`SimulationHung` in the main thread once ``marker()`` has not changed for
+    ``stall`` seconds of wall time (or ``cap`` seconds have passed), and again every
+    ``period`` after, until it escapes whatever catches it on the way out. The simulation may
+    catch it as a crash and finish: ``alarm.fired`` says it hung anyway, ``alarm.why`` how.
+
+    Judged by progress, not by the wall clock alone: a loaded machine runs a healthy
+    simulation slowly, but its marker keeps moving."""
     alarm = _Alarm()
     if threading.current_thread() is not threading.main_thread():
         yield alarm
         return
+    started = time.monotonic()
+    last = [marker(), started]
 
-    def expire(signum: int, frame: object) -> None:
-        alarm.fired = True
-        raise SimulationHung(f"the simulation did not finish within {seconds:g}s of wall time")
+    def check(signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if not alarm.fired:
+            current = marker()
+            if current != last[0]:
+                last[:] = [current, now]
+                if now - started < cap:
+                    return
+                alarm.why = f"it ran past {cap:g}s of wall time while progressing"
+            elif now - last[1] >= stall:
+                alarm.why = f"no progress for {stall:g}s of wall time: {describe()}"
+            else:
+                return
+            alarm.fired = True
+        raise SimulationHung(f"the simulation hung ({alarm.why})")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    previous = signal.signal(signal.SIGALRM, check)
+    signal.setitimer(signal.ITIMER_REAL, period, period)
     try:
         yield alarm
     finally:
@@ -130,6 +155,8 @@ class RunRecord:
     shrunk_from: str | None = None
     detail: str = ""
     seconds: float = 0.0
+    store: str | None = None  # a simulation's store: memory, sqlite or a (masked) URL
+    opportunities: Mapping[str, int] = attrs.Factory(dict)  # fault coverage (simulations)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +175,7 @@ class RunRecord:
             "shrunk_from": self.shrunk_from,
             "detail": self.detail,
             "seconds": round(self.seconds, 3),
+            "store": mask_url(self.store) if self.store else None,
             "replay": self.replay,
         }
 
@@ -158,7 +186,8 @@ class RunOptions:
 
     config: Mapping[str, Any] = attrs.Factory(dict)
     config_file: str | None = None  # named in replay commands
-    store: str | None = None  # SIGKILL runs only; simulations use an in-memory store
+    # SIGKILL runs' store; with a PostgreSQL URL, a share of simulations run over it too
+    store: str | None = None
     operations: int = 2000
     shards: int = 2
     # Deliberately broken runtimes, to show the harness catches them: a name from
@@ -189,9 +218,20 @@ def _detail(losses: Any, extra: tuple[str, ...] = ()) -> str:
     return "; ".join(parts)
 
 
-def simulation_replay(plan: str, ack: str, options: RunOptions) -> str:
+def simulation_store(options: RunOptions, n: int) -> str:
+    """The store sub-run ``n`` of a suite simulates over: the real SQLite store for half of
+    them (the real version guard and batch semantics), the in-memory one for speed; with a
+    PostgreSQL ``--store``, half run over PostgreSQL and a quarter over SQLite."""
+    if options.store is not None and options.store.startswith(("postgresql://", "postgres://")):
+        return options.store if n % 2 == 0 else ("sqlite" if n % 4 == 1 else "memory")
+    return "sqlite" if n % 2 == 0 else "memory"
+
+
+def simulation_replay(plan: str, ack: str, options: RunOptions, store: str = "memory") -> str:
     args = ["--ack", ack, "--operations", str(options.operations), "--shards",
             str(options.shards), *options.common_args()]
+    if store != "memory":
+        args += ["--sim-store", mask_url(store)]
     if options.variant:
         args += ["--variant", options.variant]
     args += ["--plan", plan]
@@ -201,9 +241,12 @@ def simulation_replay(plan: str, ack: str, options: RunOptions) -> str:
 def run_simulation(
     name: str, seed: int, ack: str, options: RunOptions, *, plan: Any = None,
     intensity: float = 1.0, shrink: bool = True, comparison: bool = False,
+    store: str = "memory",
 ) -> RunRecord:
-    """Simulate ``FaultPlan.buggify(seed)`` (or ``plan``); shrink the plan if it fails."""
+    """Simulate ``FaultPlan.buggify(seed)`` (or ``plan``) over ``store`` (see
+    :func:`writebehind.harness.simulate`); shrink the plan if it fails."""
     from writebehind.harness import FaultPlan, simulate
+    from writebehind.harness._simulation import progress, stuck_report
 
     started = time.monotonic()
     if plan is None:
@@ -212,11 +255,12 @@ def run_simulation(
     def attempt(candidate: Any) -> Any:
         return simulate(candidate, ack=ack, operations=options.operations,
                         shards=options.shards, config=dict(options.config),
-                        variant=options.variant)
+                        variant=options.variant, store=store)
 
+    replay = simulation_replay(repr(plan), ack, options, store)
     hung = False
     try:
-        with wall_limit(HANG_LIMIT) as alarm:
+        with progress_watch(progress, stuck_report) as alarm:
             result = attempt(plan)
         hung = alarm.fired
     except BaseException as exc:
@@ -225,15 +269,12 @@ def run_simulation(
         hung = True
     if hung:
         _collect_abandoned_run()
-        # Not shrunk: every attempt would cost the whole limit.
+        # Not shrunk: every attempt would cost the whole stall.
         return RunRecord(
             kind="simulation", name=name, seed=plan.seed, ack=ack, acked=0, lost=0, faults={},
-            recoveries=0, label="FAIL", ok=False,
-            replay=simulation_replay(repr(plan), ack, options), comparison=comparison,
-            plan=repr(plan),
-            detail=f"the simulation did not finish within {HANG_LIMIT:g}s of wall time "
-            "(a livelock or a hang)",
-            seconds=time.monotonic() - started,
+            recoveries=0, label="FAIL", ok=False, replay=replay, comparison=comparison,
+            plan=repr(plan), detail=f"the simulation hung ({alarm.why})",
+            seconds=time.monotonic() - started, store=store,
         )
     shrunk_from = None
     if not result.ok and shrink:
@@ -245,10 +286,11 @@ def run_simulation(
         kind="simulation", name=name, seed=plan.seed, ack=ack, acked=verdict.acked,
         lost=len(verdict.lost) + len(result.read_violations), faults=dict(result.faults),
         recoveries=result.recoveries, label=result.label, ok=result.ok,
-        replay=simulation_replay(repr(plan), ack, options), comparison=comparison,
+        replay=simulation_replay(repr(plan), ack, options, store), comparison=comparison,
         plan=repr(plan), shrunk_from=shrunk_from,
         detail=_detail((*verdict.lost, *result.read_violations), tuple(result.problems)),
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, store=store,
+        opportunities=dict(result.opportunities),
     )
 
 

@@ -1,4 +1,15 @@
-"""The simulated journal disk, with one-shot I/O errors and byte flips the journal must detect."""
+"""The simulated journal disk, with one-shot I/O errors, byte flips the journal must detect,
+and power cuts placed exactly at the journal's durability steps.
+
+A power cut from a tick of the chaos task lands wherever the journal happens to be; the bugs
+that break ``ack="fsync"`` live at the edges of a sync (records appended while it runs, a
+segment rotated without syncing its tail or its directory). So the disk also cuts the power
+*at* those edges, as fault kinds of their own: right before an ``fdatasync``
+(``power_loss.before_sync``), right after one (``power_loss.after_sync``), and before or after
+a step of a rotation or checkpoint (``power_loss.rotation``: a segment created, renamed or
+unlinked, a directory synced). From the cut on, every disk operation fails (the machine is
+off) until the harness applies the crash and restarts the process.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +18,15 @@ import os
 import posixpath
 import random
 import struct
+from collections.abc import Callable
 
 import attrs
 
 from writebehind._journal import SimulatedFileSystem
 from writebehind._journal._codec import FRAME_HEADER_SIZE, HEADER_SIZE
+from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
+
+from ._plan import FaultInjector
 
 
 @attrs.frozen
@@ -27,17 +42,85 @@ class FaultyDisk(SimulatedFileSystem):
     """A :class:`SimulatedFileSystem` whose EIO and ENOSPC faults fire once, then clear, as a
     flaky disk or a briefly full volume would (a sticky fault only tests a crash loop)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        injector: FaultInjector | None = None,
+        on_power_cut: Callable[[CrashMode], None] | None = None,
+    ) -> None:
         super().__init__(seed)
         self.fail_fsyncs = 0  # how many coming fdatasyncs fail with EIO
         self.flips: list[Flip] = []
+        # Power cuts at durability steps: drawn from ``injector`` (CUT_KINDS); the owner
+        # learns of each through ``on_power_cut(mode)`` and must apply ``crash(mode)``.
+        self.injector = injector
+        self.on_power_cut = on_power_cut
+        self._cut_rng = random.Random(f"{seed}/power-cut")
+
+    def _cut(self, kind: str) -> bool:
+        """Cut the power here if ``kind`` fires: from now on every operation fails."""
+        if self.injector is None or self._frozen or not self.injector.fire(kind):
+            return False
+        mode = self._cut_rng.choice(CRASH_MODES)
+        self.injector.count(f"{kind}:{mode}")
+        self._frozen = True
+        if self.on_power_cut is not None:
+            self.on_power_cut(mode)
+        return True
+
+    def _off(self, what: str) -> SimulatedCrash:
+        return SimulatedCrash(f"the power was cut at {what}")
 
     def fdatasync(self, fd: int) -> None:
+        if self._cut("power_loss.before_sync"):
+            raise self._off("an fdatasync, before it ran")
         if self.fail_fsyncs > 0:
             self.fail_fsyncs -= 1
             self.ops += 1
             raise OSError(errno.EIO, "injected: " + os.strerror(errno.EIO))
         super().fdatasync(fd)
+        self._cut("power_loss.after_sync")  # the sync completed; nothing after it will
+
+    def _rotation_step(self, what: str, step: Callable[[], object]) -> object:
+        if not self._cut("power_loss.rotation"):
+            return step()
+        if self._cut_rng.random() < 0.5:
+            raise self._off(f"{what}, before it ran")
+        self._frozen = False  # a cut *after* the step: it happens, then the machine is off
+        try:
+            return step()
+        finally:
+            self._frozen = True
+
+    def open_append(self, path: str, *, create: bool = False) -> int:
+        if not create:
+            return super().open_append(path)
+        fd = self._rotation_step(f"the creation of {path}",
+                                 lambda: super(FaultyDisk, self).open_append(path, create=True))
+        assert isinstance(fd, int)
+        return fd
+
+    def unlink(self, path: str) -> None:
+        self._rotation_step(f"the unlink of {path}", lambda: super(FaultyDisk, self).unlink(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        self._rotation_step(f"the rename of {src}",
+                            lambda: super(FaultyDisk, self).rename(src, dst))
+
+    def fsync_dir(self, path: str) -> None:
+        self._rotation_step(f"an fsync of {path}",
+                            lambda: super(FaultyDisk, self).fsync_dir(path))
+
+    def holds(self, root: str, needle: bytes, *, durable: bool) -> bool:
+        """Whether some file under ``root`` holds ``needle``: in what survives a power loss
+        (``durable``: synced bytes under synced names) or a process crash (what was written)."""
+        prefix = self._norm(root) + "/"
+        names = self._durable_names if durable and self._model_dirents else self._names
+        for path, inode in names.items():
+            if path.startswith(prefix) and needle in (inode.durable if durable else inode.data):
+                return True
+        return False
 
     def fill_after(self, nbytes: int) -> None:
         """ENOSPC once ``nbytes`` more bytes are written; the space comes back after that."""

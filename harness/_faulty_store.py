@@ -31,6 +31,7 @@ class StoreFaults:
         self.injector = injector
         self.pause = pause
         self.held: list[tuple[StoreRecord, ...]] = []
+        self.outage = False  # while set, every write fails: the store is down
         self.poisoned: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._rng = injector.rng("store.choices")
@@ -97,6 +98,8 @@ class FaultyStore:
 
     def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
         faults = self.faults
+        if faults.outage:
+            raise StoreUnavailable("the store is down (an outage the harness ordered)")
         fire = faults.injector.fire
         if fire("store.disconnect"):
             self.inner.close()

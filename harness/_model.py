@@ -7,7 +7,11 @@ issued one at a time (the workload's job), so per key they are totally ordered.
 
 After recovery and drain, the store must hold for every key the value of its last acknowledged
 write, or of a write issued after it whose outcome is uncertain — deletes included (``None``:
-absent). A read must return the same (read-your-writes). Where the ack mode does not promise to
+absent). A read must return the same (read-your-writes), and reads are *monotonic*: once a
+read returned a write, no later read of that key may return an older one until a crash
+intervenes (an uncertain write a read saw may have been only in memory). A read that overlaps
+writes of its key (another task's) may return any of them: its lower bound is taken when it
+starts (:meth:`Model.read_started`). Where the ack mode does not promise to
 survive what happened (``memory`` under any crash; ``journal`` under power loss), a miss is
 *measured* as a loss — count and window — and labelled allowed, instead of failing the run;
 only a crash of such a kind *after* the key's last acknowledgement excuses its miss.
@@ -92,6 +96,9 @@ class Model:
         self.crash_times: list[float] = []
         self.crash_log: list[tuple[int, str]] = []  # (event tick, kind), in order
         self.read_losses: list[Loss] = []
+        # key -> (index in its history, tick): the newest write a read has returned; it bounds
+        # later reads from below until the next crash.
+        self.floors: dict[str, tuple[int, int]] = {}
         self._tick = 0
 
     # -- events -------------------------------------------------------------------------------
@@ -149,13 +156,36 @@ class Model:
         since = acked[-1].acked_tick
         return any(t > since and k not in SURVIVES[self.ack] for t, k in self.crash_log)
 
-    def allowed(self, key: str) -> tuple[bytes | None, ...]:
-        """Values the key may hold now: the last acked write's, or a later uncertain one's."""
+    def _last_acked(self, key: str) -> int:
         history = self.by_key.get(key, [])
-        last = max((i for i, w in enumerate(history) if w.status == "acked"), default=-1)
-        base = history[last].value if last >= 0 else self.initial.get(key)
-        later = tuple(w.value for w in history[last + 1:] if w.status in ("uncertain", "pending"))
-        return (base, *later)
+        return max((i for i, w in enumerate(history) if w.status == "acked"), default=-1)
+
+    def read_started(self, key: str) -> int:
+        """The lower bound of a read of ``key`` starting now: an index into its history (-1:
+        the store's initial value). Pass it to :meth:`check_read` when the read returns."""
+        low = self._last_acked(key)
+        floor = self.floors.get(key)
+        if floor is not None and floor[0] > low:
+            index, tick = floor
+            if not any(t > tick for t, _kind in self.crash_log):
+                low = index
+        return low
+
+    def allowed(self, key: str, low: int | None = None) -> tuple[bytes | None, ...]:
+        """Values the key may hold now: the last acked write's, or a later uncertain one's.
+
+        With ``low`` (from :meth:`read_started`): the write at ``low`` or any later one that
+        was not refused (a read overlapping writes may see any of them)."""
+        history = self.by_key.get(key, [])
+        if low is None:
+            last = self._last_acked(key)
+            base = history[last].value if last >= 0 else self.initial.get(key)
+            later = tuple(
+                w.value for w in history[last + 1:] if w.status in ("uncertain", "pending")
+            )
+            return (base, *later)
+        base = history[low].value if low >= 0 else self.initial.get(key)
+        return (base, *(w.value for w in history[low + 1:] if w.status != "refused"))
 
     def _loss(self, key: str, found: bytes | None) -> Loss:
         history = self.by_key.get(key, [])
@@ -168,13 +198,31 @@ class Model:
             window = (after[0] - at) if after else None
         return Loss(key, last.value if last else self.initial.get(key), found, at, window)
 
-    def check_read(self, key: str, found: bytes | None) -> Loss | None:
-        """A read must see the last acknowledged write (or a later uncertain one)."""
-        if found in self.allowed(key):
-            return None
-        loss = self._loss(key, found)
-        self.read_losses.append(loss)
-        return loss
+    def check_read(self, key: str, found: bytes | None, low: int | None = None) -> Loss | None:
+        """A read must see the last acknowledged write (or a later uncertain one), and nothing
+        older than what an earlier read of the key returned. ``low`` is the read's lower
+        bound from :meth:`read_started` (default: taken now, for a read that overlapped no
+        write of its key)."""
+        if low is None:
+            low = self.read_started(key)
+        if found not in self.allowed(key, low):
+            loss = self._loss(key, found)
+            self.read_losses.append(loss)
+            return loss
+        history = self.by_key.get(key, [])
+        # The oldest write consistent with what was read: the floor never rises too far.
+        seen = next(
+            (i for i in range(low + 1, len(history))
+             if history[i].value == found and history[i].status != "refused"),
+            low,
+        )
+        base = history[low].value if low >= 0 else self.initial.get(key)
+        if base == found:
+            seen = low
+        floor = self.floors.get(key)
+        if floor is None or seen >= floor[0] or any(t > floor[1] for t, _ in self.crash_log):
+            self.floors[key] = (seen, self._tick)
+        return None
 
     def check_store(self, rows: Mapping[str, bytes | None]) -> Verdict:
         """Compare the drained store (key -> value, absent or None for deleted) with the model."""

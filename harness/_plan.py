@@ -48,7 +48,17 @@ PROCESS_KINDS: tuple[str, ...] = (
 #: Flip a byte of synced journal data (opportunity: each whole-cache crash).
 CORRUPTION_KINDS: tuple[str, ...] = ("disk.flip_byte",)
 
-FAULT_KINDS: tuple[str, ...] = ACTOR_KINDS + STORE_KINDS + PROCESS_KINDS + CORRUPTION_KINDS
+#: Cut the power at the journal's durability steps (opportunity: each such disk operation;
+#: see :mod:`._disk`).
+CUT_KINDS: tuple[str, ...] = (
+    "power_loss.before_sync",  # each fdatasync, before it runs
+    "power_loss.after_sync",  # each fdatasync, right after it completed
+    "power_loss.rotation",  # each segment create, rename, unlink and directory fsync
+)
+
+FAULT_KINDS: tuple[str, ...] = (
+    ACTOR_KINDS + STORE_KINDS + PROCESS_KINDS + CORRUPTION_KINDS + CUT_KINDS
+)
 
 #: The rate an enabled kind gets from :meth:`FaultPlan.buggify` at intensity 1.
 BASE_RATES: dict[str, float] = {
@@ -75,6 +85,9 @@ BASE_RATES: dict[str, float] = {
     "disk.full": 0.02,
     "time.jump": 0.03,
     "disk.flip_byte": 0.3,
+    "power_loss.before_sync": 0.004,
+    "power_loss.after_sync": 0.004,
+    "power_loss.rotation": 0.03,
 }
 assert set(BASE_RATES) == set(FAULT_KINDS)
 
@@ -151,6 +164,8 @@ class FaultInjector:
         self.plan = plan
         self.quiet = False
         self.counts: collections.Counter[str] = collections.Counter()
+        # Every time a kind *could* have fired (whatever its rate): fault coverage.
+        self.opportunities: collections.Counter[str] = collections.Counter()
         self._rates = dict(plan.rates)
         self._rngs: dict[str, random.Random] = {}
         self._lock = threading.Lock()
@@ -165,8 +180,11 @@ class FaultInjector:
 
     def fire(self, kind: str) -> bool:
         """Does ``kind`` fire at this opportunity? Counts it if so."""
+        if self.quiet:
+            return False
+        self.opportunities[kind] += 1
         rate = self._rates.get(kind, 0.0)
-        if rate <= 0.0 or self.quiet:
+        if rate <= 0.0:
             return False
         if self.rng(kind).random() >= rate:
             return False

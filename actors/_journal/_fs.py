@@ -69,6 +69,9 @@ class FileSystem(Protocol):
     def fsync_dir(self, path: str) -> None:
         """Make creations, renames and unlinks in directory ``path`` durable."""
 
+    def remove_dir(self, path: str) -> None:
+        """Remove the empty directory ``path`` (durable after :meth:`fsync_dir` of its parent)."""
+
     def lock(self, path: str, pid: int) -> int:
         """Take an exclusive lock on ``path`` and write ``pid`` into it; returns a token.
 
@@ -164,6 +167,9 @@ class OsFileSystem:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def remove_dir(self, path: str) -> None:
+        os.rmdir(path)
 
     def lock(self, path: str, pid: int) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -402,6 +408,15 @@ class SimulatedFileSystem:
         for name, inode in self._names.items():
             if posixpath.dirname(name) == path:
                 self._durable_names[name] = inode
+
+    def remove_dir(self, path: str) -> None:
+        self._op(f"remove_dir {path}")
+        path = self._norm(path)
+        if path not in self._dirs:
+            raise _oserror(errno.ENOENT, path)
+        if self.listdir(path):
+            raise _oserror(errno.ENOTEMPTY, path)
+        self._dirs.discard(path)
 
     def lock(self, path: str, pid: int) -> int:
         path = self._norm(path)

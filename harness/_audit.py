@@ -1,0 +1,188 @@
+"""The stores a simulation runs over, and an audit of every version a store ever held.
+
+A simulation's store is one of three kinds: ``memory`` (:class:`MemoryStore`, fastest),
+``sqlite`` (the real :class:`writebehind.SQLiteStore`, one file per run) or a PostgreSQL URL
+(the real ``PostgresStore``, a table per run, dropped afterwards). The real ones are where the
+version guard and the batch semantics live, so a bug there only shows over them. Every kind
+is called inline (``blocking = False``): the event loop waits for each call, so a run stays
+deterministic under the mock clock.
+
+:class:`StoreAudit` wraps the raw connection (under the fault wrapper, so it sees what really
+reached the store, duplicates and late deliveries included) and reads back every key a batch
+touched: a key's stored version must never go backwards, never vanish, and one version of a
+key must always carry one value. The final check of a run only sees where the store ended up;
+the audit sees every step on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from writebehind import Rejection, Store, StoreRecord
+from writebehind._store import SQLiteStore, StoreFactory
+
+from ._memory_store import MemoryStore
+
+#: The store kinds :func:`writebehind.harness.simulate` takes besides a PostgreSQL URL.
+SIM_STORES: tuple[str, ...] = ("memory", "sqlite")
+
+
+class _InlineSQLite(SQLiteStore):
+    blocking = False  # called on the event loop's thread: the run stays deterministic
+
+
+class _InlinePostgres:
+    """A real PostgreSQL store, called inline (see the module docstring)."""
+
+    blocking = False
+
+    def __init__(self, url: str, table: str) -> None:
+        from writebehind._store_pg import PostgresStore
+
+        self._inner = PostgresStore(url, table=table, timeout=30.0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def is_postgres(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def check_sim_store(store: str) -> str:
+    """``store`` if a simulation can run over it; a ValueError saying what to pass if not."""
+    if store in SIM_STORES or is_postgres(store):
+        return store
+    raise ValueError(
+        f"a simulation's store must be one of {', '.join(SIM_STORES)} or a postgresql:// URL, "
+        f"got {store!r}"
+    )
+
+
+def _scratch_dir() -> str | None:
+    # A store on tmpfs: SQLite's own fsyncs cost nothing there, and the store's durability
+    # is not what a simulation tests (the simulated disk is the journal's).
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+class StoreAudit:
+    """Every (key, version, value) a store held, as read back after each batch."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.values: dict[tuple[str, int], bytes | None] = {}
+        self.problems: list[str] = []
+        self.batches = 0
+
+    def observe(self, key: str, record: StoreRecord | None) -> None:
+        last = self.versions.get(key)
+        if record is None:
+            if last is not None:
+                self._problem(f"the store lost key {key!r} (it held version {last})")
+            return
+        if last is not None and record.version < last:
+            self._problem(
+                f"the store's version of {key!r} went backwards: {last} -> {record.version}"
+            )
+        seen = self.values.setdefault((key, record.version), record.value)
+        if seen != record.value:
+            self._problem(
+                f"the store held two values for {key!r} version {record.version}: "
+                f"{seen!r} and {record.value!r}"
+            )
+        self.versions[key] = max(record.version, last or 0)
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(f"store audit: {text}")
+
+
+class AuditedStore:
+    """A connection whose every batch is audited (:class:`StoreAudit`)."""
+
+    def __init__(self, inner: Store, audit: StoreAudit) -> None:
+        self.inner = inner
+        self.audit = audit
+        self.blocking = inner.blocking
+
+    def __repr__(self) -> str:
+        return f"AuditedStore({self.inner!r})"
+
+    def connect(self) -> None:
+        self.inner.connect()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def take_epoch(self) -> int:
+        return self.inner.take_epoch()
+
+    def read(self, key: str) -> StoreRecord | None:
+        return self.inner.read(key)
+
+    def read_all(self) -> dict[str, StoreRecord]:
+        return self.inner.read_all()
+
+    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+        rejected = self.inner.write_batch(records)
+        self.audit.batches += 1
+        for key in dict.fromkeys(r.key for r in records):
+            self.audit.observe(key, self.inner.read(key))
+        return rejected
+
+
+class SimStore:
+    """One run's store: a factory of audited connections, and a direct view for checks."""
+
+    def __init__(self, kind: str, factory: StoreFactory, memory: MemoryStore | None) -> None:
+        self.kind = kind
+        self.audit = StoreAudit()
+        self._raw = factory
+        self.memory = memory
+
+    def factory(self) -> Store:
+        return AuditedStore(self._raw(), self.audit)
+
+    def rows(self) -> dict[str, StoreRecord]:
+        """Every row, read through a fresh connection (tombstones as ``value=None``)."""
+        connection = self._raw()
+        connection.connect()
+        try:
+            return connection.read_all()
+        finally:
+            connection.close()
+
+
+@contextlib.contextmanager
+def open_sim_store(kind: str) -> Iterator[SimStore]:
+    """A fresh, empty store of ``kind`` for one run; removed afterwards."""
+    check_sim_store(kind)
+    if kind == "memory":
+        memory = MemoryStore()
+        yield SimStore(kind, memory.factory, memory)  # type: ignore[arg-type]
+        return
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="writebehind-sim-store-", dir=_scratch_dir()) as d:
+            path = Path(d) / "store.db"
+            yield SimStore(kind, lambda: _InlineSQLite(path), None)
+        return
+    table = f"wb_sim_{uuid.uuid4().hex[:12]}"
+    try:
+        yield SimStore("postgresql", lambda: _InlinePostgres(kind, table), None)  # type: ignore[arg-type,return-value]
+    finally:
+        _drop_tables(kind, table)
+
+
+def _drop_tables(url: str, table: str) -> None:
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as db:
+        for suffix in ("", "_meta", "_quarantine"):
+            db.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
