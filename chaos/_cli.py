@@ -14,9 +14,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from writebehind import ACK_MODES, Config, ConfigError
+from writebehind.harness._audit import check_sim_store
 from writebehind.harness._simulation import quiet_runtime_logs
 
-from ._report import ALLOWED, ALLOWED_WHY, summary, verdict_table, write_json, write_junit
+from ._report import (
+    ALLOWED,
+    ALLOWED_WHY,
+    coverage_line,
+    summary,
+    verdict_table,
+    write_json,
+    write_junit,
+)
 from ._runs import RunOptions, RunRecord, fault_count, run_kill, run_simulation
 from ._suites import SUITES, SuiteReport, run_suite
 
@@ -68,6 +77,9 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--operations", type=int, default=2000, help="simulated operations")
     replay.add_argument("--shards", type=int, default=2, help="simulated shards")
     replay.add_argument("--intensity", type=float, default=1.0, help="with --seed, no --plan")
+    replay.add_argument("--sim-store", default="memory", metavar="STORE",
+                        help="the store a simulation runs over: memory (default), sqlite, or "
+                        "a postgresql:// URL (as the failing run printed it)")
     _common(replay)
     replay.add_argument("--json", metavar="PATH", help="write the result as JSON")
     replay.set_defaults(func=_replay)
@@ -210,6 +222,9 @@ def _run_suite(args: argparse.Namespace) -> int:
 
 def _print_outcome(console: Console, report: SuiteReport) -> None:
     console.print(verdict_table(report))
+    line = coverage_line(report)
+    if line is not None:
+        console.print(line)
     data = summary(report)
     faults = fault_count(data["faults"])
     console.print(
@@ -261,8 +276,13 @@ def _replay_run(args: argparse.Namespace) -> int:
             console.print("[red]error:[/] replay needs --plan (as printed) or --seed")
             return 2
         seed = plan.seed if plan is not None else args.seed
+        try:
+            store = check_sim_store(args.sim_store)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] --sim-store: {exc}")
+            return 2
         record = run_simulation("replay", seed, ack, options, plan=plan,
-                                intensity=args.intensity, shrink=False)
+                                intensity=args.intensity, shrink=False, store=store)
     report = SuiteReport(suite="replay", seed=record.seed, acks=(ack,), runs=(record,),
                          seconds=record.seconds)
     _print_outcome(console, report)

@@ -15,7 +15,15 @@ from typing import Protocol
 
 import attrs
 
-from ._runs import RunOptions, RunRecord, derive_seed, fault_count, run_kill, run_simulation
+from ._runs import (
+    RunOptions,
+    RunRecord,
+    derive_seed,
+    fault_count,
+    run_kill,
+    run_simulation,
+    simulation_store,
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -192,7 +200,7 @@ def _simulations(
         n = i // len(acks)
         record = run_simulation(
             f"sim-{ack}-{n:04d}", derive_seed(root, "sim", ack, n), ack, options,
-            intensity=suite.intensity,
+            intensity=suite.intensity, store=simulation_store(options, n),
         )
         records.append(record)
         faults += fault_count(record.faults)
