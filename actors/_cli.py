@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +41,67 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    with sigterm_as_sigint() as received:
+        try:
+            result: int = args.func(args)
+        except BaseException as exc:
+            if not is_interrupt(exc):
+                raise
+            # One line, not the exception-group traceback trio's nurseries wrap Ctrl-C in.
+            signum = received[-1] if received else signal.SIGINT
+            print(f"writebehind: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + signum
+    if result == 128 + signal.SIGINT and received:
+        return 128 + received[-1]  # a command that handled the interrupt itself (chaos run)
     return result
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint() -> Iterator[list[int]]:
+    """Within the block, SIGTERM (systemd, Docker, Kubernetes) does what Ctrl-C does: under
+    trio, a KeyboardInterrupt in the main task, so ``open_cache`` drains on the way out.
+    Yields the list of stop signals received. Only the main thread can set handlers: from
+    another thread this does nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        # Whatever handles SIGINT right now (trio's, while trio.run runs) handles this too.
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt, alone or in a group with only cancellations."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if not isinstance(exc, BaseExceptionGroup):
+        return False
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    import trio
+
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves) and all(
+        isinstance(leaf, KeyboardInterrupt | trio.Cancelled) for leaf in leaves
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from writebehind import ACK_MODES, Config, ConfigError
+from writebehind._cli import is_interrupt
 from writebehind.harness._audit import check_sim_store
 from writebehind.harness._simulation import quiet_runtime_logs
 
@@ -202,7 +203,10 @@ def _run_suite(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 2
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            # Ctrl-C (or SIGTERM) inside a simulation's trio.run arrives wrapped in a group.
+            if not is_interrupt(exc):
+                raise
             report = SuiteReport(
                 suite=suite.name, seed=seed, acks=(ack,) if ack else suite.acks,
                 runs=tuple(finished), seconds=time.monotonic() - started, interrupted=True,
