@@ -101,3 +101,18 @@ def test_the_runner_catches_a_mutant_end_to_end(
     assert entry["name"] == "core-mark-off-by-one" and entry["caught"] is True
     (seed,) = entry["seeds"]
     assert seed["status"] == "caught" and seed["exit_code"] == 1 and seed["detail"]
+
+
+def test_fail_fast_stops_the_suite_at_the_first_failing_sub_run() -> None:
+    from writebehind.chaos import SUITES
+    from writebehind.chaos._runs import RunOptions
+    from writebehind.chaos._suites import run_suite
+
+    options = RunOptions(variant="checkpoint_too_early", operations=300)
+    report = run_suite(SUITES["smoke"], seed=3, options=options, duration=60, kill_rounds=0,
+                       fail_fast=True)
+    assert not report.ok
+    # Nothing ran after the first failure, long before the budget ran out.
+    assert [run.ok for run in report.runs][-1] is False
+    assert sum(not run.ok for run in report.runs) == 1
+    assert report.seconds < 60
