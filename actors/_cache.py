@@ -268,11 +268,17 @@ class Cache:
         if (previous is not None and previous != self.config.shards) or self.config.ack == "store":
             # Keys move between shards (or, with ack='store', journals are not used): first
             # put whatever the journals still hold into the store, so nothing is stranded.
-            report = await recover_journals(
-                journal_dir, store=reader, filesystem=self._seams.filesystem,
-                limiter=self._reader_limiter, batch_size=self.config.batch_size,
-                retire_above=self.config.shards - 1,
-            )
+            try:
+                report = await recover_journals(
+                    journal_dir, store=reader, filesystem=self._seams.filesystem,
+                    limiter=self._reader_limiter, batch_size=self.config.batch_size,
+                    retire_above=self.config.shards - 1,
+                )
+            except OSError as exc:
+                error = _journal_dir_error(journal_dir, exc)
+                if error is None:
+                    raise
+                raise error from exc
             if report.records:
                 log.info(
                     "replayed %d journal records from %d shards into the store before start",

@@ -374,10 +374,13 @@ async def test_overload_raises_when_the_oldest_write_is_too_old(tmp_path: Path) 
 # -- an unusable journal_dir is a ConfigError that says what to do (issue 12, item 10) --------
 
 
-async def test_a_file_where_the_journal_dir_should_be_is_a_config_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ack", ["fsync", "store"])
+async def test_a_file_where_the_journal_dir_should_be_is_a_config_error(
+    tmp_path: Path, ack: str
+) -> None:
     (tmp_path / "journal").write_text("not a directory")
     with pytest.raises(ConfigError) as info:
-        async with open_cache(config(tmp_path)):
+        async with open_cache(config(tmp_path, ack=ack)):
             pass
     message = str(info.value)
     assert message.startswith(f"Config.journal_dir={str(tmp_path / 'journal')!r} cannot hold")
