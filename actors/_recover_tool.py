@@ -11,7 +11,9 @@ import trio
 from ._config import Config
 from ._errors import WritebehindError
 from ._recover import RecoverReport, recover_journals
+from ._seams import Seams
 from ._store import store_factory
+from ._store_actor import call_store
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +34,20 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
-async def recover_with_config(config: Config, *, repair: bool = False) -> RecoverReport:
-    """Replay ``config``'s journals into its store."""
-    store = store_factory(
+async def recover_with_config(
+    config: Config, *, repair: bool = False, seams: Seams | None = None
+) -> RecoverReport:
+    """Replay ``config``'s journals into its store (``seams``: a harness's disk and store)."""
+    seams = seams or Seams()
+    factory = seams.store_factory or store_factory(
         config.store, table=config.store_table, timeout=config.store_timeout
-    )()
-    await trio.to_thread.run_sync(store.connect)
+    )
+    store = factory()
+    await call_store(store.blocking, trio.CapacityLimiter(1), store.connect)
     try:
         return await recover_journals(
-            config.journal_dir, store=store, batch_size=config.batch_size,
-            repair=repair or config.repair_journal,
+            config.journal_dir, store=store, filesystem=seams.filesystem,
+            batch_size=config.batch_size, repair=repair or config.repair_journal,
         )
     finally:
         store.close()

@@ -109,18 +109,19 @@ class StoreActor:
                 self._fault("store.after_commit")
                 self.batches += 1
                 self.records += len(batch.records)
-                if self._store_blocking:
-                    # Start the next write before answering this one: the answer wakes the
-                    # shard, and its ack-and-next-batch work would otherwise run before the
-                    # worker thread starts (trio.to_thread yields first), leaving the store
-                    # idle for that long after every batch.
-                    try:
-                        upcoming = self._mailbox.receive_nowait()
-                    except trio.WouldBlock:
-                        pass
-                    else:
-                        held.append(upcoming)
-                        job = self._start(store, upcoming[0])
+                # Start the next write before answering this one: the answer wakes the
+                # shard, and its ack-and-next-batch work would otherwise run before the
+                # worker thread starts (trio.to_thread yields first), leaving the store idle
+                # for that long after every batch. (A non-blocking store's write only starts
+                # when awaited; it is pipelined all the same, so simulations, which use such
+                # stores, take this path too.)
+                try:
+                    upcoming = self._mailbox.receive_nowait()
+                except trio.WouldBlock:
+                    pass
+                else:
+                    held.append(upcoming)
+                    job = self._start(store, upcoming[0])
                 held.remove(outgoing)
                 await _answer(reply, StoreAck(batch.batch_id, rejected))
         except BaseException as exc:

@@ -440,8 +440,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="recover-tool-repairs-unasked",
         area="recover", file="actors/_recover_tool.py",
-        find="            repair=repair or config.repair_journal,",
-        replace="            repair=True,",
+        find="repair=repair or config.repair_journal,",
+        replace="repair=True,",
         rule="only the operator decides to cut a corrupt journal; recover refuses damage "
         "unless --repair",
     ),

@@ -36,6 +36,20 @@ SIM_STORES: tuple[str, ...] = ("memory", "sqlite")
 class _InlineSQLite(SQLiteStore):
     blocking = False  # called on the event loop's thread: the run stays deterministic
 
+    def settings_problem(self) -> str | None:
+        """No simulation cuts the store's power, so its promise to keep a commit is checked
+        where it is made: the connection's durability settings."""
+        db = self._conn()
+        (synchronous,) = db.execute("PRAGMA synchronous").fetchone()
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        if synchronous < 2 or mode != "wal":  # FULL (2) or EXTRA (3), in WAL mode
+            return (
+                f"SQLite runs with synchronous={synchronous}, journal_mode={mode}: a commit "
+                "it acknowledged can be lost in a power loss (the store needs synchronous=FULL "
+                "in WAL mode before the journal checkpoints past a batch)"
+            )
+        return None
+
 
 class _InlinePostgres:
     """A real PostgreSQL store, called inline (see the module docstring)."""
@@ -80,6 +94,7 @@ class StoreAudit:
         self.values: dict[tuple[str, int], bytes | None] = {}
         self.problems: list[str] = []
         self.batches = 0
+        self.settings_checked = False
 
     def observe(self, key: str, record: StoreRecord | None) -> None:
         last = self.versions.get(key)
@@ -117,6 +132,11 @@ class AuditedStore:
 
     def connect(self) -> None:
         self.inner.connect()
+        check = getattr(self.inner, "settings_problem", None)
+        problem = check() if check is not None else None
+        if problem is not None and not self.audit.settings_checked:
+            self.audit._problem(problem)
+        self.audit.settings_checked = True
 
     def close(self) -> None:
         self.inner.close()

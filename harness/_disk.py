@@ -31,11 +31,13 @@ from ._plan import FaultInjector
 
 @attrs.frozen
 class Flip:
-    """A byte the harness corrupted (XOR ``mask`` at ``offset`` of ``path``)."""
+    """Damage the harness did: a byte XORed with ``mask`` at ``offset`` of ``path``, or, with
+    ``length``, that many bytes (one whole frame) removed at ``offset``."""
 
     path: str
     offset: int
     mask: int
+    length: int = 0
 
 
 class FaultyDisk(SimulatedFileSystem):
@@ -52,6 +54,7 @@ class FaultyDisk(SimulatedFileSystem):
         super().__init__(seed)
         self.fail_fsyncs = 0  # how many coming fdatasyncs fail with EIO
         self.flips: list[Flip] = []
+        self._originals: dict[str, tuple[bytes, bytes]] = {}  # before a frame was dropped
         # Power cuts at durability steps: drawn from ``injector`` (CUT_KINDS); the owner
         # learns of each through ``on_power_cut(mode)`` and must apply ``crash(mode)``.
         self.injector = injector
@@ -154,52 +157,118 @@ class FaultyDisk(SimulatedFileSystem):
             found += [posixpath.join(directory, n) for n in names if n.endswith(".wal")]
         return sorted(found)
 
+    def unsynced(self, root: str) -> list[str]:
+        """What under ``root`` a power loss would take away now: unsynced bytes of files, and
+        files created since their directory's last fsync."""
+        prefix = self._norm(root) + "/"
+
+        def ours(path: str) -> bool:  # a lock file's content is the holder's pid: not data
+            return path.startswith(prefix) and posixpath.basename(path) != "LOCK"
+
+        found = [
+            f"{path}: {len(inode.data) - len(inode.durable)} unsynced bytes"
+            for path, inode in self._names.items()
+            if ours(path) and bytes(inode.data) != inode.durable
+        ]
+        if self._model_dirents:
+            names = {p for p in self._names if ours(p)}
+            durable = {p for p in self._durable_names if ours(p)}
+            # (A removal not yet durable is harmless: what comes back was already persisted.)
+            found += [f"{p}: created, its directory not synced" for p in sorted(names - durable)]
+        return found
+
+    def _by_shard(self, root: str) -> list[list[str]]:
+        by_dir: dict[str, list[str]] = {}
+        for path in self.segments(root):
+            by_dir.setdefault(posixpath.dirname(path), []).append(path)
+        return list(by_dir.values())
+
+    def _synced(self, path: str) -> bytes:
+        return self.read_file(path)[: self.size(path) - self.unsynced_bytes(path)]
+
     def flip_detectable(self, root: str, rng: random.Random) -> Flip | None:
         """Flip one byte of synced journal data where the journal promises to notice.
 
         The spec's limit of detection: damage confined to the final frame of a shard's last
-        segment looks exactly like a torn write, so that frame is never a target.
+        segment looks exactly like a torn write, so that frame is never a target. Half the
+        time the flip lands in the frame right before that final frame: damage followed by
+        one small valid frame is where a recovery scan is most easily fooled.
         """
-        candidates: list[tuple[str, int]] = []
-        by_dir: dict[str, list[str]] = {}
-        for path in self.segments(root):
-            by_dir.setdefault(posixpath.dirname(path), []).append(path)
-        for paths in by_dir.values():
+        candidates: list[tuple[str, int, int]] = []  # path, first and last+1 offset to hit
+        edge: list[tuple[str, int, int]] = []
+        for paths in self._by_shard(root):
             for path in paths:
-                durable = self.size(path) - self.unsynced_bytes(path)
-                limit = durable
+                data = self._synced(path)
+                frames = _frames(data)
                 if path == paths[-1]:
-                    limit = _last_frame_start(self.read_file(path)[:durable])
+                    if len(frames) >= 2:
+                        edge.append((path, *frames[-2]))
+                    limit = frames[-1][0] if frames else (HEADER_SIZE if data else 0)
+                else:
+                    limit = len(data)
                 if limit > 0:
-                    candidates.append((path, limit))
+                    candidates.append((path, 0, limit))
+        if edge and rng.random() < 0.5:
+            candidates = edge
         if not candidates:
             return None
-        path, limit = rng.choice(candidates)
-        flip = Flip(path, rng.randrange(limit), 1 << rng.randrange(8))
+        path, start, end = rng.choice(candidates)
+        flip = Flip(path, rng.randrange(start, end), 1 << rng.randrange(8))
         self.flip_byte(flip.path, flip.offset, flip.mask)
         self.flips.append(flip)
         return flip
 
+    def drop_frame_detectable(self, root: str, rng: random.Random) -> Flip | None:
+        """Remove one whole frame from synced journal data (a lost write in the middle of a
+        log: every byte left is valid, only a sequence number is missing). Never the final
+        frame of a shard's last segment: its loss is indistinguishable from a clean end."""
+        candidates: list[tuple[str, int, int]] = []
+        for paths in self._by_shard(root):
+            for path in paths:
+                frames = _frames(self._synced(path))
+                if path == paths[-1]:
+                    frames = frames[:-1]
+                candidates += [(path, start, end) for start, end in frames]
+        if not candidates:
+            return None
+        path, start, end = rng.choice(candidates)
+        inode = self._inode(path)
+        self._originals.setdefault(path, (bytes(inode.data), inode.durable))
+        del inode.data[start:end]
+        inode.durable = inode.durable[:start] + inode.durable[end:]
+        flip = Flip(path, start, 0, length=end - start)
+        self.flips.append(flip)
+        return flip
+
     def restore_flips(self) -> int:
-        """Undo every flip (the operator restored the file from a replica); returns how many."""
+        """Undo every flip and dropped frame (the operator restored the file from a
+        replica); returns how many."""
         undone = 0
         for flip in reversed(self.flips):
-            if self.exists(flip.path) and flip.offset < self.size(flip.path):
+            if not self.exists(flip.path):
+                continue
+            if flip.length:
+                data, durable = self._originals.pop(flip.path)
+                inode = self._inode(flip.path)
+                inode.data, inode.durable = bytearray(data), durable
+                undone += 1
+            elif flip.offset < self.size(flip.path):
                 self.flip_byte(flip.path, flip.offset, flip.mask)
                 undone += 1
         self.flips.clear()
+        self._originals.clear()
         return undone
 
 
-def _last_frame_start(data: bytes) -> int:
-    """Offset of the last whole frame of a segment, or of its header if it holds none."""
-    offset = last = HEADER_SIZE
-    if len(data) <= HEADER_SIZE:
-        return HEADER_SIZE if len(data) == HEADER_SIZE else 0
+def _frames(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every whole frame of a segment's bytes, in order."""
+    frames = []
+    offset = HEADER_SIZE
     while offset + FRAME_HEADER_SIZE <= len(data):
         (length,) = struct.unpack_from("<I", data, offset)
         end = offset + FRAME_HEADER_SIZE + length
         if end > len(data):
             break
-        last, offset = offset, end
-    return last
+        frames.append((offset, end))
+        offset = end
+    return frames

@@ -82,6 +82,8 @@ class FaultyStore:
         self.inner.close()
 
     def _read_fault(self, what: str) -> None:
+        if self.faults.outage:
+            raise StoreUnavailable(f"{what} failed: the store is down (store.outage)")
         if self.faults.injector.fire("store.read_error"):
             raise StoreUnavailable(f"injected: {what} failed (store.read_error)")
 
@@ -99,7 +101,7 @@ class FaultyStore:
     def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
         faults = self.faults
         if faults.outage:
-            raise StoreUnavailable("the store is down (an outage the harness ordered)")
+            raise StoreUnavailable("the store is down (store.outage)")
         fire = faults.injector.fire
         if fire("store.disconnect"):
             self.inner.close()

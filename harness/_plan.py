@@ -33,6 +33,7 @@ STORE_KINDS: tuple[str, ...] = (
     "store.slow",  # the call takes seconds of simulated time
     "store.disconnect",  # the connection drops mid-call
     "store.read_error",  # a read or an epoch request fails transiently
+    "store.outage",  # the store is down for 0.5-4 s (opportunity: each chaos tick)
 )
 
 #: Whole-process and disk events (opportunity: each chaos tick, see ``FaultPlan.tick``).
@@ -45,8 +46,9 @@ PROCESS_KINDS: tuple[str, ...] = (
     "time.jump",  # the clock leaps ahead: every timer fires late
 )
 
-#: Flip a byte of synced journal data (opportunity: each whole-cache crash).
-CORRUPTION_KINDS: tuple[str, ...] = ("disk.flip_byte",)
+#: Damage synced journal data (opportunity: each whole-cache crash): flip one bit, or lose
+#: one whole frame from the middle of a log.
+CORRUPTION_KINDS: tuple[str, ...] = ("disk.flip_byte", "disk.drop_frame")
 
 #: Cut the power at the journal's durability steps (opportunity: each such disk operation;
 #: see :mod:`._disk`).
@@ -78,6 +80,7 @@ BASE_RATES: dict[str, float] = {
     "store.slow": 0.03,
     "store.disconnect": 0.02,
     "store.read_error": 0.02,
+    "store.outage": 0.01,
     "process_crash": 0.03,
     "power_loss": 0.03,
     "crash_loop": 0.01,
@@ -85,6 +88,7 @@ BASE_RATES: dict[str, float] = {
     "disk.full": 0.02,
     "time.jump": 0.03,
     "disk.flip_byte": 0.3,
+    "disk.drop_frame": 0.15,
     "power_loss.before_sync": 0.004,
     "power_loss.after_sync": 0.004,
     "power_loss.rotation": 0.03,

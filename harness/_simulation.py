@@ -59,6 +59,7 @@ from writebehind import (
     serve_cache,
 )
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
+from writebehind._recover_tool import recover_with_config
 
 from ._audit import SimStore, open_sim_store
 from ._disk import FaultyDisk
@@ -311,6 +312,7 @@ class _Simulation:
         self.liveness_done = False
         self.hold: trio.Event | None = None  # set while the workload is paused
         self.verdict: Verdict | None = None
+        self.outage_until: float | None = None  # while the store is down (store.outage)
 
     # -- hooks the runtime calls ---------------------------------------------------------------
 
@@ -366,6 +368,7 @@ class _Simulation:
                 cache = await nursery.start(_serve, self.config, self.seams)
                 cache.add_listener(self._on_event)
                 self._check_flips_detected()
+                self._check_recovery_durable()
                 nursery.start_soon(self._chaos, nursery.cancel_scope)
                 if not self.liveness_done:
                     nursery.start_soon(self._liveness, cache)
@@ -383,6 +386,8 @@ class _Simulation:
             error = exc
         finally:
             self.scope = None
+            # A store outage ends with the process (a start needs the store for its epoch).
+            self.store_faults.outage, self.outage_until = False, None
         now = trio.current_time()
         if cache is not None:
             self._count_restarts(cache)
@@ -397,6 +402,9 @@ class _Simulation:
             if self.injector.fire("disk.flip_byte"):
                 if self.disk.flip_detectable(self.journal_root, self.chaos_rng) is None:
                     self.events["flip_byte.no_target"] += 1
+            elif self.injector.fire("disk.drop_frame"):
+                if self.disk.drop_frame_detectable(self.journal_root, self.chaos_rng) is None:
+                    self.events["drop_frame.no_target"] += 1
         elif error is not None:
             self.model.crash("process", now)
             self.events["cache_restarts"] += 1
@@ -450,11 +458,21 @@ class _Simulation:
             )
             self.disk.restore_flips()
 
+    def _check_recovery_durable(self) -> None:
+        """What recovery found and replays is durable before the cache serves it: a later
+        power loss must not take back what a read has already returned."""
+        unsynced = self.disk.unsynced(self.journal_root)
+        if unsynced:
+            self.problems.append(
+                f"after recovery the journal is not all durable: {'; '.join(unsynced[:3])}"
+            )
+
     def _quiet(self) -> None:
         """Stop every fault; batches held on the wire land now."""
         self.injector.quiet = True
         self.loop_actor = None
         self.disk.clear_faults()
+        self.store_faults.outage, self.outage_until = False, None
         connection = self.store.factory()
         connection.connect()
         try:
@@ -462,9 +480,12 @@ class _Simulation:
         finally:
             connection.close()
 
-    def _check_store(self, when: str, cache: Any) -> None:
+    def _check_store(self, when: str, cache: Any = None) -> None:
         """The store, read directly, must hold every acknowledged write now."""
-        quarantined = {key for key, _v, _r in cache.quarantined()}
+        quarantined = (
+            {key for key, _v, _r in cache.quarantined()} if cache is not None
+            else {key for key, _version in self.store_faults.poisoned}
+        )
         rows = {key: record.value for key, record in self.store.rows().items()}
         verdict = self.model.check_store(rows)
         for loss in verdict.lost:
@@ -520,6 +541,10 @@ class _Simulation:
                 self.pending_crash = ("process", None)
                 scope.cancel()
                 return
+            if self.outage_until is not None and now >= self.outage_until:
+                self.store_faults.outage, self.outage_until = False, None
+            if fire("store.outage") and self.outage_until is None:
+                self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.5, 4.0)
             if fire("time.jump"):
                 assert self.clock is not None
                 self.clock.jump(rng.uniform(0.5, 5.0))
@@ -556,7 +581,10 @@ class _Simulation:
                 if roll < 0.2:
                     await self._read(cache, key)
                 else:
+                    # Some puts store an empty value: it must never come back as a delete.
                     value = None if roll < 0.3 else f"{key}={op_number}".encode()
+                    if roll > 0.97:
+                        value = b""
                     await self._write(cache, key, value)
             finally:
                 self.active_ops -= 1
@@ -630,11 +658,16 @@ class _Simulation:
 
     async def _final(self) -> SimulationResult:
         self._quiet()
-        # Sometimes one more shard: keys move, so the journals replay into the store first.
-        # Not over a record the store refuses for good: a shard-count change cannot start
-        # while any journal holds one (it would be stranded), which is what it should do.
+        # Sometimes the operator's recovery tool runs first (as after a failed host).
+        if self.final_rng.random() < 0.25:
+            await self._final_recover_tool()
+        # Sometimes one shard more or fewer: keys move, so the journals replay into the
+        # store first. Not over a record the store refuses for good: a shard-count change
+        # cannot start while any journal holds one (it would be stranded).
         if self.final_rng.random() < 0.25 and not self.store_faults.poisoned:
-            self.config = attrs.evolve(self.config, shards=self.config.shards + 1)
+            shards = self.config.shards
+            shards += -1 if shards > 1 and self.final_rng.random() < 0.5 else 1
+            self.config = attrs.evolve(self.config, shards=shards)
             self.events["final_reshard"] += 1
         quarantined: tuple[str, ...] = ()
         steps = (self._final_flush, self._final_drain, self._final_outage)
@@ -659,17 +692,7 @@ class _Simulation:
                         continue
                     self.problems.append(f"the final recovery failed: {_describe(exc)}")
                     break
-        verdict = self.verdict or self._store_verdict()
-        excused = set(quarantined)
-        if any(loss.key in excused for loss in verdict.lost):
-            lost = tuple(loss for loss in verdict.lost if loss.key not in excused)
-            verdict = attrs.evolve(
-                verdict,
-                lost=lost,
-                loss_allowed=all(self.model.excused(x.key) for x in lost)
-                if lost
-                else self.model.loss_allowed,
-            )
+        verdict = self.verdict or self._store_verdict(set(quarantined))
         self.problems.extend(self.store.audit.problems)
         return SimulationResult(
             seed=self.plan.seed,
@@ -687,6 +710,27 @@ class _Simulation:
             store=self.store_name,
             opportunities=dict(self.injector.opportunities),
         )
+
+    async def _final_recover_tool(self) -> None:
+        """``writebehind recover``: it refuses a damaged journal unless told to repair, and
+        otherwise leaves every acknowledged write in the store."""
+        self.events["final_recover_tool"] += 1
+        if self.disk.flip_detectable(self.journal_root, self.final_rng) is not None:
+            try:
+                await recover_with_config(self.config, seams=self.seams)
+            except JournalCorruption:
+                pass
+            else:
+                self.problems.append(
+                    "writebehind recover went through a damaged journal without --repair"
+                )
+            self.disk.restore_flips()
+        try:
+            await recover_with_config(self.config, seams=self.seams)
+        except Exception as exc:  # a problem, reported; the restart after it still runs
+            self.problems.append(f"writebehind recover failed: {_describe(exc)}")
+            return
+        self._check_store("after writebehind recover")
 
     async def _read_back(self, cache: Any) -> None:
         for key in self.keys:
@@ -710,11 +754,23 @@ class _Simulation:
             self._check_store("after recovery and flush()", cache)
         # The run's verdict: what the workload's writes came to (the steps after this one
         # write fresh values over every key, and are checked as problems).
-        self.verdict = self._store_verdict()
+        self.verdict = self._store_verdict({key for key, _v, _r in cache.quarantined()})
 
-    def _store_verdict(self) -> Verdict:
+    def _store_verdict(self, quarantined: set[str]) -> Verdict:
+        """The store against the model, now; quarantined keys are excused (and reported
+        apart), which is decided now too: later writes change what excuses a loss."""
         rows = {key: record.value for key, record in self.store.rows().items()}
-        return self.model.check_store(rows)
+        verdict = self.model.check_store(rows)
+        if any(loss.key in quarantined for loss in verdict.lost):
+            lost = tuple(loss for loss in verdict.lost if loss.key not in quarantined)
+            verdict = attrs.evolve(
+                verdict,
+                lost=lost,
+                loss_allowed=all(self.model.excused(x.key) for x in lost)
+                if lost
+                else self.model.loss_allowed,
+            )
+        return verdict
 
     async def _final_drain(self, cache: Any) -> None:
         """Fresh writes, then a clean close: the drain alone must leave the store complete."""
