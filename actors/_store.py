@@ -23,7 +23,9 @@ _MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
 
 class Store(Protocol):
     """What a store actor drives. A ``blocking`` store is called from a worker thread; a
-    non-blocking one (an in-memory simulation) is called inline, so a run stays deterministic."""
+    non-blocking one (an in-memory simulation) is called inline, so a run stays deterministic.
+    A non-blocking store may also have a ``latency()`` method: the seconds of (trio) time
+    each call spends on the wire, waited before the call."""
 
     blocking: bool
 

@@ -160,9 +160,19 @@ async def call_store(blocking: bool, limiter: trio.CapacityLimiter, fn: Any, *ar
     """Call a store method: in a worker thread if it blocks, else inline (then checkpoint)."""
     if blocking:
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+    await _round_trip(getattr(fn, "__self__", None))
     result = fn(*args)
     await trio.lowlevel.checkpoint()
     return result
+
+
+async def _round_trip(store: object) -> None:
+    # A non-blocking store (a simulation's) may say how long a call takes on the wire: the
+    # caller waits that long in trio's time first, so other tasks run while it is "in
+    # flight", as they do around a real store's call in its worker thread.
+    latency = getattr(store, "latency", None)
+    if latency is not None:
+        await trio.sleep(latency())
 
 
 class _Write:
@@ -191,6 +201,7 @@ class _Write:
 
     async def result(self) -> tuple[Rejection, ...]:
         if not self._threaded:
+            await _round_trip(self._store)
             rejected = self._store.write_batch(self._records)
             await trio.lowlevel.checkpoint()
             return rejected

@@ -22,9 +22,11 @@ from collections.abc import Callable
 
 import attrs
 
+from writebehind import JournalCorruption
 from writebehind._journal import SimulatedFileSystem
-from writebehind._journal._codec import FRAME_HEADER_SIZE, HEADER_SIZE
+from writebehind._journal._codec import FRAME_HEADER_SIZE, HEADER_SIZE, MIN_PAYLOAD
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
+from writebehind._journal._scan import SEGMENT_RE, scan_journal
 
 from ._plan import FaultInjector
 
@@ -50,6 +52,8 @@ class FaultyDisk(SimulatedFileSystem):
         *,
         injector: FaultInjector | None = None,
         on_power_cut: Callable[[CrashMode], None] | None = None,
+        sync_pause: Callable[[], None] | None = None,
+        on_inconsistent: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(seed)
         self.fail_fsyncs = 0  # how many coming fdatasyncs fail with EIO
@@ -59,6 +63,8 @@ class FaultyDisk(SimulatedFileSystem):
         # learns of each through ``on_power_cut(mode)`` and must apply ``crash(mode)``.
         self.injector = injector
         self.on_power_cut = on_power_cut
+        self.sync_pause = sync_pause  # called as each fdatasync runs: time passes during it
+        self.on_inconsistent = on_inconsistent  # told when the durable journal is unreadable
         self._cut_rng = random.Random(f"{seed}/power-cut")
 
     def _cut(self, kind: str) -> bool:
@@ -82,6 +88,8 @@ class FaultyDisk(SimulatedFileSystem):
             self.fail_fsyncs -= 1
             self.ops += 1
             raise OSError(errno.EIO, "injected: " + os.strerror(errno.EIO))
+        if self.sync_pause is not None:
+            self.sync_pause()
         super().fdatasync(fd)
         self._cut("power_loss.after_sync")  # the sync completed; nothing after it will
 
@@ -114,6 +122,26 @@ class FaultyDisk(SimulatedFileSystem):
     def fsync_dir(self, path: str) -> None:
         self._rotation_step(f"an fsync of {path}",
                             lambda: super(FaultyDisk, self).fsync_dir(path))
+        self._check_durable_journal(self._norm(path))
+
+    def _check_durable_journal(self, directory: str) -> None:
+        """Crash consistency: the journal a power loss would leave *now* (synced bytes under
+        synced names) must be readable. Run at each directory sync of a shard's journal,
+        where segments are created and deleted."""
+        name = posixpath.basename(directory)
+        if self.on_inconsistent is None or self.flips or not name.startswith("shard-"):
+            return
+        files = sorted(
+            (path, inode.durable)
+            for path, inode in self._durable_names.items()
+            if posixpath.dirname(path) == directory and SEGMENT_RE.match(posixpath.basename(path))
+        )
+        try:
+            scan_journal(files, shard_id=int(name.removeprefix("shard-")))
+        except JournalCorruption as exc:
+            self.on_inconsistent(f"a power loss now would leave an unreadable journal: {exc}")
+        except ValueError:
+            pass  # not a shard directory after all
 
     def holds(self, root: str, needle: bytes, *, durable: bool) -> bool:
         """Whether some file under ``root`` holds ``needle``: in what survives a power loss
@@ -157,19 +185,34 @@ class FaultyDisk(SimulatedFileSystem):
             found += [posixpath.join(directory, n) for n in names if n.endswith(".wal")]
         return sorted(found)
 
-    def unsynced(self, root: str) -> list[str]:
-        """What under ``root`` a power loss would take away now: unsynced bytes of files, and
-        files created since their directory's last fsync."""
+    def sizes(self, root: str) -> dict[str, int]:
+        """The length of every file under ``root`` now."""
+        prefix = self._norm(root) + "/"
+        return {p: len(inode.data) for p, inode in self._names.items() if p.startswith(prefix)}
+
+    def unsynced(self, root: str, found_at: dict[str, int]) -> list[str]:
+        """What under ``root`` a power loss would take away now of what was there at
+        ``found_at`` (:meth:`sizes`; bytes appended since may still be unsynced), and files
+        created since their directory's last fsync."""
         prefix = self._norm(root) + "/"
 
         def ours(path: str) -> bool:  # a lock file's content is the holder's pid: not data
             return path.startswith(prefix) and posixpath.basename(path) != "LOCK"
 
-        found = [
-            f"{path}: {len(inode.data) - len(inode.durable)} unsynced bytes"
-            for path, inode in self._names.items()
-            if ours(path) and bytes(inode.data) != inode.durable
-        ]
+        # Recovery cuts a torn tail (keeping it in ``<segment>.torn-<offset>``) and may then
+        # append over the cut: only what is left of what it found must be durable.
+        cut = {}
+        for path in self._names:
+            head, sep, offset = path.rpartition(".torn-")
+            if sep and path not in found_at and offset.isdigit():
+                cut[head] = min(cut.get(head, int(offset)), int(offset))
+        found = []
+        for path, inode in self._names.items():
+            if ours(path) and path in found_at:
+                n = min(found_at[path], cut.get(path, found_at[path]), len(inode.data))
+                if inode.durable[:n] != bytes(inode.data[:n]):
+                    lost = n - min(n, len(inode.durable))
+                    found.append(f"{path}: {lost or 'some'} of its first {n} bytes unsynced")
         if self._model_dirents:
             names = {p for p in self._names if ours(p)}
             durable = {p for p in self._durable_names if ours(p)}
@@ -196,6 +239,7 @@ class FaultyDisk(SimulatedFileSystem):
         """
         candidates: list[tuple[str, int, int]] = []  # path, first and last+1 offset to hit
         edge: list[tuple[str, int, int]] = []
+        small_edge: list[tuple[str, int, int]] = []  # ... before a minimal final frame
         for paths in self._by_shard(root):
             for path in paths:
                 data = self._synced(path)
@@ -203,13 +247,16 @@ class FaultyDisk(SimulatedFileSystem):
                 if path == paths[-1]:
                     if len(frames) >= 2:
                         edge.append((path, *frames[-2]))
+                        start, end = frames[-1]
+                        if end - start == FRAME_HEADER_SIZE + MIN_PAYLOAD:  # a checkpoint
+                            small_edge.append((path, *frames[-2]))
                     limit = frames[-1][0] if frames else (HEADER_SIZE if data else 0)
                 else:
                     limit = len(data)
                 if limit > 0:
                     candidates.append((path, 0, limit))
         if edge and rng.random() < 0.5:
-            candidates = edge
+            candidates = small_edge if small_edge and rng.random() < 0.5 else edge
         if not candidates:
             return None
         path, start, end = rng.choice(candidates)

@@ -26,10 +26,18 @@ class StoreFaults:
     "wire" (``store.reorder``) and the records refused for good."""
 
     def __init__(
-        self, injector: FaultInjector, *, pause: Callable[[float], None] | None = None
+        self,
+        injector: FaultInjector,
+        *,
+        pause: Callable[[float], None] | None = None,
+        latency: tuple[float, float] | None = None,
     ) -> None:
         self.injector = injector
         self.pause = pause
+        # (low, high) seconds each call of a non-blocking store spends on the wire, healthy
+        # or not: batches are in flight, and reads overlap writes, for that long.
+        self.latency = latency
+        self._latency_rng = injector.rng("store.latency")
         self.held: list[tuple[StoreRecord, ...]] = []
         self.outage = False  # while set, every write fails: the store is down
         self.poisoned: set[tuple[str, int]] = set()
@@ -71,6 +79,10 @@ class FaultyStore:
         self.inner = inner
         self.faults = faults
         self.blocking = inner.blocking
+        if faults.latency is not None and not inner.blocking:
+            low, high = faults.latency
+            rng = faults._latency_rng
+            self.latency = lambda: rng.uniform(low, high)
 
     def __repr__(self) -> str:
         return f"FaultyStore({self.inner!r})"

@@ -75,6 +75,8 @@ NO_PROGRESS_LIMIT = 120.0  # simulated seconds without a finished operation: a l
 FINAL_FLUSH_LIMIT = 600.0
 LIVENESS_LIMIT = 120.0  # simulated seconds for flush() to return once faults stop
 MAX_FAILED_STARTS = 40
+STORE_LATENCY = (0.0002, 0.004)  # simulated seconds each store call spends on the wire
+SYNC_LATENCY = 0.001  # mean simulated seconds an fdatasync takes
 
 #: The config every simulation starts from: small batches, segments and limits, so flushing,
 #: rotation, checkpoints, eviction and backpressure all happen within a few thousand writes.
@@ -276,9 +278,11 @@ class _Simulation:
         self.store_name = store_name
         self.injector = FaultInjector(plan)
         self.disk = FaultyDisk(seed=plan.seed, injector=self.injector,
-                               on_power_cut=self._power_cut)
+                               on_power_cut=self._power_cut, sync_pause=self._sync_pause,
+                               on_inconsistent=self._inconsistent)
+        self._sync_rng = self.injector.rng("disk.latency")
         self.store = sim_store
-        self.store_faults = StoreFaults(self.injector, pause=self._pause)
+        self.store_faults = StoreFaults(self.injector, pause=self._pause, latency=STORE_LATENCY)
         self.model = Model(ack)
         self.config = Config(
             **{**BASE_CONFIG, "journal_dir": tmp / "journal", "ack": ack, "shards": shards,
@@ -313,6 +317,7 @@ class _Simulation:
         self.hold: trio.Event | None = None  # set while the workload is paused
         self.verdict: Verdict | None = None
         self.outage_until: float | None = None  # while the store is down (store.outage)
+        self.last_start_error = ""
 
     # -- hooks the runtime calls ---------------------------------------------------------------
 
@@ -320,6 +325,15 @@ class _Simulation:
         # A slow store call: from the runtime's point of view, time passes during it.
         if self.clock is not None:
             self.clock.jump(seconds)
+
+    def _inconsistent(self, what: str) -> None:
+        if not any(p.startswith("crash consistency") for p in self.problems):
+            self.problems.append(f"crash consistency: {what} (at t={trio.current_time():.3f})")
+
+    def _sync_pause(self) -> None:
+        # An fdatasync takes time: whatever woke meanwhile (writers appending) runs right
+        # after it, as it would beside a real one in a worker thread.
+        self._pause(self._sync_rng.expovariate(1 / SYNC_LATENCY))
 
     def _fault_point(self, point: str, actor: str) -> None:
         if self.loop_actor == actor and not self.injector.quiet:
@@ -350,10 +364,18 @@ class _Simulation:
             started = await self._incarnation()
             failed_starts = 0 if started else failed_starts + 1
             if failed_starts >= MAX_FAILED_STARTS:
+                if self.injector.quiet:  # no fault left to blame: it will never start
+                    self.problems.append(
+                        f"the cache cannot start even with every fault stopped "
+                        f"({self.last_start_error})"
+                    )
+                    break
                 self.problems.append(
-                    f"the cache failed to start {failed_starts} times in a row; faults stopped"
+                    f"the cache failed to start {failed_starts} times in a row; faults stopped "
+                    f"({self.last_start_error})"
                 )
                 self.injector.quiet = True
+                failed_starts = 0
         return await self._final()
 
     async def _incarnation(self) -> bool:
@@ -363,12 +385,13 @@ class _Simulation:
         cache = None
         error: BaseException | None = None
         try:
+            found = self.disk.sizes(self.journal_root)
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
                 cache = await nursery.start(_serve, self.config, self.seams)
                 cache.add_listener(self._on_event)
                 self._check_flips_detected()
-                self._check_recovery_durable()
+                self._check_recovery_durable(found)
                 nursery.start_soon(self._chaos, nursery.cancel_scope)
                 if not self.liveness_done:
                     nursery.start_soon(self._liveness, cache)
@@ -393,6 +416,8 @@ class _Simulation:
             self._count_restarts(cache)
         if error is not None:
             self._classify(error)
+            if cache is None:
+                self.last_start_error = _describe(error)
         if self.pending_crash is not None:
             kind, mode = self.pending_crash
             self.model.crash("power" if kind == "power" else "process", now)
@@ -458,10 +483,10 @@ class _Simulation:
             )
             self.disk.restore_flips()
 
-    def _check_recovery_durable(self) -> None:
+    def _check_recovery_durable(self, found: dict[str, int]) -> None:
         """What recovery found and replays is durable before the cache serves it: a later
         power loss must not take back what a read has already returned."""
-        unsynced = self.disk.unsynced(self.journal_root)
+        unsynced = self.disk.unsynced(self.journal_root, found)
         if unsynced:
             self.problems.append(
                 f"after recovery the journal is not all durable: {'; '.join(unsynced[:3])}"
@@ -658,6 +683,7 @@ class _Simulation:
 
     async def _final(self) -> SimulationResult:
         self._quiet()
+        await self._final_damage_probe()
         # Sometimes the operator's recovery tool runs first (as after a failed host).
         if self.final_rng.random() < 0.25:
             await self._final_recover_tool()
@@ -698,7 +724,7 @@ class _Simulation:
             seed=self.plan.seed,
             ack=self.ack,
             plan=self.plan,
-            operations=self.finished_ops,
+            operations=self.operations,  # what was asked: the replay runs the same
             verdict=verdict,
             faults=dict(self.injector.counts),
             recoveries=self.events["actor_restarts"] + self.events["cache_restarts"],
@@ -710,6 +736,30 @@ class _Simulation:
             store=self.store_name,
             opportunities=dict(self.injector.opportunities),
         )
+
+    async def _final_damage_probe(self) -> None:
+        """Damage the journal where it promises to notice (a flipped bit, or a whole frame
+        lost from the middle of a log): the next start must refuse it. Then the damage is
+        repaired, as an operator would from a replica."""
+        if self.final_rng.random() < 0.5:
+            damage = self.disk.flip_detectable(self.journal_root, self.final_rng)
+        else:
+            damage = self.disk.drop_frame_detectable(self.journal_root, self.final_rng)
+        if damage is None:
+            return
+        self.events["final_damage_probes"] += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                cache = await nursery.start(_serve, self.config, self.seams)
+                self.problems.append(f"the cache started over a damaged journal: {damage!r}")
+                await cache.aclose()
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            leaves = _leaves(exc)
+            if not leaves or not all(isinstance(x, JournalCorruption) for x in leaves):
+                raise
+        finally:
+            self.disk.restore_flips()
 
     async def _final_recover_tool(self) -> None:
         """``writebehind recover``: it refuses a damaged journal unless told to repair, and
