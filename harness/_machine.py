@@ -38,9 +38,9 @@ from writebehind import (
 )
 from writebehind._journal._fs import CRASH_MODES
 
+from ._audit import open_sim_store
 from ._disk import FaultyDisk
 from ._faulty_store import StoreFaults
-from ._memory_store import MemoryStore
 from ._model import Model
 from ._plan import STORE_KINDS, FaultInjector, FaultPlan
 from ._simulation import BASE_CONFIG, InjectedFault
@@ -149,8 +149,11 @@ class CacheMachine(RuleBasedStateMachine):
         TestSmallBatches = SmallBatches.TestCase
         TestSmallBatches.settings = settings(max_examples=50, stateful_step_count=30)
 
-    ``variant`` names a deliberately broken runtime (``BROKEN_VARIANTS``), for testing the
-    harness itself.
+    ``store`` is the store it runs over: ``"sqlite"`` (the default: the real SQLite store, a
+    fresh file per example), ``"memory"`` (faster), or a ``postgresql://`` URL (a fresh table
+    per example; use a scratch database). Every batch is audited: a stored version never goes
+    backwards. ``variant`` names a deliberately broken runtime (``BROKEN_VARIANTS``), for
+    testing the harness itself.
     """
 
     ack: ClassVar[str] = "fsync"
@@ -158,6 +161,7 @@ class CacheMachine(RuleBasedStateMachine):
     values: ClassVar[st.SearchStrategy[bytes]] = st.binary(max_size=4)
     config_overrides: ClassVar[Mapping[str, Any]] = {}
     variant: ClassVar[str | None] = None
+    store: ClassVar[str] = "sqlite"
     #: The steps of the last finished run (the shrunk program, after a failure).
     last_steps: ClassVar[list[str]] = []
 
@@ -171,7 +175,10 @@ class CacheMachine(RuleBasedStateMachine):
             self._patch.enter_context(BROKEN_VARIANTS[self.variant].patch())
         self._tmp = Path(tempfile.mkdtemp(prefix="writebehind-machine-"))
         self.model = Model(self.ack)
-        self.db = MemoryStore()
+        # The memory store is the one a broken variant may patch.
+        self.db = self._patch.enter_context(
+            open_sim_store("memory" if self.variant is not None else self.store)
+        )
         self.disk = FaultyDisk()
         self.injector = _ArmedInjector()
         self.store_faults = StoreFaults(self.injector, pause=self._pause)
@@ -329,11 +336,12 @@ class CacheMachine(RuleBasedStateMachine):
         async def flush_and_compare() -> None:
             await self.cache.flush()
             quarantined = {key for key, _v, _r in self.cache.quarantined()}
-            rows = {key: record.value for key, record in self.db.rows.items()}
+            rows = {key: record.value for key, record in self.db.rows().items()}
             verdict = self.model.check_store(rows)
             lost = [x for x in verdict.lost if x.key not in quarantined]
             unexcused = [x for x in lost if not self.model.excused(x.key)]
             assert not unexcused, f"after flush the store lost acknowledged writes: {unexcused}"
+            assert not self.db.audit.problems, "; ".join(self.db.audit.problems)
 
         self._step("flush", flush_and_compare)
 
