@@ -712,6 +712,8 @@ class _Simulation:
                     break
                 except BaseException as exc:  # a problem, unless a flip was detected; retried
                     leaves = _leaves(exc)
+                    if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in leaves):
+                        raise
                     if self.disk.flips and all(isinstance(x, JournalCorruption) for x in leaves):
                         self.events["corruption_detected"] += 1
                         self.disk.restore_flips()
@@ -756,8 +758,13 @@ class _Simulation:
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
             leaves = _leaves(exc)
-            if not leaves or not all(isinstance(x, JournalCorruption) for x in leaves):
+            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in leaves):
                 raise
+            if not leaves or not all(isinstance(x, JournalCorruption) for x in leaves):
+                self.problems.append(
+                    f"a start over a damaged journal ({damage!r}) failed with "
+                    f"{_describe(exc)}, not with JournalCorruption"
+                )
         finally:
             self.disk.restore_flips()
 
@@ -770,6 +777,11 @@ class _Simulation:
                 await recover_with_config(self.config, seams=self.seams)
             except JournalCorruption:
                 pass
+            except Exception as exc:
+                self.problems.append(
+                    f"writebehind recover over a damaged journal failed with {_describe(exc)}, "
+                    "not with JournalCorruption"
+                )
             else:
                 self.problems.append(
                     "writebehind recover went through a damaged journal without --repair"
