@@ -484,8 +484,8 @@ class ShardActor:
         if self.config.ack == "store":
             return
         core = await self._ready_core()
-        target = core.last_seq
-        while not core.settled(target):
+        owed = core.owed()
+        while not core.paid(owed):
             core.flush_requested = True
             self._kick()
             await self._progress.wait()

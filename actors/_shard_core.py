@@ -366,9 +366,29 @@ class ShardCore:
             return seq - 1
         return self.last_seq
 
-    def settled(self, seq: int) -> bool:
-        """Is every write up to ``seq`` persisted or quarantined (nothing left to try)?"""
-        return self.persisted_mark() >= seq or (not self.dirty and not self.inflight)
+    def owed(self) -> dict[str, int]:
+        """Every write the store does not hold yet, as ``key -> version``: what a flush
+        called now waits for (quarantined records excepted: nothing is left to try)."""
+        owed = {key: self.entries[key].version for key in self.dirty}
+        for flight in self.inflight.values():
+            for record in flight.records:
+                owed.setdefault(record.key, record.version)
+        return owed
+
+    def paid(self, owed: dict[str, int]) -> bool:
+        """Does the store hold each of ``owed`` (or a newer version of its key), or was it
+        quarantined or lost?
+
+        Not the checkpoint mark: the mark passes a record superseded by a newer one of its
+        key, and a flush must not return while that newer one is still on its way.
+        """
+        for key, version in owed.items():
+            entry = self.entries.get(key)
+            if entry is None or entry.quarantined:
+                continue  # gone with a crashed incarnation (ack='memory'), or refused for good
+            if entry.persisted_version < min(version, entry.version):
+                return False
+        return True
 
     def is_persisted(self, key: str, version: int, seq: int) -> bool:
         entry = self.entries.get(key)

@@ -119,7 +119,7 @@ def test_rejected_record_is_quarantined_and_pins_the_mark_but_not_the_rest() -> 
     assert list(core.quarantine) == ["bad"]
     assert core.is_persisted("good", 2, 2)
     assert core.persisted_mark() == 0  # the quarantined record stays in the journal
-    assert core.settled(2)  # but flush() does not wait for it
+    assert core.paid({"bad": 1, "good": 2})  # but flush() does not wait for it
     assert core.retry_quarantine(2.0) == 1
     assert "bad" in core.dirty
 

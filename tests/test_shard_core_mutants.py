@@ -437,15 +437,34 @@ def test_retry_quarantine_requeues_every_refused_key_and_its_ack_releases_the_ma
 # -- the mark -------------------------------------------------------------------------------
 
 
-def test_settled_means_the_mark_reached_seq_or_nothing_is_left_to_try() -> None:
+def test_a_flush_owes_every_unpersisted_write_and_is_paid_once_the_store_holds_each() -> None:
     core = make(batch_size=1)
     core.write("a", b"1", 1, 1, 0.0)
     core.write("b", b"1", 2, 2, 0.0)
-    assert not core.settled(1)  # dirty, nothing in flight, mark below
+    owed = core.owed()
+    assert owed == {"a": 1, "b": 2}
+    assert not core.paid(owed)  # dirty, nothing in flight
     core.on_ack(flush(core))
-    assert core.persisted_mark() == 1
-    assert core.settled(1)  # exactly at the mark, "b" still dirty
-    assert not core.settled(2)
+    assert not core.paid(owed)  # "a" landed, "b" is still dirty
+    core.on_ack(flush(core))
+    assert core.paid(owed)
+
+
+def test_a_flush_is_not_paid_by_a_newer_write_still_on_its_way() -> None:
+    # The checkpoint mark passes a record superseded by a newer one of its key; a flush must
+    # not: the store holds neither until the newer one lands.
+    core = make(batch_size=1)
+    core.write("a", b"1", 1, 1, 0.0)
+    owed = core.owed()
+    core.write("a", b"2", 2, 2, 0.0)  # after the flush was called
+    core.note_seq(3)
+    assert core.persisted_mark() >= 1  # superseded: the journal may pass record 1
+    assert not core.paid(owed)
+    batch = core.take_batch(1.0)
+    assert batch is not None and core.owed() == {"a": 2}  # in flight counts as owed
+    assert not core.paid(owed)
+    core.on_ack(batch.batch_id)
+    assert core.paid(owed)
 
 
 def test_is_persisted_falls_back_to_the_mark_once_the_entry_is_evicted() -> None:
