@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
-from ._errors import CacheClosed, ConfigError, StoreUnavailable
+from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
@@ -119,9 +119,13 @@ class Cache:
         ``statistics().quarantined``.
         """
         self._check_open()
-        async with trio.open_nursery() as nursery:
-            for shard in self._shards:
-                nursery.start_soon(shard.flush)
+        try:
+            async with trio.open_nursery() as nursery:
+                for shard in self._shards:
+                    nursery.start_soon(shard.flush)
+        except BaseExceptionGroup as group:
+            # The cache closing (or a shard crashing) under every shard's flush: one error.
+            _raise_single(group, first_of=(CacheClosed, ShardCrashed))
 
     async def wait_persisted(self, receipt: Receipt) -> None:
         """Return once the write behind ``receipt`` (or a newer one of its key) is in the store."""
@@ -397,8 +401,14 @@ def _journal_dir_error(journal_dir: Path, exc: OSError) -> ConfigError | None:
     )
 
 
-def _raise_single(group: BaseExceptionGroup[Any], *, journal_dir: Path | None = None) -> None:
-    """Re-raise a group holding one real error as that error; anything else as it is.
+def _raise_single(
+    group: BaseExceptionGroup[Any],
+    *,
+    journal_dir: Path | None = None,
+    first_of: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Re-raise a group holding one real error as that error, or holding only errors of the
+    ``first_of`` kinds as the first of them; anything else as it is.
 
     With ``journal_dir``: OS errors about that directory (a shard could not open its
     journal there) become the :class:`ConfigError` that says what to do."""
@@ -420,7 +430,7 @@ def _raise_single(group: BaseExceptionGroup[Any], *, journal_dir: Path | None = 
         first = errors[0]
         if first is not None and all(errors):
             raise first from leaves[0]
-    if len(leaves) == 1:
+    if len(leaves) == 1 or (leaves and first_of and all(isinstance(x, first_of) for x in leaves)):
         raise leaves[0]
     raise group
 

@@ -295,9 +295,12 @@ class FaultyDisk(SimulatedFileSystem):
             if not self.exists(flip.path):
                 continue
             if flip.length:
-                data, durable = self._originals.pop(flip.path)
-                inode = self._inode(flip.path)
-                inode.data, inode.durable = bytearray(data), durable
+                # The file's content from before its first dropped frame (later damage to it
+                # included nothing else): restored once, for every drop in it.
+                original = self._originals.pop(flip.path, None)
+                if original is not None:
+                    inode = self._inode(flip.path)
+                    inode.data, inode.durable = bytearray(original[0]), original[1]
                 undone += 1
             elif flip.offset < self.size(flip.path):
                 self.flip_byte(flip.path, flip.offset, flip.mask)

@@ -46,6 +46,7 @@ class Write:
     status: Status = "pending"
     acked_at: float | None = None
     acked_tick: int = -1  # position in the model's event order (times can tie under MockClock)
+    version: int | None = None  # the cache's version for it (its receipt), once acknowledged
 
 
 @attrs.frozen

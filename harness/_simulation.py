@@ -68,7 +68,7 @@ from ._model import Loss, Model, Verdict
 from ._plan import FaultInjector, FaultPlan
 
 WRITERS = 4
-READERS = 2
+READERS = 4
 KEYS_PER_WRITER = 6
 THINK_TIME = 0.004  # mean simulated seconds between a writer's operations
 NO_PROGRESS_LIMIT = 120.0  # simulated seconds without a finished operation: a liveness failure
@@ -221,7 +221,7 @@ def stuck_report() -> str:
     return (
         f"simulated time stuck at t={now:.3f}, {sim.finished_ops} of {sim.operations} "
         f"operations finished, {sim.active_ops} in progress, liveness phase "
-        f"{'done' if sim.liveness_done else 'pending'}"
+        f"{len(sim.liveness_at)} pending"
     )
 
 
@@ -299,7 +299,7 @@ class _Simulation:
         self.reader_rngs = [self.injector.rng(f"reader/{r}") for r in range(READERS)]
         self.chaos_rng = self.injector.rng("chaos")
         self.final_rng = self.injector.rng("final")
-        self.keys = [f"w{w}.k{k}" for w in range(WRITERS) for k in range(KEYS_PER_WRITER)]
+        self.keys = [_key(w, k) for w in range(WRITERS) for k in range(KEYS_PER_WRITER)]
         self.started_ops = 0
         self.finished_ops = 0
         self.active_ops = 0
@@ -311,9 +311,13 @@ class _Simulation:
         self.pending_crash: tuple[str, CrashMode | None] | None = None
         self.scope: trio.CancelScope | None = None
         self.clock: trio.testing.MockClock | None = None
-        # The liveness phase runs once, in whichever incarnation is alive at this point.
-        self.liveness_at = int(operations * self.final_rng.uniform(0.3, 0.7))
-        self.liveness_done = False
+        # Liveness phases: at three points of the workload (in whichever incarnation is alive
+        # there), and soon after each store outage ends.
+        self.liveness_at = sorted(
+            int(operations * self.final_rng.uniform(low, low + 0.2)) for low in (0.1, 0.4, 0.7)
+        )
+        self.liveness_due = trio.Event()
+        self.flushing: float | None = None  # when the flusher's flush() in progress began
         self.hold: trio.Event | None = None  # set while the workload is paused
         self.verdict: Verdict | None = None
         self.outage_until: float | None = None  # while the store is down (store.outage)
@@ -393,8 +397,8 @@ class _Simulation:
                 self._check_flips_detected()
                 self._check_recovery_durable(found)
                 nursery.start_soon(self._chaos, nursery.cancel_scope)
-                if not self.liveness_done:
-                    nursery.start_soon(self._liveness, cache)
+                nursery.start_soon(self._liveness, cache)
+                nursery.start_soon(self._flusher, cache)
                 async with trio.open_nursery() as workload:
                     for w in range(WRITERS):
                         workload.start_soon(self._writer, w, cache)
@@ -519,12 +523,21 @@ class _Simulation:
                 return
 
     async def _liveness(self, cache: Any) -> None:
-        """Faults stop and the store heals: without a restart, ``flush()`` must return and
-        the store must then hold every acknowledged write."""
-        while self.started_ops < self.liveness_at:
-            await trio.sleep(self.plan.tick)
-        if self.pending_crash is not None:
-            return
+        """Faults stop and the store heals: without a restart, ``flush()`` must return (and so
+        must a flush the flusher started while faults ran), and the store must then hold
+        every acknowledged write."""
+        while True:
+            while not self.liveness_due.is_set() and (
+                not self.liveness_at or self.started_ops < self.liveness_at[0]
+            ):
+                with trio.move_on_after(self.plan.tick):
+                    await self.liveness_due.wait()
+            if self.pending_crash is not None:
+                return
+            await self._liveness_phase(cache)
+            await trio.sleep(self.plan.tick)  # never a tight loop, whatever the phase met
+
+    async def _liveness_phase(self, cache: Any) -> None:
         self.hold = hold = trio.Event()
         self.injector.quiet = True
         try:
@@ -533,14 +546,23 @@ class _Simulation:
                     await trio.sleep(0.01)
                 self._quiet()
                 await cache.flush()
+                while self.flushing is not None:
+                    await trio.sleep(0.01)
             if limit.cancelled_caught:
+                waiting = (
+                    f"a flush() started at t={self.flushing:.3f} while faults ran"
+                    if self.flushing is not None else "flush()"
+                )
                 self.problems.append(
-                    f"liveness: with every fault stopped, flush() did not return within "
+                    f"liveness: with every fault stopped, {waiting} did not return within "
                     f"{LIVENESS_LIMIT:g}s of simulated time ({_stuck(cache)})"
                 )
             else:
                 self._check_store("liveness: once faults stopped and flush() returned", cache)
-            self.liveness_done = True
+                self._check_refusals_quarantined("liveness", cache)
+            if self.liveness_at and self.started_ops >= self.liveness_at[0]:
+                self.liveness_at.pop(0)
+            self.liveness_due = trio.Event()
             self.events["liveness_checks"] += 1
         except (CacheClosed, ShardCrashed, StoreUnavailable):
             pass  # the cache was already going down (an escalation): the next life tries
@@ -548,6 +570,61 @@ class _Simulation:
             self.injector.quiet = False
             self.hold = None
             hold.set()
+
+    def _check_refusals_quarantined(self, when: str, cache: Any) -> None:
+        """A write the store refused for good is quarantined, never taken as persisted."""
+        quarantined = {(key, version) for key, version, _r in cache.quarantined()}
+        for key, history in self.model.by_key.items():
+            last = next((w for w in reversed(history) if w.status == "acked"), None)
+            if last is None or last.version is None or history[-1] is not last:
+                continue  # (a later uncertain write replaces a quarantined entry)
+            if (key, last.version) in self.store_faults.poisoned and (
+                (key, last.version) not in quarantined
+            ):
+                self.problems.append(
+                    f"{when}: the store refused {key!r} version {last.version} for good, and "
+                    "the cache did not quarantine it"
+                )
+                return
+
+    async def _flusher(self, cache: Any) -> None:
+        """``flush()`` while faults run: once it returns, every write acknowledged before the
+        call is in the store (or quarantined, or lost to a crash its ack mode allows)."""
+        rng = self.injector.rng("flusher")
+        while True:
+            await trio.sleep(rng.expovariate(1 / 0.25))
+            await self._paused()
+            # What the flush answers for: each key's write acknowledged before the call, unless
+            # a crash its ack mode does not survive already took it back.
+            lows = {
+                key: self.model.read_started(key)
+                for key in self.model.by_key
+                if not self.model.excused(key)
+            }
+            crashes = len(self.model.crash_log)
+            self.flushing = called = trio.current_time()
+            try:
+                await cache.flush()
+            except (ShardCrashed, CacheClosed, StoreUnavailable):
+                continue
+            finally:
+                self.flushing = None
+            if self.hold is not None or len(self.model.crash_log) != crashes:
+                continue  # a crash meanwhile may excuse a miss: the liveness phase judges
+            # Refused for good since the flush began: quarantined, maybe already superseded
+            # (a newer write takes a key out of quarantine) by a write flush() need not wait for.
+            refused = {key for key, _v in self.store_faults.poisoned}
+            rows = {key: record.value for key, record in self.store.rows().items()}
+            for key, low in lows.items():
+                if key in refused:
+                    continue
+                if rows.get(key) not in self.model.allowed(key, low):
+                    self.problems.append(
+                        f"flush() called at t={called:.3f} returned at "
+                        f"t={trio.current_time():.3f}, but the store lacks a write to {key!r} "
+                        f"acknowledged before the call (found {rows.get(key)!r})"
+                    )
+                    return
 
     async def _chaos(self, scope: trio.CancelScope) -> None:
         fire, rng = self.injector.fire, self.chaos_rng
@@ -568,6 +645,7 @@ class _Simulation:
                 return
             if self.outage_until is not None and now >= self.outage_until:
                 self.store_faults.outage, self.outage_until = False, None
+                self.liveness_due.set()  # the store is back: everything must reach it
             if fire("store.outage") and self.outage_until is None:
                 self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.5, 4.0)
             if fire("time.jump"):
@@ -600,7 +678,7 @@ class _Simulation:
             self.started_ops += 1
             self.active_ops += 1
             op_number = self.started_ops
-            key = f"w{w}.k{rng.randrange(KEYS_PER_WRITER)}"
+            key = _key(w, rng.randrange(KEYS_PER_WRITER))
             roll = rng.random()
             try:
                 if roll < 0.2:
@@ -645,15 +723,16 @@ class _Simulation:
         op = model.issue(key, value, trio.current_time())
         try:
             if value is None:
-                await cache.delete(key)
+                receipt = await cache.delete(key)
             else:
-                await cache.put(key, value)
+                receipt = await cache.put(key, value)
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             model.uncertain(op)
-        except (Overloaded, StoreRejected):
-            model.refused(op)
+        except (Overloaded, StoreRejected, ValueError):
+            model.refused(op)  # ValueError: a key or value the store could never hold
         else:
             model.acked(op, trio.current_time())
+            model.writes[op].version = receipt.version
             if value is not None and self.ack in ("fsync", "journal"):
                 self._check_journaled(key, value)
 
@@ -858,6 +937,12 @@ class _Simulation:
             await cache.aclose()
             nursery.cancel_scope.cancel()
         self._check_store("after a close with the store down, a restart and a drain", cache)
+
+
+def _key(writer: int, k: int) -> str:
+    # One key holds a NUL: PostgreSQL's text type cannot, so there it is refused for good and
+    # quarantined (the refusal path of a real store, end to end); elsewhere it is a key.
+    return f"w{writer}.k{k}" + ("\0" if (writer, k) == (WRITERS - 1, KEYS_PER_WRITER - 1) else "")
 
 
 def _stuck(cache: Any) -> str:
