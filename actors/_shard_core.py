@@ -369,10 +369,12 @@ class ShardCore:
     def owed(self) -> dict[str, int]:
         """Every write the store does not hold yet, as ``key -> version``: what a flush
         called now waits for (quarantined records excepted: nothing is left to try)."""
-        owed = {key: self.entries[key].version for key in self.dirty}
+        entries = self.entries
+        owed = {key: entries[key].version for key in self.dirty}
         for flight in self.inflight.values():
             for record in flight.records:
-                owed.setdefault(record.key, record.version)
+                # The entry's version: a newer write of the key may be in a later batch.
+                owed[record.key] = entries[record.key].version
         return owed
 
     def paid(self, owed: dict[str, int]) -> bool:

@@ -201,7 +201,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="core-flush-ignores-inflight",
         area="shard-core", file=_CORE,
-        find="                owed.setdefault(record.key, record.version)",
+        find="                owed[record.key] = entries[record.key].version",
         replace="                pass  # handed to the store: as good as landed",
         rule="flush() returns only once every acknowledged write is in the store, not while "
         "batches are still in flight",

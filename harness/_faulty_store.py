@@ -44,6 +44,16 @@ class StoreFaults:
         self._lock = threading.Lock()
         self._rng = injector.rng("store.choices")
 
+    def draw_latency(self) -> float:
+        """Seconds one call spends on the wire: mostly ``latency``'s range, and one call in
+        twenty is slow (a busy server, a lost packet), 20-100 ms, long enough for a write,
+        its flush and an eviction of the same key to happen meanwhile."""
+        assert self.latency is not None
+        rng = self._latency_rng
+        if rng.random() < 0.05:
+            return rng.uniform(0.02, 0.1)
+        return rng.uniform(*self.latency)
+
     def wrap(self, store: Store) -> FaultyStore:
         """Use as ``Seams(wrap_store=faults.wrap)``."""
         return FaultyStore(store, self)
@@ -80,9 +90,7 @@ class FaultyStore:
         self.faults = faults
         self.blocking = inner.blocking
         if faults.latency is not None and not inner.blocking:
-            low, high = faults.latency
-            rng = faults._latency_rng
-            self.latency = lambda: rng.uniform(low, high)
+            self.latency = faults.draw_latency
 
     def __repr__(self) -> str:
         return f"FaultyStore({self.inner!r})"

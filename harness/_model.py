@@ -50,6 +50,14 @@ class Write:
 
 
 @attrs.frozen
+class ReadStart:
+    """When a read began (:meth:`Model.read_started`): its lower bound and the model's tick."""
+
+    low: int
+    tick: int
+
+
+@attrs.frozen
 class Loss:
     """An acknowledged write the store (or a read) did not reflect."""
 
@@ -161,16 +169,17 @@ class Model:
         history = self.by_key.get(key, [])
         return max((i for i, w in enumerate(history) if w.status == "acked"), default=-1)
 
-    def read_started(self, key: str) -> int:
-        """The lower bound of a read of ``key`` starting now: an index into its history (-1:
-        the store's initial value). Pass it to :meth:`check_read` when the read returns."""
+    def read_started(self, key: str) -> ReadStart:
+        """A read of ``key`` starting now: its lower bound, an index into the key's history
+        (-1: the store's initial value), and when it started. Pass it to :meth:`check_read`
+        when the read returns."""
         low = self._last_acked(key)
         floor = self.floors.get(key)
         if floor is not None and floor[0] > low:
             index, tick = floor
             if not any(t > tick for t, _kind in self.crash_log):
                 low = index
-        return low
+        return ReadStart(low, self._tick)
 
     def allowed(self, key: str, low: int | None = None) -> tuple[bytes | None, ...]:
         """Values the key may hold now: the last acked write's, or a later uncertain one's.
@@ -199,13 +208,16 @@ class Model:
             window = (after[0] - at) if after else None
         return Loss(key, last.value if last else self.initial.get(key), found, at, window)
 
-    def check_read(self, key: str, found: bytes | None, low: int | None = None) -> Loss | None:
+    def check_read(
+        self, key: str, found: bytes | None, start: ReadStart | None = None
+    ) -> Loss | None:
         """A read must see the last acknowledged write (or a later uncertain one), and nothing
-        older than what an earlier read of the key returned. ``low`` is the read's lower
-        bound from :meth:`read_started` (default: taken now, for a read that overlapped no
-        write of its key)."""
-        if low is None:
-            low = self.read_started(key)
+        older than what an earlier read of the key returned. ``start`` is from
+        :meth:`read_started` when the read began (default: now, for a read that overlapped
+        no write of its key)."""
+        if start is None:
+            start = self.read_started(key)
+        low = start.low
         if found not in self.allowed(key, low):
             loss = self._loss(key, found)
             self.read_losses.append(loss)
@@ -220,9 +232,11 @@ class Model:
         base = history[low].value if low >= 0 else self.initial.get(key)
         if base == found:
             seen = low
+        # The floor dates from the read's start: a crash while it ran may have taken back
+        # the (uncertain) write it returned.
         floor = self.floors.get(key)
         if floor is None or seen >= floor[0] or any(t > floor[1] for t, _ in self.crash_log):
-            self.floors[key] = (seen, self._tick)
+            self.floors[key] = (seen, start.tick)
         return None
 
     def check_store(self, rows: Mapping[str, bytes | None]) -> Verdict:

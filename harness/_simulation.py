@@ -597,7 +597,7 @@ class _Simulation:
             # What the flush answers for: each key's write acknowledged before the call, unless
             # a crash its ack mode does not survive already took it back.
             lows = {
-                key: self.model.read_started(key)
+                key: self.model.read_started(key).low
                 for key in self.model.by_key
                 if not self.model.excused(key)
             }
@@ -647,7 +647,7 @@ class _Simulation:
                 self.store_faults.outage, self.outage_until = False, None
                 self.liveness_due.set()  # the store is back: everything must reach it
             if fire("store.outage") and self.outage_until is None:
-                self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.5, 4.0)
+                self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.3, 2.0)
             if fire("time.jump"):
                 assert self.clock is not None
                 self.clock.jump(rng.uniform(0.5, 5.0))
@@ -709,12 +709,12 @@ class _Simulation:
 
     async def _read(self, cache: Any, key: str) -> None:
         model = self.model
-        low = model.read_started(key)
+        start = model.read_started(key)
         try:
             found = await cache.get(key)
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             return
-        loss = model.check_read(key, found, low)
+        loss = model.check_read(key, found, start)
         if loss is not None and not model.excused(key):
             self.read_violations.append(loss)
 
@@ -735,6 +735,22 @@ class _Simulation:
             model.writes[op].version = receipt.version
             if value is not None and self.ack in ("fsync", "journal"):
                 self._check_journaled(key, value)
+            elif self.ack == "store":
+                self._check_written_through(key, receipt.version)
+
+    def _check_written_through(self, key: str, version: int) -> None:
+        """``ack="store"`` acknowledges a write once the store committed it: it is there."""
+        connection = self.store.factory()
+        connection.connect()
+        try:
+            record = connection.read(key)
+        finally:
+            connection.close()
+        if record is None or record.version < version:
+            self.problems.append(
+                f"ack='store' acknowledged a write of {key!r} (version {version}) that the "
+                f"store does not hold (it holds {record!r})"
+            )
 
     def _check_journaled(self, key: str, value: bytes) -> None:
         """The ack-before-sync detector: an acknowledged put's journal record must already
@@ -822,13 +838,16 @@ class _Simulation:
         """Damage the journal where it promises to notice (a flipped bit, or a whole frame
         lost from the middle of a log): the next start must refuse it. Then the damage is
         repaired, as an operator would from a replica."""
-        if self.final_rng.random() < 0.5:
-            damage = self.disk.flip_detectable(self.journal_root, self.final_rng)
-        else:
-            damage = self.disk.drop_frame_detectable(self.journal_root, self.final_rng)
-        if damage is None:
-            return
-        self.events["final_damage_probes"] += 1
+        pending = bool(self.disk.flips)  # damage from the last crash, not yet detected
+        if not pending:
+            if self.final_rng.random() < 0.5:
+                self.disk.flip_detectable(self.journal_root, self.final_rng)
+            else:
+                self.disk.drop_frame_detectable(self.journal_root, self.final_rng)
+            if not self.disk.flips:
+                return
+            self.events["final_damage_probes"] += 1
+        damage = self.disk.flips[0]
         try:
             async with trio.open_nursery() as nursery:
                 cache = await nursery.start(_serve, self.config, self.seams)
@@ -844,6 +863,8 @@ class _Simulation:
                     f"a start over a damaged journal ({damage!r}) failed with "
                     f"{_describe(exc)}, not with JournalCorruption"
                 )
+            elif pending:
+                self.events["corruption_detected"] += 1
         finally:
             self.disk.restore_flips()
 

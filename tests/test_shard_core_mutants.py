@@ -450,6 +450,21 @@ def test_a_flush_owes_every_unpersisted_write_and_is_paid_once_the_store_holds_e
     assert core.paid(owed)
 
 
+def test_a_flush_owes_the_newest_version_of_a_key_in_two_batches() -> None:
+    core = make(batch_size=1, max_inflight=2)
+    core.write("a", b"1", 1, 1, 0.0)
+    first = core.take_batch(1.0)
+    core.write("a", b"2", 2, 2, 0.0)
+    second = core.take_batch(1.0)
+    assert first is not None and second is not None
+    owed = core.owed()
+    assert owed == {"a": 2}
+    core.on_ack(first.batch_id)
+    assert not core.paid(owed)  # the store holds version 1; version 2 is still on its way
+    core.on_ack(second.batch_id)
+    assert core.paid(owed)
+
+
 def test_a_flush_is_not_paid_by_a_newer_write_still_on_its_way() -> None:
     # The checkpoint mark passes a record superseded by a newer one of its key; a flush must
     # not: the store holds neither until the newer one lands.
