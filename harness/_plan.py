@@ -33,7 +33,7 @@ STORE_KINDS: tuple[str, ...] = (
     "store.slow",  # the call takes seconds of simulated time
     "store.disconnect",  # the connection drops mid-call
     "store.read_error",  # a read or an epoch request fails transiently
-    "store.outage",  # the store is down for 0.3-2 s (opportunity: each chaos tick)
+    "store.outage",  # the store is down for 0.3-1.2 s (opportunity: each chaos tick)
 )
 
 #: Whole-process and disk events (opportunity: each chaos tick, see ``FaultPlan.tick``).
@@ -80,7 +80,7 @@ BASE_RATES: dict[str, float] = {
     "store.slow": 0.03,
     "store.disconnect": 0.02,
     "store.read_error": 0.02,
-    "store.outage": 0.05,
+    "store.outage": 0.08,
     "process_crash": 0.03,
     "power_loss": 0.03,
     "crash_loop": 0.01,

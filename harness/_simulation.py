@@ -511,10 +511,11 @@ class _Simulation:
 
     def _check_store(self, when: str, cache: Any = None) -> None:
         """The store, read directly, must hold every acknowledged write now."""
-        quarantined = (
-            {key for key, _v, _r in cache.quarantined()} if cache is not None
-            else {key for key, _version in self.store_faults.poisoned}
-        )
+        # Refused for good: quarantined (a closed cache no longer lists its quarantine; the
+        # liveness phase checks that the cache did quarantine each refusal).
+        quarantined = {key for key, _version in self.store_faults.poisoned}
+        if cache is not None:
+            quarantined |= {key for key, _v, _r in cache.quarantined()}
         rows = {key: record.value for key, record in self.store.rows().items()}
         verdict = self.model.check_store(rows)
         for loss in verdict.lost:
@@ -647,7 +648,7 @@ class _Simulation:
                 self.store_faults.outage, self.outage_until = False, None
                 self.liveness_due.set()  # the store is back: everything must reach it
             if fire("store.outage") and self.outage_until is None:
-                self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.3, 2.0)
+                self.store_faults.outage, self.outage_until = True, now + rng.uniform(0.3, 1.2)
             if fire("time.jump"):
                 assert self.clock is not None
                 self.clock.jump(rng.uniform(0.5, 5.0))
@@ -680,6 +681,9 @@ class _Simulation:
             op_number = self.started_ops
             key = _key(w, rng.randrange(KEYS_PER_WRITER))
             roll = rng.random()
+            if 0.5 < roll < 0.6:
+                # A cold key, written once: no later write can cover for a lost one.
+                key = f"w{w}.once{op_number}"
             try:
                 if roll < 0.2:
                     await self._read(cache, key)
