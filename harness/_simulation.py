@@ -540,12 +540,11 @@ class _Simulation:
 
     async def _liveness_phase(self, cache: Any) -> None:
         self.hold = hold = trio.Event()
-        self.injector.quiet = True
         try:
             with trio.move_on_after(LIVENESS_LIMIT) as limit:
+                self._quiet()  # first: operations in flight may wait on the store to heal
                 while self.active_ops:
                     await trio.sleep(0.01)
-                self._quiet()
                 await cache.flush()
                 while self.flushing is not None:
                     await trio.sleep(0.01)
