@@ -160,19 +160,23 @@ async def call_store(blocking: bool, limiter: trio.CapacityLimiter, fn: Any, *ar
     """Call a store method: in a worker thread if it blocks, else inline (then checkpoint)."""
     if blocking:
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
-    await _round_trip(getattr(fn, "__self__", None))
+    back = await _on_the_wire(getattr(fn, "__self__", None))
     result = fn(*args)
-    await trio.lowlevel.checkpoint()
+    await trio.sleep(back)  # 0 for a store without latency: a plain checkpoint
     return result
 
 
-async def _round_trip(store: object) -> None:
-    # A non-blocking store (a simulation's) may say how long a call takes on the wire: the
-    # caller waits that long in trio's time first, so other tasks run while it is "in
-    # flight", as they do around a real store's call in its worker thread.
+async def _on_the_wire(store: object) -> float:
+    """A non-blocking store (a simulation's) may say how long a call takes on the wire: half
+    of it passes (in trio's time) before the call reaches the store, and the caller waits
+    the returned other half for the answer, so other tasks run while a request and its
+    answer are "in flight", as they do around a real store's call in its worker thread."""
     latency = getattr(store, "latency", None)
-    if latency is not None:
-        await trio.sleep(latency())
+    if latency is None:
+        return 0.0
+    seconds: float = latency()
+    await trio.sleep(seconds / 2)
+    return seconds / 2
 
 
 class _Write:
@@ -201,9 +205,9 @@ class _Write:
 
     async def result(self) -> tuple[Rejection, ...]:
         if not self._threaded:
-            await _round_trip(self._store)
+            back = await _on_the_wire(self._store)
             rejected = self._store.write_batch(self._records)
-            await trio.lowlevel.checkpoint()
+            await trio.sleep(back)  # 0 for a store without latency: a plain checkpoint
             return rejected
         await self.settle()
         # Cancelled while the thread ran: raise now, as to_thread would (the shard, told

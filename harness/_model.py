@@ -181,6 +181,18 @@ class Model:
                 low = index
         return ReadStart(low, self._tick)
 
+    def read_excused(self, key: str, start: ReadStart) -> bool:
+        """May a read that began at ``start`` have missed its lower bound? Only if a crash the
+        ack mode does not survive came after that write's acknowledgement (a crash while
+        the read ran counts: it may have taken the write before the read got there)."""
+        if self.excused(key):
+            return True
+        history = self.by_key.get(key, [])
+        if start.low < 0 or history[start.low].status != "acked":
+            return False
+        since = history[start.low].acked_tick
+        return any(t > since and k not in SURVIVES[self.ack] for t, k in self.crash_log)
+
     def allowed(self, key: str, low: int | None = None) -> tuple[bytes | None, ...]:
         """Values the key may hold now: the last acked write's, or a later uncertain one's.
 

@@ -71,7 +71,7 @@ WRITERS = 4
 READERS = 4
 KEYS_PER_WRITER = 6
 THINK_TIME = 0.004  # mean simulated seconds between a writer's operations
-NO_PROGRESS_LIMIT = 120.0  # simulated seconds without a finished operation: a liveness failure
+NO_PROGRESS_LIMIT = 30.0  # simulated seconds without a finished write: a liveness failure
 FINAL_FLUSH_LIMIT = 600.0
 LIVENESS_LIMIT = 120.0  # simulated seconds for flush() to return once faults stop
 MAX_FAILED_STARTS = 40
@@ -718,7 +718,7 @@ class _Simulation:
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             return
         loss = model.check_read(key, found, start)
-        if loss is not None and not model.excused(key):
+        if loss is not None and not model.read_excused(key, start):
             self.read_violations.append(loss)
 
     async def _write(self, cache: Any, key: str, value: bytes | None) -> None:
