@@ -460,13 +460,15 @@ class ShardActor:
             # A hit is still a schedule point, so a read loop never starves the actors.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return entry.value
-        before = core.mutations
+        reader, before = core, core.mutations
         record = await self._read_store(key)
         core = await self._ready_core()
         entry = core.entries.get(key)
         if entry is not None:
             return entry.value
-        if record is not None and core.mutations == before:
+        # Cache what was read only if nothing happened to the shard meanwhile: no write or
+        # eviction, and no restart (a new incarnation's counter says nothing of the old one's).
+        if record is not None and core is reader and core.mutations == before:
             core.load_clean(record)
         return None if record is None else record.value
 
