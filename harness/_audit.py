@@ -166,18 +166,43 @@ class SimStore:
         self.audit = StoreAudit()
         self._raw = factory
         self.memory = memory
+        self._checker: Store | None = None  # the checks' own connection (not PostgreSQL's)
 
     def factory(self) -> Store:
         return AuditedStore(self._raw(), self.audit)
 
-    def rows(self) -> dict[str, StoreRecord]:
-        """Every row, read through a fresh connection (tombstones as ``value=None``)."""
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Store]:
+        # SQLite and the memory store: one connection for every check (a connect is a schema
+        # transaction; checks run after every acknowledgement). PostgreSQL: a fresh one each
+        # time, so no transaction of the checker's ever holds an old snapshot.
+        if self.kind != "postgresql":
+            if self._checker is None:
+                self._checker = self._raw()
+                self._checker.connect()
+            yield self._checker
+            return
         connection = self._raw()
         connection.connect()
         try:
-            return connection.read_all()
+            yield connection
         finally:
             connection.close()
+
+    def rows(self) -> dict[str, StoreRecord]:
+        """Every row, as committed now (tombstones as ``value=None``)."""
+        with self._connection() as connection:
+            return connection.read_all()
+
+    def read(self, key: str) -> StoreRecord | None:
+        """One row, as committed now."""
+        with self._connection() as connection:
+            return connection.read(key)
+
+    def close(self) -> None:
+        if self._checker is not None:
+            self._checker.close()
+            self._checker = None
 
 
 @contextlib.contextmanager
@@ -186,12 +211,18 @@ def open_sim_store(kind: str) -> Iterator[SimStore]:
     check_sim_store(kind)
     if kind == "memory":
         memory = MemoryStore()
-        yield SimStore(kind, memory.factory, memory)  # type: ignore[arg-type]
+        sim = SimStore(kind, memory.factory, memory)  # type: ignore[arg-type]
+        yield sim
+        sim.close()
         return
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="writebehind-sim-store-", dir=_scratch_dir()) as d:
             path = Path(d) / "store.db"
-            yield SimStore(kind, lambda: _InlineSQLite(path), None)
+            sim = SimStore(kind, lambda: _InlineSQLite(path), None)
+            try:
+                yield sim
+            finally:
+                sim.close()
         return
     table = f"wb_sim_{uuid.uuid4().hex[:12]}"
     try:

@@ -748,12 +748,7 @@ class _Simulation:
 
     def _check_written_through(self, key: str, version: int) -> None:
         """``ack="store"`` acknowledges a write once the store committed it: it is there."""
-        connection = self.store.factory()
-        connection.connect()
-        try:
-            record = connection.read(key)
-        finally:
-            connection.close()
+        record = self.store.read(key)
         if record is None or record.version < version:
             self.problems.append(
                 f"ack='store' acknowledged a write of {key!r} (version {version}) that the "
@@ -768,12 +763,7 @@ class _Simulation:
         durable = self.ack == "fsync"
         if self.disk.holds(self.journal_root, needle, durable=durable):
             return
-        connection = self.store.factory()
-        connection.connect()
-        try:
-            record = connection.read(key)
-        finally:
-            connection.close()
+        record = self.store.read(key)
         if record is not None and record.value == value:
             return
         where = "synced journal data under synced names" if durable else "written journal data"
