@@ -369,7 +369,9 @@ class _Simulation:
     async def run(self) -> SimulationResult:
         self.clock = trio.lowlevel.current_clock()  # type: ignore[assignment]
         failed_starts = 0
-        while self.started_ops < self.operations:
+        # A run that found a problem stops its workload there: more of it proves nothing more
+        # (a hung pipeline would only spend wall time), and the end of the run still runs.
+        while self.started_ops < self.operations and not self.problems:
             started = await self._incarnation()
             failed_starts = 0 if started else failed_starts + 1
             if failed_starts >= MAX_FAILED_STARTS:
@@ -785,7 +787,7 @@ class _Simulation:
         # Sometimes one shard more or fewer: keys move, so the journals replay into the
         # store first. Not over a record the store refuses for good: a shard-count change
         # cannot start while any journal holds one (it would be stranded).
-        if self.final_rng.random() < 0.25 and not self.store_faults.poisoned | self.unstorable:
+        if self.final_rng.random() < 0.5 and not self.store_faults.poisoned | self.unstorable:
             shards = self.config.shards
             shards += -1 if shards > 1 and self.final_rng.random() < 0.5 else 1
             self.config = attrs.evolve(self.config, shards=shards)
@@ -887,8 +889,10 @@ class _Simulation:
                     "writebehind recover went through a damaged journal without --repair"
                 )
             self.disk.restore_flips()
+        # Whatever batch size the operator's configuration has (1 puts every record alone).
+        config = attrs.evolve(self.config, batch_size=self.final_rng.choice((1, 2, 3, 16)))
         try:
-            await recover_with_config(self.config, seams=self.seams)
+            await recover_with_config(config, seams=self.seams)
         except Exception as exc:  # a problem, reported; the restart after it still runs
             self.problems.append(f"writebehind recover failed: {_describe(exc)}")
             return
