@@ -17,6 +17,7 @@ import trio
 
 from ._config import Config
 from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable
+from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
@@ -366,9 +367,7 @@ async def _journal_dir_io(fs: FileSystem, journal_dir: Path, fn: Callable[..., A
                           *args: Any) -> Any:
     """Run blocking layout I/O off the event loop; an OSError becomes a ConfigError."""
     try:
-        if fs.blocking:
-            return await trio.to_thread.run_sync(lambda: fn(*args))
-        return fn(*args)
+        return await run_io(fs, fn, *args)
     except OSError as exc:
         error = _journal_dir_error(journal_dir, exc)
         if error is None:

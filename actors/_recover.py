@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from ._errors import StoreRejected
-from ._journal import Journal
+from ._journal import Journal, run_io
 from ._journal._fs import FileSystem, OsFileSystem
 from ._messages import StoreRecord
 from ._store import Store
@@ -49,7 +49,7 @@ async def recover_journals(
     retired: list[str] = []
     # Listed through the journal's own file layer: a simulated disk holds its journals too.
     root = str(journal_dir)
-    names = await _io(fs, fs.listdir, root) if await _io(fs, fs.exists, root) else []
+    names = await run_io(fs, fs.listdir, root) if await run_io(fs, fs.exists, root) else []
     for name in sorted(n for n in names if n.startswith("shard-")):
         directory = Path(posixpath.join(root, name))
         try:
@@ -79,11 +79,11 @@ async def recover_journals(
         finally:
             journal.close()
         if retire_above is not None and shard > retire_above:
-            await _io(fs, _remove_journal, fs, str(directory))
+            await run_io(fs, _remove_journal, fs, str(directory))
             retired.append(directory.name)
     if retired:
         # The removals are durable before the new layout file is written.
-        await _io(fs, fs.fsync_dir, root)
+        await run_io(fs, fs.fsync_dir, root)
     return RecoverReport(shards, records, torn, tuple(retired))
 
 
@@ -92,8 +92,3 @@ def _remove_journal(fs: FileSystem, directory: str) -> None:
         fs.unlink(posixpath.join(directory, name))
     fs.remove_dir(directory)
 
-
-async def _io(fs: FileSystem, fn: Any, *args: Any) -> Any:
-    if fs.blocking:
-        return await trio.to_thread.run_sync(fn, *args)
-    return fn(*args)

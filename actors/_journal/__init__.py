@@ -6,7 +6,7 @@ trio shell that does all of its I/O through a :class:`FileSystem`.
 
 from ._codec import JournalRecord, RecordKind, SegmentHeader
 from ._fs import FileSystem, OsFileSystem, SimulatedCrash, SimulatedFileSystem
-from ._journal import Journal, JournalStatistics
+from ._journal import Journal, JournalStatistics, run_io
 from ._recovery import RecoveryReport, RepairReport
 from ._scan import JournalScan, TornTail, scan_journal, scan_segment
 
@@ -24,6 +24,7 @@ __all__ = [
     "SimulatedCrash",
     "SimulatedFileSystem",
     "TornTail",
+    "run_io",
     "scan_journal",
     "scan_segment",
 ]

@@ -135,7 +135,7 @@ class Journal:
         fs = fs if fs is not None else OsFileSystem()
         path = os.fspath(directory)
         fault = fault_point if fault_point is not None else _no_fault
-        await _run_io(fs, fs.makedirs, path)
+        await run_io(fs, fs.makedirs, path)
         lock_path = os.path.join(path, "LOCK")
         try:
             token = fs.lock(lock_path, os.getpid())
@@ -148,7 +148,7 @@ class Journal:
                 holder_pid=holder,
             ) from None
         try:
-            found = await _run_io(
+            found = await run_io(
                 fs, recover, fs, path, shard_id=shard_id, repair=repair,
                 fault_point=fault_point,
             )
@@ -525,8 +525,9 @@ def _fire(event: trio.Event) -> trio.Event:
     return trio.Event()
 
 
-async def _run_io(fs: FileSystem, fn: Callable[_P, _T], *args: _P.args,
-                  **kwargs: _P.kwargs) -> _T:
+async def run_io(fs: FileSystem, fn: Callable[_P, _T], *args: _P.args,
+                 **kwargs: _P.kwargs) -> _T:
+    """Call ``fn`` for ``fs``: in a worker thread if ``fs`` blocks, else inline."""
     if fs.blocking:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
     return fn(*args, **kwargs)
