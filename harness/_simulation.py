@@ -523,10 +523,8 @@ class _Simulation:
         quarantined = {key for key, _version in self.store_faults.poisoned} | self.unstorable
         if cache is not None:
             quarantined |= {key for key, _v, _r in cache.quarantined()}
-        rows = {key: record.value for key, record in self.store.rows().items()}
-        verdict = self.model.check_store(rows)
-        for loss in verdict.lost:
-            if loss.key not in quarantined and not self.model.excused(loss.key):
+        for loss in self._store_verdict(quarantined).lost:
+            if not self.model.excused(loss.key):
                 self.problems.append(f"{when}, the store lacks an acknowledged write: {loss!r}")
                 return
 
