@@ -242,12 +242,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "still hold the value it deletes",
     ),
     Mutant(
-        name="core-settle-delete-always-wins",
+        name="core-evicts-dirty",
         area="shard-core", file=_CORE,
-        find="        elif record.version >= entry.version:",
-        replace="        elif record.version >= entry.version or record.deleted:",
-        rule="a write-through's answer never replaces a newer version the map already holds "
-        "(versions only move forward)",
+        find="""\
+        victims = list(itertools.islice(clean, excess))
+        for key in victims:
+            del clean[key]
+            del entries[key]""",
+        replace="""\
+        victims = list(itertools.islice(entries, excess))  # the oldest entries first
+        for key in victims:
+            clean.pop(key, None)
+            self.dirty.pop(key, None)
+            del entries[key]""",
+        rule="eviction only ever drops clean entries: a dirty one is the only copy of an "
+        "acknowledged write outside the journal, and the checkpoint would pass it",
     ),
     # -- the shard actor --------------------------------------------------------------------
     Mutant(

@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
                      "runs (simulations run on a mock clock and are not shown)")
     run.add_argument("--fail-fast", action="store_true",
                      help="stop at the first failing sub-run (no new simulation or SIGKILL "
-                     "run starts; one already going finishes)")
+                     "run starts; one already going finishes) and print its plan unshrunk")
     run.set_defaults(func=_run)
 
     replay = sub.add_parser(

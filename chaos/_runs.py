@@ -278,7 +278,7 @@ def run_simulation(
         )
     shrunk_from = None
     if not result.ok and shrink:
-        smaller, smaller_result = shrink_plan(plan, result, attempt)
+        smaller, smaller_result = shrink_plan(plan, result, _watched(attempt))
         if smaller != plan:
             shrunk_from, plan, result = repr(plan), smaller, smaller_result
     verdict = result.verdict
@@ -294,10 +294,32 @@ def run_simulation(
     )
 
 
+def _watched(attempt: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``attempt`` under the progress watch: None if it hung (a shrinking step that hangs
+    proves nothing about the smaller plan, and must not hang the suite)."""
+    from writebehind.harness._simulation import progress, stuck_report
+
+    def watched(candidate: Any) -> Any:
+        try:
+            with progress_watch(progress, stuck_report) as alarm:
+                result = attempt(candidate)
+        except BaseException as exc:
+            if not _hung(exc):
+                raise
+            _collect_abandoned_run()
+            return None
+        if alarm.fired:
+            _collect_abandoned_run()
+            return None
+        return result
+
+    return watched
+
+
 def shrink_plan(plan: Any, failing: Any, attempt: Callable[[Any], Any]) -> tuple[Any, Any]:
     """Remove fault kinds one at a time while the run still fails; return the smallest plan
     found and its result. Kinds draw from their own generators, so removing one keeps the
-    others' draws."""
+    others' draws. ``attempt`` returns None for a run that did not finish: not a failure."""
     from writebehind.harness import FaultPlan
 
     budget = SHRINK_LIMIT
@@ -308,7 +330,7 @@ def shrink_plan(plan: Any, failing: Any, attempt: Callable[[Any], Any]) -> tuple
         candidate = FaultPlan(plan.seed, {k: r for k, r in plan.rates if k != kind},
                               tick=plan.tick)
         result = attempt(candidate)
-        if not result.ok:
+        if result is not None and not result.ok:
             plan, failing = candidate, result
     return plan, failing
 

@@ -128,7 +128,7 @@ def run_suite(
 ) -> SuiteReport:
     """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish.
     With ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run
-    starts (a kill run already going finishes)."""
+    starts (a kill run already going finishes), and a failing plan is not shrunk."""
     started = time.monotonic()
     budget = suite.duration if duration is None else duration
     deadline = started + budget
@@ -171,7 +171,7 @@ def run_suite(
     thread.start()
     try:
         sim_records = _simulations(suite, seed, mix, options, deadline, progress,
-                                   finished, stop)
+                                   finished, stop, shrink=not fail_fast)
     except BaseException:
         stop.set()  # interrupted: the kill thread starts no new run, so the join is short
         raise
@@ -189,7 +189,7 @@ def run_suite(
 def _simulations(
     suite: Suite, root: int, acks: Sequence[str], options: RunOptions, deadline: float,
     progress: SuiteProgress | None, on_run: Callable[[RunRecord], None] | None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, *, shrink: bool = True,
 ) -> list[RunRecord]:
     cap = suite.simulations * len(acks)
     start = time.monotonic()
@@ -210,7 +210,7 @@ def _simulations(
         runs_of[ack] += 1
         record = run_simulation(
             f"sim-{ack}-{n:04d}", derive_seed(root, "sim", ack, n), ack, options,
-            intensity=suite.intensity, store=simulation_store(options, n),
+            intensity=suite.intensity, store=simulation_store(options, n), shrink=shrink,
         )
         records.append(record)
         faults += fault_count(record.faults)

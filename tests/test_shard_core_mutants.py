@@ -493,3 +493,13 @@ def test_is_persisted_falls_back_to_the_mark_once_the_entry_is_evicted() -> None
     assert core.is_persisted("a", 1, 1)  # at the mark exactly
     assert not core.is_persisted("b", 2, 2)
     assert not core.is_persisted("a", 1, 0)  # no seq, no entry: unknown
+
+
+def test_an_older_delete_settling_late_never_replaces_a_newer_value() -> None:
+    # The runtime delivers write-through answers in version order, so this ordering only
+    # arises from a read-through race; the chaos harness cannot reach it reliably, this can.
+    core = make()
+    core.load_clean(StoreRecord("a", b"newer", 7))
+    core.settle(StoreRecord("a", None, 5))
+    entry = core.entries["a"]
+    assert (entry.value, entry.version, entry.persisted_version) == (b"newer", 7, 7)
