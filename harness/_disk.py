@@ -190,10 +190,23 @@ class FaultyDisk(SimulatedFileSystem):
         prefix = self._norm(root) + "/"
         return {p: len(inode.data) for p, inode in self._names.items() if p.startswith(prefix)}
 
-    def unsynced(self, root: str, found_at: dict[str, int]) -> list[str]:
+    def torn_copies(self, root: str) -> dict[str, bytes]:
+        """The content of every ``.torn-<offset>`` side file under ``root`` now."""
+        prefix = self._norm(root) + "/"
+        return {
+            p: bytes(inode.data) for p, inode in self._names.items()
+            if p.startswith(prefix) and ".torn-" in posixpath.basename(p)
+        }
+
+    def unsynced(
+        self, root: str, found_at: dict[str, int], torn_before: dict[str, bytes] | None = None
+    ) -> list[str]:
         """What under ``root`` a power loss would take away now of what was there at
         ``found_at`` (:meth:`sizes`; bytes appended since may still be unsynced), and files
-        created since their directory's last fsync."""
+        created since their directory's last fsync. ``torn_before`` (:meth:`torn_copies`,
+        taken with ``found_at``) tells a side file recovery rewrote (a second tear at the
+        same offset) from one it left alone."""
+        torn_before = torn_before or {}
         prefix = self._norm(root) + "/"
 
         def ours(path: str) -> bool:  # a lock file's content is the holder's pid: not data
@@ -204,7 +217,8 @@ class FaultyDisk(SimulatedFileSystem):
         cut = {}
         for path in self._names:
             head, sep, offset = path.rpartition(".torn-")
-            if sep and path not in found_at and offset.isdigit():
+            fresh = path not in found_at or torn_before.get(path) != bytes(self._names[path].data)
+            if sep and fresh and offset.isdigit():
                 cut[head] = min(cut.get(head, int(offset)), int(offset))
         found = []
         for path, inode in self._names.items():

@@ -397,12 +397,13 @@ class _Simulation:
         error: BaseException | None = None
         try:
             found = self.disk.sizes(self.journal_root)
+            torn = self.disk.torn_copies(self.journal_root)
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
                 cache = await nursery.start(_serve, self.config, self.seams)
                 cache.add_listener(self._on_event)
                 self._check_flips_detected()
-                self._check_recovery_durable(found)
+                self._check_recovery_durable(found, torn)
                 nursery.start_soon(self._chaos, nursery.cancel_scope)
                 nursery.start_soon(self._liveness, cache)
                 nursery.start_soon(self._flusher, cache)
@@ -494,10 +495,10 @@ class _Simulation:
             )
             self.disk.restore_flips()
 
-    def _check_recovery_durable(self, found: dict[str, int]) -> None:
+    def _check_recovery_durable(self, found: dict[str, int], torn: dict[str, bytes]) -> None:
         """What recovery found and replays is durable before the cache serves it: a later
         power loss must not take back what a read has already returned."""
-        unsynced = self.disk.unsynced(self.journal_root, found)
+        unsynced = self.disk.unsynced(self.journal_root, found, torn)
         if unsynced:
             self.problems.append(
                 f"after recovery the journal is not all durable: {'; '.join(unsynced[:3])}"
