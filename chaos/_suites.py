@@ -34,6 +34,9 @@ class Suite:
     name: str
     duration: float
     simulations: int  # at most, per ack mode
+    # At least this many simulations run under the default budget, however slow the
+    # machine: which plans a seed covers (and so what it catches) must not depend on load.
+    min_simulations: int = 0
     operations: int
     intensity: float
     kill_runs: int  # per ack mode
@@ -48,8 +51,8 @@ class Suite:
 
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
-        name="smoke", duration=35.0, simulations=500, operations=1500, intensity=1.0,
-        kill_runs=1, kill_rounds=4, acks=("fsync",), memory_comparison=True,
+        name="smoke", duration=35.0, simulations=500, min_simulations=32, operations=1500,
+        intensity=1.0, kill_runs=1, kill_rounds=4, acks=("fsync",), memory_comparison=True,
         mix=("fsync", "journal", "fsync", "memory", "fsync", "journal", "fsync", "store"),
     ),
     "full": Suite(
@@ -170,8 +173,9 @@ def run_suite(
     thread = threading.Thread(target=kills, name="chaos-kills", daemon=True)
     thread.start()
     try:
+        floor = suite.min_simulations if duration is None else 0  # an explicit budget rules
         sim_records = _simulations(suite, seed, mix, options, deadline, progress,
-                                   finished, stop, shrink=not fail_fast)
+                                   finished, stop, shrink=not fail_fast, floor=floor)
     except BaseException:
         stop.set()  # interrupted: the kill thread starts no new run, so the join is short
         raise
@@ -189,7 +193,7 @@ def run_suite(
 def _simulations(
     suite: Suite, root: int, acks: Sequence[str], options: RunOptions, deadline: float,
     progress: SuiteProgress | None, on_run: Callable[[RunRecord], None] | None,
-    stop: threading.Event | None = None, *, shrink: bool = True,
+    stop: threading.Event | None = None, *, shrink: bool = True, floor: int = 0,
 ) -> list[RunRecord]:
     cap = suite.simulations * len(acks)
     start = time.monotonic()
@@ -200,8 +204,8 @@ def _simulations(
     faults = 0
     runs_of: collections.Counter[str] = collections.Counter()
     for i in range(cap):
-        # At least one simulation per ack mode, however small the budget.
-        if i >= len(acks) and time.monotonic() >= deadline:
+        # At least one simulation per ack mode (and ``floor`` in all), however small the budget.
+        if i >= max(len(acks), floor) and time.monotonic() >= deadline:
             break
         if stop is not None and stop.is_set():
             break
