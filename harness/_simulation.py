@@ -778,10 +778,11 @@ class _Simulation:
     async def _final(self) -> SimulationResult:
         self._quiet()
         await self._final_damage_probe()
-        # Sometimes the operator's recovery tool runs first (as after a failed host).
+        # Sometimes the operator's recovery tool runs first, after a failed host.
         # (Not over a write the store refuses for good: recovery then refuses to checkpoint
         # the journal that holds it, and stops; see the open hardening work on quarantine.)
-        if self.final_rng.random() < 0.25 and not self.unstorable:
+        if self.final_rng.random() < 1 / 3 and not self.unstorable:
+            await self._final_stranded_writes()
             await self._final_recover_tool()
         # Sometimes one shard more or fewer: keys move, so the journals replay into the
         # store first. Not over a record the store refuses for good: a shard-count change
@@ -868,6 +869,32 @@ class _Simulation:
                 self.events["corruption_detected"] += 1
         finally:
             self.disk.restore_flips()
+
+    async def _final_stranded_writes(self) -> None:
+        """A host that fails while its store is down leaves acknowledged writes in its
+        journal only: the situation ``writebehind recover`` exists for. (Not under
+        ``ack="store"``, which acknowledges nothing the store does not hold.)"""
+        if self.ack == "store":
+            return
+        count = self.final_rng.randint(1, 20)
+        keys = self.final_rng.sample(self.keys, min(count, len(self.keys)))
+        try:
+            async with trio.open_nursery() as nursery:
+                cache = await nursery.start(_serve, self.config, self.seams)
+                self._check_flips_detected()
+                self.store_faults.outage = True
+                for i, key in enumerate(keys):
+                    value = None if i % 5 == 4 else f"{key}=stranded".encode()
+                    await self._write(cache, key, value)
+                nursery.cancel_scope.cancel()  # the host fails: no drain
+        except BaseException as exc:
+            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in _leaves(exc)):
+                raise
+            self.problems.append(f"a start before the recover tool failed: {_describe(exc)}")
+        finally:
+            self.store_faults.outage = False
+        self.model.crash("process", trio.current_time())
+        self.events["final_stranded_writes"] += len(keys)
 
     async def _final_recover_tool(self) -> None:
         """``writebehind recover``: it refuses a damaged journal unless told to repair, and
