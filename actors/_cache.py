@@ -23,7 +23,7 @@ from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
-from ._stats import CacheEvent, CacheStatistics
+from ._stats import CacheEvent, CacheStatistics, LatencyRecorder, LatencyStatistics
 from ._store import Store, store_factory
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
@@ -79,6 +79,8 @@ class Cache:
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
         self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
+        self._ack_latency = LatencyRecorder()
+        self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
         self.alerts = 0
         self.last_alert: str | None = None
@@ -89,6 +91,7 @@ class Cache:
 
     async def put(self, key: str, value: bytes) -> Receipt:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
+        start = self._now()
         shard, raw = self._route(key)
         if type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
@@ -102,12 +105,17 @@ class Cache:
                 f"value for {key!r} is {len(value)} bytes, over "
                 f"Config.max_value_bytes={self._max_value_bytes}"
             )
-        return await shard.write(key, value, raw)
+        receipt = await shard.write(key, value, raw)
+        self._ack_latency.observe(self._now() - start)
+        return receipt
 
     async def delete(self, key: str) -> Receipt:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
+        start = self._now()
         shard, raw = self._route(key)
-        return await shard.write(key, None, raw)
+        receipt = await shard.write(key, None, raw)
+        self._ack_latency.observe(self._now() - start)
+        return receipt
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
@@ -145,6 +153,10 @@ class Cache:
             quarantined=sum(s.quarantined for s in shards),
             alerts=self.alerts,
             last_alert=self.last_alert,
+            ack_latency=self._ack_latency.statistics(),
+            flush_latency=LatencyStatistics.merge(
+                s.flush_latency.statistics() for s in self._shards
+            ),
         )
 
     def quarantined(self) -> list[tuple[str, int, str]]:

@@ -43,7 +43,7 @@ from ._messages import (
 )
 from ._seams import Seams
 from ._shard_core import FlushPolicy, ShardCore
-from ._stats import RATE_WINDOW, ShardStatistics
+from ._stats import RATE_WINDOW, LatencyRecorder, ShardStatistics
 from ._store import EPOCH_SHIFT
 
 if TYPE_CHECKING:
@@ -104,6 +104,12 @@ class ShardActor:
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
         self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
+        # For metrics, over the shard's life (see ShardStatistics); never on the put path.
+        self.flush_latency = LatencyRecorder()
+        self._sent_at: dict[int, float] = {}  # batch id -> when it went to the store actors
+        self.flush_failures = self.refused = self.backpressure_waits = self.overloaded = 0
+        self.recovered_records = 0
+        self.recovery_seconds = 0.0
         # Until when a put needs no age check: a lower bound of oldest-unpersisted +
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
@@ -142,6 +148,7 @@ class ShardActor:
                 )
                 async with trio.open_nursery() as nursery:
                     if self.config.ack != "store":
+                        opened_at = trio.current_time()
                         journal = await Journal.open(
                             self.directory,
                             shard_id=self.shard,
@@ -162,6 +169,8 @@ class ShardActor:
                         core.note_seq(recovery.next_seq - 1)
                         self._refresh_admission(core)
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
+                        self.recovered_records += replayed
+                        self.recovery_seconds += trio.current_time() - opened_at
                         if replayed:
                             log.info("%s replayed %d journal records", self.name, replayed)
                             self._alert(
@@ -203,6 +212,7 @@ class ShardActor:
             if batch is not None:
                 self._fault("flush.building_batch")
                 self._fault("flush.before_send")
+                self._sent_at[batch.batch_id] = now
                 await self._store_mailbox.send((batch, reply_to))
                 continue
             with trio.move_on_at(core.next_deadline(now)):
@@ -240,6 +250,10 @@ class ShardActor:
                     core.settle(record)
                     self._through[message.batch_id] = None
             else:
+                sent = self._sent_at.pop(message.batch_id, None)
+                if sent is not None:
+                    self.flush_latency.observe(now - sent)
+                self.refused += len(message.rejected)
                 core.on_ack(message.batch_id, message.rejected)
                 for rejection in message.rejected:
                     self._alert(
@@ -252,6 +266,8 @@ class ShardActor:
                 self._through_records.pop(message.batch_id, None)
                 self._through[message.batch_id] = message.reason
             else:
+                self._sent_at.pop(message.batch_id, None)
+                self.flush_failures += 1
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
                 self._alert(
@@ -337,6 +353,7 @@ class ShardActor:
     async def _admit(self, core: ShardCore) -> ShardCore:
         """Backpressure: wait (or raise ``Overloaded``) while the shard holds too much."""
         config = self.config
+        waited = False
         while True:
             age = core.oldest_dirty_since()
             too_old = age is not None and trio.current_time() - age > config.max_dirty_age
@@ -350,7 +367,11 @@ class ShardActor:
                 f"max_dirty_age={config.max_dirty_age}s"
             )
             if config.on_overload == "raise":
+                self.overloaded += 1
                 raise Overloaded(f"{reason}; the store is not keeping up, retry later")
+            if not waited:
+                waited = True
+                self.backpressure_waits += 1
             core.flush_requested = True
             self._kick()
             await self._progress.wait()
@@ -521,5 +542,11 @@ class ShardActor:
             quarantined=len(core.quarantine) if core else 0,
             last_error=self.last_error,
             batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,
+            flush_failures=self.flush_failures,
+            refused=self.refused,
+            backpressure_waits=self.backpressure_waits,
+            overloaded=self.overloaded,
+            recovered_records=self.recovered_records,
+            recovery_seconds=self.recovery_seconds,
         )
 
