@@ -34,9 +34,17 @@ from ._messages import (
     StoreNack,
     StoreRecord,
 )
+from ._metrics import CacheCollector, MetricsServer, serve_metrics
 from ._recover import RecoverReport, recover_journals
 from ._seams import FAULT_POINTS, FaultPointHook, Seams
-from ._stats import EVENT_KINDS, CacheEvent, CacheStatistics, ShardStatistics, StoreStatistics
+from ._stats import (
+    EVENT_KINDS,
+    CacheEvent,
+    CacheStatistics,
+    LatencyStatistics,
+    ShardStatistics,
+    StoreStatistics,
+)
 from ._store import SQLiteStore, Store
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "AckMode",
     "Cache",
     "CacheClosed",
+    "CacheCollector",
     "CacheEvent",
     "CacheStatistics",
     "ChaosControl",
@@ -63,6 +72,8 @@ __all__ = [
     "JournalFailed",
     "JournalFull",
     "JournalLocked",
+    "LatencyStatistics",
+    "MetricsServer",
     "Overloaded",
     "Receipt",
     "RecoverReport",
@@ -86,6 +97,7 @@ __all__ = [
     "recover_journals",
     "serve_cache",
     "serve_inspector",
+    "serve_metrics",
     "shard_of",
 ]
 

@@ -30,6 +30,7 @@ from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
     from ._inspector import InspectorServer
+    from ._metrics import MetricsServer
 
 log = logging.getLogger("writebehind")
 
@@ -79,6 +80,7 @@ class Cache:
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
         self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
+        self.metrics: MetricsServer | None = None  # serving when Config.metrics is set
         self._ack_latency = LatencyRecorder()
         self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
@@ -319,6 +321,10 @@ class Cache:
                     from ._inspector import start_for_cache
 
                     self.inspector = await start_for_cache(self, nursery)
+                if self.config.metrics is not None:
+                    from ._metrics import start_metrics_for_cache
+
+                    self.metrics = await start_metrics_for_cache(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
                 self.status = "draining"

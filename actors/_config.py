@@ -222,6 +222,12 @@ class Config:
     inspector_token: str | None = attrs.field(
         default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
     )
+    # "HOST:PORT" of a Prometheus endpoint (GET /metrics) of its own; None: none. The
+    # inspector's port serves /metrics too.
+    metrics: str | None = attrs.field(default=None, validator=_inspector_address)
+    metrics_token: str | None = attrs.field(
+        default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
@@ -248,6 +254,13 @@ class Config:
                 raise ConfigError(
                     f"Config.inspector={self.inspector!r} is reachable from other machines; "
                     "set Config.inspector_token (clients must send it) or bind to 127.0.0.1"
+                )
+        if self.metrics is not None:
+            host, _ = parse_address(self.metrics, what="Config.metrics")
+            if not is_loopback(host) and not self.metrics_token:
+                raise ConfigError(
+                    f"Config.metrics={self.metrics!r} is reachable from other machines; "
+                    "set Config.metrics_token (scrapers must send it) or bind to 127.0.0.1"
                 )
         for name in self.requires:
             modes, why = REQUIREMENTS[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,13 @@ import trio
 from ._errors import StoreRejected
 from ._journal import Journal, run_io
 from ._journal._fs import FileSystem, OsFileSystem
+from ._journal._recovery import describe_cuts
+from ._journal._scan import MANIFEST_NAME
 from ._messages import StoreRecord
 from ._store import Store
 from ._store_actor import call_store
+
+log = logging.getLogger("writebehind")
 
 
 @attrs.frozen
@@ -60,6 +65,8 @@ async def recover_journals(
         try:
             recovery = journal.recovery
             torn += recovery.torn_tail is not None
+            for _kind, message in describe_cuts(recovery):
+                log.warning("%s", message)
             pending = [StoreRecord(r.key, r.value, r.version) for r in recovery.records]
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start:start + batch_size]
@@ -88,6 +95,12 @@ async def recover_journals(
 
 
 def _remove_journal(fs: FileSystem, directory: str) -> None:
+    # The manifest goes first, durably: a power loss amid the unlinks must not leave it
+    # naming a segment that is already gone (that would read as a lost tail segment).
+    manifest = posixpath.join(directory, MANIFEST_NAME)
+    if fs.exists(manifest):
+        fs.unlink(manifest)
+        fs.fsync_dir(directory)
     for name in fs.listdir(directory):
         fs.unlink(posixpath.join(directory, name))
     fs.remove_dir(directory)

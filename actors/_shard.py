@@ -31,7 +31,7 @@ from ._errors import (
     describe,
 )
 from ._journal import Journal
-from ._journal._recovery import paused_gc
+from ._journal._recovery import describe_cuts, paused_gc
 from ._messages import (
     FlushBatch,
     FlushRequest,
@@ -176,6 +176,9 @@ class ShardActor:
                             self._alert(
                                 "replay", self.name, f"replayed {replayed} journal records"
                             )
+                        # Every cut is an alert: a torn tail may be synced data destroyed.
+                        for kind, message in describe_cuts(recovery):
+                            self._alert(kind, self.name, f"{self.name}: {message}")
                         await nursery.start(journal.run)
                     self._epoch, self._counter = epoch, 0
                     self.core, self.journal, self._inbox = core, journal, inbox

@@ -173,15 +173,33 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="recovery-new-segment-dir-not-synced",
         area="scan", file=_REC,
+        # The manifest's own directory sync would make the entry durable too: both go.
         find="""\
         fs.fdatasync(fd)
         fs.fsync_dir(directory)
+        publish_newest(fs, directory, header)
     except BaseException:""",
         replace="""\
         fs.fdatasync(fd)
     except BaseException:""",
         rule="a new segment's directory entry is durable before records in it are "
         "acknowledged as synced",
+    ),
+    Mutant(
+        name="recovery-manifest-before-segment-durable",
+        area="scan", file=_REC,
+        find="""\
+        fs.fdatasync(fd)
+        fs.fsync_dir(directory)
+        publish_newest(fs, directory, header)
+    except BaseException:""",
+        replace="""\
+        publish_newest(fs, directory, header)
+        fs.fdatasync(fd)
+        fs.fsync_dir(directory)
+    except BaseException:""",
+        rule="the manifest names a segment as the newest only once that segment is durable: "
+        "a power loss never makes a correct journal look like it lost its tail segment",
     ),
     # -- the shard's state machine ----------------------------------------------------------
     Mutant(

@@ -12,6 +12,7 @@ import fcntl
 import os
 import posixpath
 import random
+import stat
 from typing import Literal, Protocol
 
 import attrs
@@ -91,6 +92,12 @@ def write_file_atomic(fs: FileSystem, path: str, data: bytes) -> None:
     fs.fsync_dir(os.path.dirname(path) or ".")
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
+
+
 class OsFileSystem:
     """The real file system, through ``os`` calls."""
 
@@ -118,8 +125,20 @@ class OsFileSystem:
         return os.stat(path).st_size
 
     def read_file(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+        # O_NONBLOCK: a FIFO put where a segment was must not hang the open (and a blocked
+        # open(2) in a thread cannot be interrupted by Ctrl-C); fstat then refuses anything
+        # but a regular file before a read could block or fail obscurely.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(mode)})", path)
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write_file(self, path: str, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
