@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 from functools import partial
@@ -22,6 +23,8 @@ import pytest
 import trio
 
 from writebehind import CacheCollector, Config, open_cache
+
+from .test_dashboard import dashboard_queries
 
 PROMETHEUS = shutil.which("prometheus")
 TOKEN = "scrape-t0k"
@@ -45,9 +48,13 @@ def free_port() -> int:
 
 
 def fetch(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.loads(answer.read()) if answer.headers.get_content_type() == \
-            "application/json" else answer.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = answer.read()
+            json_type = answer.headers.get_content_type() == "application/json"
+    except urllib.error.HTTPError as exc:  # the API answers a bad query with 400 and JSON
+        body, json_type = exc.read(), True
+    return json.loads(body) if json_type else body.decode()
 
 
 async def api(base: str, path: str, **params: str) -> Any:
@@ -158,6 +165,9 @@ async def test_prometheus_scrapes_a_running_cache_and_answers_queries(
                 for family in CacheCollector(None).describe():
                     suffix = {"counter": "_total", "histogram": "_count"}.get(family.type, "")
                     assert family.name + suffix in names, family.name
+                # Every panel of the Grafana dashboard is a query Prometheus accepts.
+                for promql in dashboard_queries():
+                    await api(base, "/api/v1/query", query=promql)
             finally:
                 nursery.cancel_scope.cancel()
                 log.close()
