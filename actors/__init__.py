@@ -22,6 +22,7 @@ from ._errors import (
     StoreRejected,
     StoreUnavailable,
     TooManyRestarts,
+    Unstorable,
     WritebehindError,
 )
 from ._inspector import ChaosControl, InspectorServer, InspectorStatistics, serve_inspector
@@ -33,6 +34,7 @@ from ._messages import (
     StoreAck,
     StoreNack,
     StoreRecord,
+    Superseded,
 )
 from ._metrics import CacheCollector, MetricsServer, serve_metrics
 from ._recover import RecoverReport, recover_journals
@@ -91,7 +93,9 @@ __all__ = [
     "StoreRejected",
     "StoreStatistics",
     "StoreUnavailable",
+    "Superseded",
     "TooManyRestarts",
+    "Unstorable",
     "WritebehindError",
     "open_cache",
     "recover_journals",

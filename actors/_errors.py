@@ -23,6 +23,11 @@ class CacheClosed(WritebehindError):
     """The cache is not running (not started yet, shutting down, or stopped)."""
 
 
+class Unstorable(WritebehindError, ValueError):
+    """A key or value the configured store could never hold (a NUL in a PostgreSQL text key,
+    a key over what its index can hold): refused before anything is acknowledged."""
+
+
 class Overloaded(WritebehindError):
     """Backpressure: too many dirty entries, or the oldest is too old, and the config says raise."""
 

@@ -323,8 +323,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="store-actor-drops-refusals",
         area="store-actor", file=_SA,
-        find="                await _answer(reply, StoreAck(batch.batch_id, rejected))",
-        replace="                await _answer(reply, StoreAck(batch.batch_id))",
+        find="                await _answer(reply, StoreAck(batch.batch_id, rejected, superseded))",
+        replace="                await _answer(reply, StoreAck(batch.batch_id, (), superseded))",
         rule="a record the store refused is reported back to the shard (quarantined), never "
         "counted as persisted",
     ),
@@ -382,8 +382,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="pg-refusals-not-returned",
         area="postgres", file=_PG, needs="postgres",
-        find="        return tuple(rejected)",
-        replace="        return ()",
+        find="        return tuple(rejected) + tuple(superseded)",
+        replace="        return tuple(superseded)",
         rule="records PostgreSQL refused for good are reported to the shard (quarantined), "
         "not counted as landed",
     ),
