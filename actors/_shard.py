@@ -142,9 +142,13 @@ class ShardActor:
                     retry_initial=self.config.retry_initial,
                     retry_max=self.config.retry_max,
                 )
+                # ack='journal'/'fsync': nothing reaches the store before its journal record is
+                # as durable as the ack mode promises (the store must never get ahead of it).
+                hold = self.config.ack in ("journal", "fsync")
                 core = ShardCore(
                     self.shard, self._incarnation, policy,
                     max_entries=self.config.max_entries_per_shard, rng=self._rng,
+                    hold_until_durable=hold,
                 )
                 async with trio.open_nursery() as nursery:
                     if self.config.ack != "store":
@@ -186,6 +190,8 @@ class ShardActor:
                     self.status = "running"
                     self._ready.set()
                     task_status.started()
+                    if journal is not None and hold:
+                        nursery.start_soon(self._watch_journal, core, journal)
                     await self._serve(core, journal, replies)
         except BaseException as exc:
             if self._crash is None and not isinstance(exc, trio.Cancelled):
@@ -239,6 +245,16 @@ class ShardActor:
                 if changed:
                     self._notify()
 
+    async def _watch_journal(self, core: ShardCore, journal: Journal) -> None:
+        """Tell the core as group commits make records durable; kick the flusher when that
+        releases keys it may now send."""
+        synced = self._ack == "fsync"
+        seen = core.durable_seq
+        while True:
+            seen = await journal.wait_beyond(seen, synced=synced)
+            if core.note_durable(seen):
+                self._kick()
+
     def _handle(self, core: ShardCore, message: object) -> None:
         now = trio.current_time()
         if isinstance(message, FlushRequest):
@@ -250,14 +266,14 @@ class ShardActor:
                 if message.rejected:  # not in the store: the caller must not be told it is
                     self._through[message.batch_id] = message.rejected[0]
                 else:
-                    core.settle(record)
+                    core.settle(record, superseded=bool(message.superseded))
                     self._through[message.batch_id] = None
             else:
                 sent = self._sent_at.pop(message.batch_id, None)
                 if sent is not None:
                     self.flush_latency.observe(now - sent)
                 self.refused += len(message.rejected)
-                core.on_ack(message.batch_id, message.rejected)
+                core.on_ack(message.batch_id, message.rejected, message.superseded)
                 for rejection in message.rejected:
                     self._alert(
                         "quarantine", self.name,
@@ -320,6 +336,10 @@ class ShardActor:
                 self._kicked = True
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
+
+    def kick(self) -> None:
+        """Have the actor's loop look at its core now (build batches, move the checkpoint)."""
+        self._kick()
 
     def close(self) -> None:
         """The cache stopped: wake everyone who waits on this shard."""

@@ -219,7 +219,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="core-flush-ignores-inflight",
         area="shard-core", file=_CORE,
-        find="                owed[record.key] = entries[record.key].version",
+        find="""\
+                entry = entries.get(record.key)
+                owed[record.key] = record.version if entry is None else entry.version""",
         replace="                pass  # handed to the store: as good as landed",
         rule="flush() returns only once every acknowledged write is in the store, not while "
         "batches are still in flight",
@@ -236,10 +238,10 @@ MUTANTS: tuple[Mutant, ...] = (
         name="core-retry-gives-up",
         area="shard-core", file=_CORE,
         find="""\
-            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
         ]""",
         replace="""\
-            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
             and self.failures < 4  # give up on a batch the store keeps failing
         ]""",
         rule="a batch the store did not commit is retried until it lands, however many "
@@ -291,10 +293,10 @@ MUTANTS: tuple[Mutant, ...] = (
                 if message.rejected:  # not in the store: the caller must not be told it is
                     self._through[message.batch_id] = message.rejected[0]
                 else:
-                    core.settle(record)
+                    core.settle(record, superseded=bool(message.superseded))
                     self._through[message.batch_id] = None""",
         replace="""\
-                core.settle(record)
+                core.settle(record, superseded=bool(message.superseded))
                 self._through[message.batch_id] = None""",
         rule="ack='store' acknowledges a write only if the store took it; a refusal raises "
         "StoreRejected",

@@ -267,6 +267,16 @@ class Journal:
             self._check_usable()
             await self._synced_event.wait()
 
+    async def wait_beyond(self, seq: int, *, synced: bool) -> int:
+        """Wait until a record above ``seq`` is written (or, with ``synced``, fdatasync'd),
+        without asking for a write or a sync; return the new written (synced) sequence."""
+        while True:
+            current = self._synced_seq if synced else self._written_seq
+            if current > seq:
+                return current
+            self._check_usable()
+            await (self._synced_event if synced else self._written_event).wait()
+
     # -- the committer ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
