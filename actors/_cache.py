@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
-from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable
+from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
 from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from ._messages import Receipt, StoreRecord
@@ -24,7 +24,7 @@ from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
 from ._stats import CacheEvent, CacheStatistics, LatencyRecorder, LatencyStatistics
-from ._store import Store, store_factory
+from ._store import DISCARD, Store, StoreLimits, store_factory, store_limits
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
 
@@ -65,6 +65,7 @@ class Cache:
         ]
         self._shard_count = config.shards
         self._max_key_bytes = config.max_key_bytes
+        self._set_limits(store_limits(config.store))  # refined from the store itself at start
         self._max_value_bytes = config.max_value_bytes
         self._shards = [
             ShardActor(
@@ -170,13 +171,49 @@ class Cache:
             for q in shard.core.quarantine.values()
         ]
 
-    def retry_quarantined(self) -> int:
-        """Put quarantined records back in line for the store; returns how many."""
+    async def retry_quarantined(self, keys: Iterable[str] | None = None) -> int:
+        """Put quarantined records (of ``keys``, or all) back in line for the store (after
+        fixing what made the store refuse them); returns how many. The store's quarantine
+        table forgets them: if refused again, they are quarantined (and recorded) afresh."""
+        return await self._resolve_quarantine("retry", keys)
+
+    async def discard_quarantined(self, keys: Iterable[str] | None = None) -> int:
+        """Give up quarantined records (of ``keys``, or all) for good; returns how many.
+
+        The store keeps what it holds for each key (an older version, or nothing), and reads
+        return that from now on: the refused writes are lost, by the operator's decision.
+        Their journal records no longer pin the checkpoint. The decision is recorded in the
+        store's quarantine table, so a replay of the same records (a restart before the
+        checkpoint moved) finds them discarded too.
+        """
+        return await self._resolve_quarantine(DISCARD, keys)
+
+    async def _resolve_quarantine(self, action: str, keys: Iterable[str] | None) -> int:
+        self._check_open()
+        wanted = None if keys is None else set(keys)
+        chosen = sorted({
+            q.key
+            for shard in self._shards
+            if shard.core is not None
+            for q in shard.core.quarantine.values()
+            if wanted is None or q.key in wanted
+        })
+        if not chosen:
+            return 0
+        reader = self._reader
+        if reader is not None and hasattr(reader, "resolve_quarantine"):
+            await self._reader_call("resolve_quarantine", action, chosen)
         count = 0
         now = trio.current_time()
         for shard in self._shards:
-            if shard.core is not None:
-                count += shard.core.retry_quarantine(now)
+            core = shard.core
+            if core is None:
+                continue
+            if action == DISCARD:
+                count += core.discard_quarantine(wanted)
+            else:
+                count += core.retry_quarantine(now, wanted)
+            shard.kick()  # its loop moves the checkpoint, or sends the retried records
         return count
 
     async def aclose(self) -> None:
@@ -202,9 +239,26 @@ class Cache:
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self._max_key_bytes}"
             )
+        if len(raw) > self._store_key_bytes:
+            raise Unstorable(
+                f"key is {len(raw)} bytes in UTF-8, over the {self._limits.name} store's "
+                f"limit of {self._store_key_bytes} (its index cannot hold a longer key); "
+                "shorten the key (hash a long one), nothing was written"
+            )
+        if self._refuse_nul and "\0" in key:
+            raise Unstorable(
+                f"key {key!r} holds a NUL character, which the {self._limits.name} store's "
+                "text keys cannot hold; remove it or encode the key (percent-encoding, "
+                "base64), nothing was written"
+            )
         if self.status != "running":
             self._check_open()
         return self._shards[zlib.crc32(raw) % self._shard_count], raw
+
+    def _set_limits(self, limits: StoreLimits) -> None:
+        self._limits = limits
+        self._store_key_bytes = limits.max_key_bytes or self._max_key_bytes
+        self._refuse_nul = not limits.nul_in_keys
 
     def _check_open(self) -> None:
         if self.status != "running":
@@ -281,6 +335,10 @@ class Cache:
             reader = self._seams.wrap_store(reader)
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
+        # The store itself says what it can hold (a harness's store stands in for the URL's).
+        limits = getattr(reader, "limits", None)
+        if isinstance(limits, StoreLimits):
+            self._set_limits(limits)
         journal_dir = Path(self.config.journal_dir)
         fs: FileSystem = self._seams.filesystem or OsFileSystem()
         previous = await _journal_dir_io(fs, journal_dir, _read_layout, fs, journal_dir)

@@ -17,6 +17,7 @@ import attrs
 from ._errors import ConfigError
 from ._inspector_protocol import is_loopback, parse_address
 from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
+from ._store import store_limits
 
 AckMode = Literal["memory", "journal", "fsync", "store"]
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
@@ -242,6 +243,13 @@ class Config:
                 f"Config.max_value_bytes ({self.max_value_bytes!r}) plus Config.max_key_bytes "
                 f"({self.max_key_bytes!r}) must fit in one journal record: at most "
                 f"{MAX_PAYLOAD - MIN_PAYLOAD} bytes together"
+            )
+        limits = store_limits(self.store)
+        if limits.max_key_bytes is not None and self.max_key_bytes > limits.max_key_bytes:
+            raise ConfigError(
+                f"Config.max_key_bytes={self.max_key_bytes!r} is over what the "
+                f"{limits.name} store can index ({limits.max_key_bytes} bytes of UTF-8 per "
+                f"key); set it to at most {limits.max_key_bytes} (hash longer keys)"
             )
         if self.retry_max < self.retry_initial:
             raise ConfigError(

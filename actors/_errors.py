@@ -1,6 +1,7 @@
 """Errors, named for who is at fault.
 
-- The caller's misuse: :class:`ConfigError`, :class:`CacheClosed`, :class:`Overloaded`.
+- The caller's misuse: :class:`ConfigError`, :class:`CacheClosed`, :class:`Overloaded`,
+  :class:`Unstorable`.
 - What recovery found on disk: :class:`JournalCorruption` (a torn tail is not an error:
   it is repaired and reported, see :class:`TornTail`).
 - The journal's own I/O: :class:`JournalFailed`, :class:`JournalLocked`, :class:`JournalFull`.
