@@ -19,6 +19,7 @@ from ._config import Config
 from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
 from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
+from ._lease import LeaseKeeper
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
@@ -54,6 +55,7 @@ class Cache:
         )
         self._reader: Store | None = None
         self._reader_limiter = trio.CapacityLimiter(1)
+        self._lease: LeaseKeeper | None = None  # a store that supports leases has one
         send, receive = trio.open_memory_channel[Outgoing](config.store_actors * 2)
         self._mailbox = send
         self._store_actors = [
@@ -335,6 +337,13 @@ class Cache:
             reader = self._seams.wrap_store(reader)
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
+        if hasattr(reader, "acquire_lease"):
+            # One live instance per table, before anything is written to it (two would
+            # overwrite each other's newer writes: the later epoch always wins).
+            lease = LeaseKeeper(self._reader_call, self.config.store_table,
+                                clock=self._seams.wall_clock)
+            await lease.acquire()
+            self._lease = lease
         # The store itself says what it can hold (a harness's store stands in for the URL's).
         limits = getattr(reader, "limits", None)
         if isinstance(limits, StoreLimits):
@@ -370,6 +379,8 @@ class Cache:
         try:
             async with trio.open_nursery() as nursery:
                 await self._prepare()
+                if self._lease is not None:
+                    nursery.start_soon(self._lease.keep)
                 for actor in self._store_actors:
                     await nursery.start(self._supervisor.supervise, actor)
                 for shard in self._shards:
@@ -394,6 +405,9 @@ class Cache:
             self.status = "stopped"
             for shard in self._shards:
                 shard.close()
+            if self._lease is not None:
+                await self._lease.release()
+                self._lease = None
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None

@@ -5,11 +5,14 @@
 - What recovery found on disk: :class:`JournalCorruption` (a torn tail is not an error:
   it is repaired and reported, see :class:`TornTail`).
 - The journal's own I/O: :class:`JournalFailed`, :class:`JournalLocked`, :class:`JournalFull`.
-- The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`.
+- The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`,
+  :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`.
 - The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class WritebehindError(Exception):
@@ -84,6 +87,20 @@ class StoreRejected(StoreError):
 
 class SchemaMismatch(StoreError):
     """The store's schema version is not one this writebehind understands."""
+
+
+class LeaseHeld(StoreError):
+    """Another live instance holds the store table's lease: this one refuses to start.
+
+    ``holder`` names it (``host``, ``pid``, ``since``, ``expires``)."""
+
+    def __init__(self, message: str, *, holder: Any) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(StoreError):
+    """Another instance took over this instance's store lease (not renewed in time)."""
 
 
 class ShardCrashed(WritebehindError):

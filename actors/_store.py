@@ -16,6 +16,7 @@ from typing import Protocol
 import attrs
 
 from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
+from ._lease import LeaseClaim, LeaseHolder, decide
 from ._messages import Rejection, StoreRecord, Superseded
 
 EPOCH_SHIFT = 40
@@ -359,6 +360,51 @@ class SQLiteStore:
         return {
             k: StoreRecord(k, None if d else bytes(v), ver) for k, v, ver, d in rows.fetchall()
         }
+
+    # -- the table's lease (see _lease.py): a row 'lease' in the meta table, its value the
+    # holder as JSON (SQLite keeps text in an INTEGER column as text).
+
+    def _lease_transaction(self, claim: LeaseClaim, now: float | None,
+                           renewal: bool) -> LeaseHolder | None:
+        db = self._conn()
+        t = self.table
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(f"SELECT value FROM {t}_meta WHERE name = 'lease'").fetchone()
+                current = LeaseHolder.from_json(str(row[0])) if row is not None else None
+                if now is None:  # release: only our own
+                    if current is not None and current.token == claim.token:
+                        db.execute(f"DELETE FROM {t}_meta WHERE name = 'lease'")
+                    blocker = None
+                else:
+                    blocker = decide(current, claim, now, renewal=renewal)
+                    if blocker is None:
+                        db.execute(
+                            f"INSERT INTO {t}_meta (name, value) VALUES ('lease', ?) "
+                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            (claim.holder(now).to_json(),),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite lease update failed: {exc}") from exc
+        return blocker
+
+    def acquire_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Take the table's lease; None if taken, else the live holder in the way."""
+        return self._lease_transaction(claim, now, renewal=False)
+
+    def renew_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Extend our lease; None if still ours, else who took it over."""
+        return self._lease_transaction(claim, now, renewal=True)
+
+    def release_lease(self, claim: LeaseClaim) -> None:
+        """Give our lease up (someone else's is left alone)."""
+        self._lease_transaction(claim, None, renewal=False)
 
     def close(self) -> None:
         if self._db is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._config import mask_url
 from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
+from ._lease import LeaseClaim, LeaseHolder, decide
 from ._messages import Rejection, StoreRecord, Superseded
 from ._store import (
     DISCARD,
@@ -300,6 +301,53 @@ class PostgresStore:
             "read", f"SELECT key, value, version, deleted FROM {self.table}", ()
         )
         return {k: StoreRecord(k, None if d else bytes(v), ver) for k, v, ver, d in rows}
+
+    # -- the table's lease (see _lease.py): a row 'lease' in the meta table; its value is the
+    # expiry (ms since the Unix epoch), its ``detail`` column (added on first use) the holder.
+
+    def _lease_transaction(self, claim: LeaseClaim, now: float | None, renewal: bool,
+                           *, first: bool = False) -> LeaseHolder | None:
+        import psycopg
+
+        db = self._db()
+        t = self.table
+        try:
+            with db.transaction(), db.cursor() as cur:
+                if first:
+                    cur.execute(f"ALTER TABLE {t}_meta ADD COLUMN IF NOT EXISTS detail text")
+                # Serializes lease changes, including the first insert of the row.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{t}:lease",))
+                cur.execute(f"SELECT detail FROM {t}_meta WHERE name = 'lease'")
+                row = cur.fetchone()
+                current = LeaseHolder.from_json(row[0]) if row and row[0] else None
+                if now is None:  # release: only our own
+                    if current is not None and current.token == claim.token:
+                        cur.execute(f"DELETE FROM {t}_meta WHERE name = 'lease'")
+                    return None
+                blocker = decide(current, claim, now, renewal=renewal)
+                if blocker is None:
+                    holder = claim.holder(now)
+                    cur.execute(
+                        f"INSERT INTO {t}_meta (name, value, detail) VALUES ('lease', %s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                        "detail = excluded.detail",
+                        (int(holder.expires * 1000), holder.to_json()),
+                    )
+                return blocker
+        except psycopg.Error as exc:
+            raise self._fail("lease update", exc) from None
+
+    def acquire_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Take the table's lease; None if taken, else the live holder in the way."""
+        return self._lease_transaction(claim, now, renewal=False, first=True)
+
+    def renew_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Extend our lease; None if still ours, else who took it over."""
+        return self._lease_transaction(claim, now, renewal=True)
+
+    def release_lease(self, claim: LeaseClaim) -> None:
+        """Give our lease up (someone else's is left alone)."""
+        self._lease_transaction(claim, None, renewal=False)
 
     def close(self) -> None:
         if self._conn is not None:
