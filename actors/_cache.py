@@ -370,6 +370,14 @@ class Cache:
                     "replayed %d journal records from %d shards into the store before start",
                     report.records, report.shards,
                 )
+            if report.quarantined:
+                first = report.quarantined[0]
+                self._alert(
+                    "quarantine", "cache",
+                    f"the store refused {len(report.quarantined)} journal records for good "
+                    f"(first: {first.key!r}: {first.reason}); they stay journaled and "
+                    "quarantined: see `writebehind quarantine list --config FILE`",
+                )
         if previous != self.config.shards:
             await _journal_dir_io(
                 fs, journal_dir, _write_layout, fs, journal_dir, self.config.shards

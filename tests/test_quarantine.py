@@ -187,3 +187,24 @@ async def test_a_store_that_cannot_hold_nul_refuses_such_a_key_before_acknowledg
             await cache.flush()
             assert cache.statistics().shards[0].acked_seq == 1  # nothing else was journaled
             await cache.aclose()
+
+
+async def test_a_start_that_replays_journals_into_the_store_reports_a_refusal_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    # ack='store' replays whatever journals hold into the store before it starts: a record
+    # the store refuses is quarantined and alerted, not a failed start.
+    seams = tiny_seams(tmp_path)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            cache = await start(nursery, config(tmp_path, flush_interval=3600.0), seams)
+            await cache.put("big", b"v" * 300)
+            await cache.put("ok", b"1")
+            nursery.cancel_scope.cancel()
+        alerts: list[str] = []
+        cfg = config(tmp_path, ack="store", on_alert=alerts.append)
+        async with trio.open_nursery() as nursery:
+            cache = await start(nursery, cfg, seams)
+            assert await cache.get("ok") == b"1"
+            await cache.aclose()
+    assert any("refused 1 journal records for good (first: 'big'" in a for a in alerts)
