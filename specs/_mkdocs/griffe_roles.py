@@ -64,6 +64,8 @@ class SphinxRoles(griffe.Extension):
             full = self._resolve(target)
             return f"[`{shown}`][{full}]" if full else f"`{shown}`"
 
+        # reST's "Use it as::" before an indented block: the block is code in Markdown too.
+        text = re.sub(r"(\w)::$", r"\1:", text, flags=re.M)
         return _ROLE.sub(replace, text)
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
