@@ -65,8 +65,11 @@ class JournalFailed(JournalError):
     """
 
 
-class JournalFull(JournalFailed):
-    """The disk is full (ENOSPC); what was synced before stays readable."""
+class JournalFull(JournalError):
+    """The disk is full (ENOSPC): the write was refused before anything happened; retry it.
+
+    The journal keeps working (flushes and checkpoints go on) and accepts writes again by
+    itself once space returns. What was synced before stays readable."""
 
 
 class JournalClosed(JournalError):

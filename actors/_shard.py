@@ -24,6 +24,7 @@ from ._config import Config
 from ._errors import (
     CacheClosed,
     JournalError,
+    JournalFull,
     Overloaded,
     ShardCrashed,
     StoreRejected,
@@ -165,6 +166,7 @@ class ShardActor:
                                 if self.config.ack == "memory" else 0.0
                             ),
                             fault_point=self._fault if self._hook is not None else None,
+                            on_event=self._journal_event,
                         )
                         recovery = journal.recovery
                         now = trio.current_time()
@@ -295,6 +297,10 @@ class ShardActor:
                     f"in {delay:.3f}s, {core.unpersisted} entries wait"
                 )
 
+    def _journal_event(self, kind: str, message: str) -> None:
+        # The disk filled up (puts now get JournalFull) or has room again.
+        self._alert(kind, self.name, f"{self.name}: {message}")
+
     def _fault(self, point: str) -> None:
         if self._hook is not None:
             self._hook(point, self.name)
@@ -424,6 +430,8 @@ class ShardActor:
         self._fault_inline("put.before_journal_append")
         try:
             seq = journal.append_encoded(raw_key, value, version)
+        except JournalFull:
+            raise  # refused before anything happened: the caller retries later
         except JournalError as exc:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
         dirty = core.dirty

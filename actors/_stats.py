@@ -145,4 +145,5 @@ class CacheEvent:
 #: What a :class:`CacheEvent` can report.
 EVENT_KINDS = (
     "crash", "restart", "replay", "flush_failed", "quarantine", "escalation", "fault",
+    "torn_tail", "repair", "journal_full", "journal_resumed",
 )

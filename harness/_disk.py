@@ -168,6 +168,14 @@ class FaultyDisk(SimulatedFileSystem):
                 self.space_left = None
             raise
 
+    def reserve(self, fd: int, length: int) -> None:
+        try:
+            super().reserve(fd, length)
+        except OSError as exc:  # the journal reserves a segment's space as it creates it
+            if exc.errno == errno.ENOSPC:
+                self.space_left = None
+            raise
+
     def clear_faults(self) -> None:
         self.fail_fsyncs = 0
         self.space_left = None

@@ -50,6 +50,7 @@ from writebehind import (
     Config,
     JournalCorruption,
     JournalError,
+    JournalFull,
     Overloaded,
     Seams,
     ShardCrashed,
@@ -745,8 +746,9 @@ class _Simulation:
                     f"a write of {key!r} was refused as unstorable, yet the {self.store.kind} "
                     f"store can hold it: {exc}"
                 )
-        except (Overloaded, StoreRejected, ValueError):
-            model.refused(op)  # ValueError: a key or value the store could never hold
+        except (Overloaded, StoreRejected, JournalFull, ValueError):
+            # ValueError: a key or value the store could never hold; JournalFull: a full disk
+            model.refused(op)
         else:
             if key in self.unstorable:
                 self.problems.append(

@@ -7,13 +7,14 @@ fail fsync with EIO, run out of space, or flip a byte — deterministically.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
 import posixpath
 import random
 import stat
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -51,6 +52,11 @@ class FileSystem(Protocol):
 
     def write(self, fd: int, data: bytes) -> int:
         """Append; returns how many bytes were written (may be fewer than asked)."""
+
+    def reserve(self, fd: int, length: int) -> None:
+        """Allocate disk space for the first ``length`` bytes of the file without changing its
+        size, so appends up to there cannot fail with ENOSPC; raises ENOSPC if the space is
+        not there. A file system that cannot reserve does nothing."""
 
     def fdatasync(self, fd: int) -> None:
         """Make everything written through ``fd`` durable."""
@@ -90,6 +96,22 @@ def write_file_atomic(fs: FileSystem, path: str, data: bytes) -> None:
     fs.write_file(temporary, data)
     fs.rename(temporary, path)
     fs.fsync_dir(os.path.dirname(path) or ".")
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _find_fallocate() -> Any:
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (AttributeError, OSError):
+        return None  # not Linux: no reservation, an append may then meet ENOSPC
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    return fallocate
+
+
+_fallocate = _find_fallocate()
 
 
 def _file_kind(mode: int) -> str:
@@ -159,6 +181,16 @@ class OsFileSystem:
     def write(self, fd: int, data: bytes) -> int:
         return os.write(fd, data)
 
+    def reserve(self, fd: int, length: int) -> None:
+        # fallocate(FALLOC_FL_KEEP_SIZE): blocks past the end, the size unchanged, so appends
+        # (O_APPEND) land in them and a scan never sees preallocated zeros.
+        if _fallocate is None or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) == 0:
+            return
+        code = ctypes.get_errno()
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # this file system cannot reserve: appends may meet ENOSPC instead
+        raise OSError(code, os.strerror(code))
+
     def fdatasync(self, fd: int) -> None:
         sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
         sync(fd)
@@ -214,6 +246,7 @@ class SimulatedCrash(Exception):
 class _Inode:
     data: bytearray = attrs.Factory(bytearray)
     durable: bytes = b""
+    reserved: int = 0  # bytes from the start with space allocated (see reserve)
 
 
 def _oserror(code: int, path: str = "") -> OSError:
@@ -227,7 +260,8 @@ class SimulatedFileSystem:
     * Directory entries: creations, renames and unlinks become durable on ``fsync_dir``;
       a crash reverts the names of each directory to its last fsync (``model_dirents``).
     * Faults: ``fsync_error``/``write_error`` (an errno raised on every such call while set),
-      ``space_left`` (bytes until ENOSPC), ``crash_after_ops`` (the next mutating operation
+      ``space_left`` (bytes until ENOSPC; space a file reserved is taken from it at
+      :meth:`reserve`, not again when written), ``crash_after_ops`` (the next mutating operation
       after that many raises :class:`SimulatedCrash` and every later one too, until
       :meth:`crash`), :meth:`flip_byte`.
     """
@@ -382,12 +416,23 @@ class SimulatedFileSystem:
             raise _oserror(self.write_error)
         count = len(data)
         if self.space_left is not None:
-            if self.space_left == 0 and count:
+            covered = max(0, inode.reserved - len(inode.data))  # reserved, not yet written
+            count = min(count, covered + self.space_left)
+            if count == 0 and data:
                 raise _oserror(errno.ENOSPC)
-            count = min(count, self.space_left)
-            self.space_left -= count
+            self.space_left -= max(0, count - covered)
         inode.data += data[:count]
         return count
+
+    def reserve(self, fd: int, length: int) -> None:
+        self._op("reserve")
+        inode = self._fd(fd)
+        extra = max(0, length - max(len(inode.data), inode.reserved))
+        if self.space_left is not None:
+            if extra > self.space_left:
+                raise _oserror(errno.ENOSPC)
+            self.space_left -= extra
+        inode.reserved = max(inode.reserved, length)
 
     def fdatasync(self, fd: int) -> None:
         self._op("fdatasync")
@@ -405,6 +450,7 @@ class SimulatedFileSystem:
         inode = self._inode(path)
         del inode.data[length:]
         inode.durable = bytes(inode.data)
+        inode.reserved = min(inode.reserved, length)  # ftruncate frees blocks past the end
 
     def unlink(self, path: str) -> None:
         self._op(f"unlink {path}")

@@ -135,12 +135,23 @@ def publish_newest(fs: FileSystem, directory: str, header: SegmentHeader) -> Non
     write_file_atomic(fs, os.path.join(directory, MANIFEST_NAME), manifest.encode())
 
 
-def create_segment(fs: FileSystem, directory: str, header: SegmentHeader) -> tuple[str, int]:
+def create_segment(
+    fs: FileSystem, directory: str, header: SegmentHeader, *, reserve: int = 0
+) -> tuple[str, int]:
     """Create a segment holding only ``header``, durable (file and directory entry), and
-    name it the newest in the manifest."""
+    name it the newest in the manifest.
+
+    ``reserve`` bytes of disk space are allocated for it first, so a full disk shows here,
+    at rotation, rather than in the middle of an append; on ENOSPC the file is removed again
+    and the error raised."""
     path = os.path.join(directory, segment_name(header.first_seq))
     fd = fs.open_append(path, create=True)
     try:
+        try:
+            fs.reserve(fd, reserve)
+        except OSError:
+            fs.unlink(path)  # empty: a power loss that keeps it leaves a torn, unnamed header
+            raise
         data = header.encode()
         while data:
             data = data[fs.write(fd, data) :]
@@ -241,8 +252,10 @@ def recover(
     shard_id: int,
     repair: bool,
     fault_point: Callable[[str], None] | None = None,
+    reserve: int = 0,
 ) -> Recovered:
-    """Scan the directory, cut a torn tail, repair if asked, open the last segment."""
+    """Scan the directory, cut a torn tail, repair if asked, open the last segment (with
+    ``reserve`` bytes of disk space allocated, as :func:`create_segment` does)."""
     repairs: list[RepairReport] = []
     while True:
         try:
@@ -279,9 +292,13 @@ def recover(
         # What we read may sit only in the page cache of a crashed process: make it durable
         # before anyone builds on it.
         fs.fdatasync(fd)
+        try:
+            fs.reserve(fd, reserve)  # a torn-tail cut gave back what was reserved
+        except OSError:
+            pass  # the disk is full: the journal then refuses new records until space returns
     else:
         header = SegmentHeader(shard_id=shard_id, salt=salt, first_seq=scan.next_seq)
-        path, fd = create_segment(fs, directory, header)  # names it in the manifest too
+        path, fd = create_segment(fs, directory, header, reserve=reserve)  # and the manifest
         segments.append(Segment(path, header.first_seq, HEADER_SIZE))
     last = segments[-1]
     manifest = scan.manifest
