@@ -64,13 +64,17 @@ def families(stats: CacheStatistics | None) -> list[Metric]:
     """Every metric family, with samples from ``stats`` (none when it is None)."""
     shard = ["shard"]
 
-    def counter(name: str, doc: str, labels: Iterable[str] = (), unit: str = "") -> Any:
+    def counter(
+        name: str, doc: str, labels: Iterable[str] = (), unit: str = ""
+    ) -> CounterMetricFamily:
         return CounterMetricFamily(f"writebehind_{name}", doc, labels=list(labels), unit=unit)
 
-    def gauge(name: str, doc: str, labels: Iterable[str] = (), unit: str = "") -> Any:
+    def gauge(
+        name: str, doc: str, labels: Iterable[str] = (), unit: str = ""
+    ) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"writebehind_{name}", doc, labels=list(labels), unit=unit)
 
-    def histogram(name: str, doc: str, labels: Iterable[str] = ()) -> Any:
+    def histogram(name: str, doc: str, labels: Iterable[str] = ()) -> HistogramMetricFamily:
         return HistogramMetricFamily(
             f"writebehind_{name}", doc, labels=list(labels), unit="seconds"
         )
