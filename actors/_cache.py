@@ -359,6 +359,7 @@ class Cache:
                     journal_dir, store=reader, filesystem=self._seams.filesystem,
                     limiter=self._reader_limiter, batch_size=self.config.batch_size,
                     retire_above=self.config.shards - 1,
+                    on_cut=lambda kind, message: self._alert(kind, "cache", message),
                 )
             except OSError as exc:
                 error = _journal_dir_error(journal_dir, exc)

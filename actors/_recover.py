@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ async def recover_journals(
     batch_size: int = 512,
     retire_above: int | None = None,
     repair: bool = False,
+    on_cut: Callable[[str, str], None] | None = None,
 ) -> RecoverReport:
     """Write every unpersisted journal record into ``store`` (connected), then checkpoint.
 
@@ -53,7 +55,8 @@ async def recover_journals(
     in the result and pins its journal's checkpoint (the records after it are written, and
     written again next time). Journal directories of shards above ``retire_above`` are
     removed once everything they held is in the store; one that holds a refused record
-    raises :class:`StoreRejected` instead (it would be stranded).
+    raises :class:`StoreRejected` instead (it would be stranded). Every torn tail cut and
+    repair goes to ``on_cut(kind, message)``, or to the log.
     """
     limiter = limiter or trio.CapacityLimiter(1)
     fs: FileSystem = filesystem if filesystem is not None else OsFileSystem()
@@ -73,8 +76,11 @@ async def recover_journals(
         try:
             recovery = journal.recovery
             torn += recovery.torn_tail is not None
-            for _kind, message in describe_cuts(recovery):
-                log.warning("%s", message)
+            for kind, message in describe_cuts(recovery):
+                if on_cut is not None:
+                    on_cut(kind, message)  # the cache raises it as an alert
+                else:
+                    log.warning("%s", message)
             pending = [StoreRecord(r.key, r.value, r.version) for r in recovery.records]
             refused: list[Rejection] = []
             for start in range(0, len(pending), batch_size):

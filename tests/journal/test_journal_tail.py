@@ -255,3 +255,29 @@ def test_the_recover_tool_logs_every_cut(
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"{segment}: cut a torn tail at offset " in m for m in messages), messages
     assert os.path.exists(f"{segment}.torn-{end}")
+
+
+async def test_a_reshard_alerts_every_cut_it_makes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A shard-count change replays the journals into the store before the shards start:
+    # its cuts are alerts too, not only log lines.
+    alerts: list[str] = []
+    fs, db = SimulatedFileSystem(), MemoryStore()
+    seams = Seams(store_factory=db.factory, filesystem=fs)
+
+    def config(shards: int) -> Config:
+        return Config(store="sqlite:///unused.db", journal_dir="/j", shards=shards,
+                      flush_interval=3600, on_alert=alerts.append)
+
+    async with open_cache(config(1), seams=seams) as cache:
+        await cache.put("k", b"v")
+    path = "/j/shard-0000/" + sorted(n for n in fs.listdir("/j/shard-0000")
+                                     if n.endswith(".wal"))[-1]
+    fd = fs.open_append(path)
+    fs.write(fd, b"\0" * 40)
+    fs.fdatasync(fd)
+    fs.close(fd)
+    async with open_cache(config(2), seams=seams):
+        pass
+    assert any(f"{path}: cut a torn tail at offset " in a for a in alerts), alerts
