@@ -15,6 +15,8 @@ from ._errors import (
     JournalFailed,
     JournalFull,
     JournalLocked,
+    LeaseHeld,
+    LeaseLost,
     Overloaded,
     SchemaMismatch,
     ShardCrashed,
@@ -22,6 +24,7 @@ from ._errors import (
     StoreRejected,
     StoreUnavailable,
     TooManyRestarts,
+    Unstorable,
     WritebehindError,
 )
 from ._inspector import ChaosControl, InspectorServer, InspectorStatistics, serve_inspector
@@ -33,10 +36,19 @@ from ._messages import (
     StoreAck,
     StoreNack,
     StoreRecord,
+    Superseded,
 )
+from ._metrics import CacheCollector, MetricsServer, serve_metrics
 from ._recover import RecoverReport, recover_journals
 from ._seams import FAULT_POINTS, FaultPointHook, Seams
-from ._stats import EVENT_KINDS, CacheEvent, CacheStatistics, ShardStatistics, StoreStatistics
+from ._stats import (
+    EVENT_KINDS,
+    CacheEvent,
+    CacheStatistics,
+    LatencyStatistics,
+    ShardStatistics,
+    StoreStatistics,
+)
 from ._store import SQLiteStore, Store
 
 __all__ = [
@@ -47,6 +59,7 @@ __all__ = [
     "AckMode",
     "Cache",
     "CacheClosed",
+    "CacheCollector",
     "CacheEvent",
     "CacheStatistics",
     "ChaosControl",
@@ -63,6 +76,10 @@ __all__ = [
     "JournalFailed",
     "JournalFull",
     "JournalLocked",
+    "LatencyStatistics",
+    "LeaseHeld",
+    "LeaseLost",
+    "MetricsServer",
     "Overloaded",
     "Receipt",
     "RecoverReport",
@@ -80,12 +97,15 @@ __all__ = [
     "StoreRejected",
     "StoreStatistics",
     "StoreUnavailable",
+    "Superseded",
     "TooManyRestarts",
+    "Unstorable",
     "WritebehindError",
     "open_cache",
     "recover_journals",
     "serve_cache",
     "serve_inspector",
+    "serve_metrics",
     "shard_of",
 ]
 

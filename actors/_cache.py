@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,20 +16,22 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
-from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable
+from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
 from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
+from ._lease import LeaseKeeper
 from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
-from ._stats import CacheEvent, CacheStatistics
-from ._store import Store, store_factory
+from ._stats import CacheEvent, CacheStatistics, LatencyRecorder, LatencyStatistics
+from ._store import DISCARD, Store, StoreLimits, store_factory, store_limits
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
     from ._inspector import InspectorServer
+    from ._metrics import MetricsServer
 
 log = logging.getLogger("writebehind")
 
@@ -53,6 +55,7 @@ class Cache:
         )
         self._reader: Store | None = None
         self._reader_limiter = trio.CapacityLimiter(1)
+        self._lease: LeaseKeeper | None = None  # a store that supports leases has one
         send, receive = trio.open_memory_channel[Outgoing](config.store_actors * 2)
         self._mailbox = send
         self._store_actors = [
@@ -64,6 +67,7 @@ class Cache:
         ]
         self._shard_count = config.shards
         self._max_key_bytes = config.max_key_bytes
+        self._set_limits(store_limits(config.store))  # refined from the store itself at start
         self._max_value_bytes = config.max_value_bytes
         self._shards = [
             ShardActor(
@@ -79,6 +83,9 @@ class Cache:
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
         self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
+        self.metrics: MetricsServer | None = None  # serving when Config.metrics is set
+        self._ack_latency = LatencyRecorder()
+        self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
         self.alerts = 0
         self.last_alert: str | None = None
@@ -89,6 +96,7 @@ class Cache:
 
     async def put(self, key: str, value: bytes) -> Receipt:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
+        start = self._now()
         shard, raw = self._route(key)
         if type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
@@ -102,12 +110,17 @@ class Cache:
                 f"value for {key!r} is {len(value)} bytes, over "
                 f"Config.max_value_bytes={self._max_value_bytes}"
             )
-        return await shard.write(key, value, raw)
+        receipt = await shard.write(key, value, raw)
+        self._ack_latency.observe(self._now() - start)
+        return receipt
 
     async def delete(self, key: str) -> Receipt:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
+        start = self._now()
         shard, raw = self._route(key)
-        return await shard.write(key, None, raw)
+        receipt = await shard.write(key, None, raw)
+        self._ack_latency.observe(self._now() - start)
+        return receipt
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
@@ -145,6 +158,10 @@ class Cache:
             quarantined=sum(s.quarantined for s in shards),
             alerts=self.alerts,
             last_alert=self.last_alert,
+            ack_latency=self._ack_latency.statistics(),
+            flush_latency=LatencyStatistics.merge(
+                s.flush_latency.statistics() for s in self._shards
+            ),
         )
 
     def quarantined(self) -> list[tuple[str, int, str]]:
@@ -156,13 +173,49 @@ class Cache:
             for q in shard.core.quarantine.values()
         ]
 
-    def retry_quarantined(self) -> int:
-        """Put quarantined records back in line for the store; returns how many."""
+    async def retry_quarantined(self, keys: Iterable[str] | None = None) -> int:
+        """Put quarantined records (of ``keys``, or all) back in line for the store (after
+        fixing what made the store refuse them); returns how many. The store's quarantine
+        table forgets them: if refused again, they are quarantined (and recorded) afresh."""
+        return await self._resolve_quarantine("retry", keys)
+
+    async def discard_quarantined(self, keys: Iterable[str] | None = None) -> int:
+        """Give up quarantined records (of ``keys``, or all) for good; returns how many.
+
+        The store keeps what it holds for each key (an older version, or nothing), and reads
+        return that from now on: the refused writes are lost, by the operator's decision.
+        Their journal records no longer pin the checkpoint. The decision is recorded in the
+        store's quarantine table, so a replay of the same records (a restart before the
+        checkpoint moved) finds them discarded too.
+        """
+        return await self._resolve_quarantine(DISCARD, keys)
+
+    async def _resolve_quarantine(self, action: str, keys: Iterable[str] | None) -> int:
+        self._check_open()
+        wanted = None if keys is None else set(keys)
+        chosen = sorted({
+            q.key
+            for shard in self._shards
+            if shard.core is not None
+            for q in shard.core.quarantine.values()
+            if wanted is None or q.key in wanted
+        })
+        if not chosen:
+            return 0
+        reader = self._reader
+        if reader is not None and hasattr(reader, "resolve_quarantine"):
+            await self._reader_call("resolve_quarantine", action, chosen)
         count = 0
         now = trio.current_time()
         for shard in self._shards:
-            if shard.core is not None:
-                count += shard.core.retry_quarantine(now)
+            core = shard.core
+            if core is None:
+                continue
+            if action == DISCARD:
+                count += core.discard_quarantine(wanted)
+            else:
+                count += core.retry_quarantine(now, wanted)
+            shard.kick()  # its loop moves the checkpoint, or sends the retried records
         return count
 
     async def aclose(self) -> None:
@@ -188,9 +241,26 @@ class Cache:
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self._max_key_bytes}"
             )
+        if len(raw) > self._store_key_bytes:
+            raise Unstorable(
+                f"key is {len(raw)} bytes in UTF-8, over the {self._limits.name} store's "
+                f"limit of {self._store_key_bytes} (its index cannot hold a longer key); "
+                "shorten the key (hash a long one), nothing was written"
+            )
+        if self._refuse_nul and "\0" in key:
+            raise Unstorable(
+                f"key {key!r} holds a NUL character, which the {self._limits.name} store's "
+                "text keys cannot hold; remove it or encode the key (percent-encoding, "
+                "base64), nothing was written"
+            )
         if self.status != "running":
             self._check_open()
         return self._shards[zlib.crc32(raw) % self._shard_count], raw
+
+    def _set_limits(self, limits: StoreLimits) -> None:
+        self._limits = limits
+        self._store_key_bytes = limits.max_key_bytes or self._max_key_bytes
+        self._refuse_nul = not limits.nul_in_keys
 
     def _check_open(self) -> None:
         if self.status != "running":
@@ -267,6 +337,17 @@ class Cache:
             reader = self._seams.wrap_store(reader)
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
+        if hasattr(reader, "acquire_lease"):
+            # One live instance per table, before anything is written to it (two would
+            # overwrite each other's newer writes: the later epoch always wins).
+            lease = LeaseKeeper(self._reader_call, self.config.store_table,
+                                clock=self._seams.wall_clock)
+            await lease.acquire()
+            self._lease = lease
+        # The store itself says what it can hold (a harness's store stands in for the URL's).
+        limits = getattr(reader, "limits", None)
+        if isinstance(limits, StoreLimits):
+            self._set_limits(limits)
         journal_dir = Path(self.config.journal_dir)
         fs: FileSystem = self._seams.filesystem or OsFileSystem()
         previous = await _journal_dir_io(fs, journal_dir, _read_layout, fs, journal_dir)
@@ -278,6 +359,7 @@ class Cache:
                     journal_dir, store=reader, filesystem=self._seams.filesystem,
                     limiter=self._reader_limiter, batch_size=self.config.batch_size,
                     retire_above=self.config.shards - 1,
+                    on_cut=lambda kind, message: self._alert(kind, "cache", message),
                 )
             except OSError as exc:
                 error = _journal_dir_error(journal_dir, exc)
@@ -289,6 +371,14 @@ class Cache:
                     "replayed %d journal records from %d shards into the store before start",
                     report.records, report.shards,
                 )
+            if report.quarantined:
+                first = report.quarantined[0]
+                self._alert(
+                    "quarantine", "cache",
+                    f"the store refused {len(report.quarantined)} journal records for good "
+                    f"(first: {first.key!r}: {first.reason}); they stay journaled and "
+                    "quarantined: see `writebehind quarantine list --config FILE`",
+                )
         if previous != self.config.shards:
             await _journal_dir_io(
                 fs, journal_dir, _write_layout, fs, journal_dir, self.config.shards
@@ -298,6 +388,8 @@ class Cache:
         try:
             async with trio.open_nursery() as nursery:
                 await self._prepare()
+                if self._lease is not None:
+                    nursery.start_soon(self._lease.keep)
                 for actor in self._store_actors:
                     await nursery.start(self._supervisor.supervise, actor)
                 for shard in self._shards:
@@ -307,6 +399,10 @@ class Cache:
                     from ._inspector import start_for_cache
 
                     self.inspector = await start_for_cache(self, nursery)
+                if self.config.metrics is not None:
+                    from ._metrics import start_metrics_for_cache
+
+                    self.metrics = await start_metrics_for_cache(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
                 self.status = "draining"
@@ -318,6 +414,9 @@ class Cache:
             self.status = "stopped"
             for shard in self._shards:
                 shard.close()
+            if self._lease is not None:
+                await self._lease.release()
+                self._lease = None
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None

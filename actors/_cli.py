@@ -16,11 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
     parser.add_argument("--version", action="version", version=f"writebehind {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import _inspect_tool, _recover_tool
+    from . import _inspect_tool, _quarantine_tool, _recover_tool
     from ._journal import _tool
 
     _tool.register(sub)
     _recover_tool.register(sub)
+    _quarantine_tool.register(sub)
     _inspect_tool.register(sub)
     from ._bench import register as register_bench  # light: measuring modules load on use
 

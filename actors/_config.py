@@ -17,6 +17,7 @@ import attrs
 from ._errors import ConfigError
 from ._inspector_protocol import is_loopback, parse_address
 from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
+from ._store import store_limits
 
 AckMode = Literal["memory", "journal", "fsync", "store"]
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
@@ -167,7 +168,87 @@ class Config:
     """How a cache runs. Every field has a named default; bad values raise :class:`ConfigError`.
 
     Sizes are per cache; ``max_dirty`` and ``max_entries`` are split evenly across shards.
-    Durations are in seconds.
+    Durations are in seconds, sizes in bytes. Each field below gives its unit, its range and
+    its default (``tests/test_docs_reference.py`` checks the defaults against the fields).
+
+    Attributes:
+        store (str): Where flushed writes go: ``'sqlite:///relative.db'``,
+            ``'sqlite:////absolute.db'`` or ``'postgresql://user@host:5432/db'`` (the
+            ``postgres`` extra; ``postgres://`` too). A password in it is masked in reprs,
+            logs and errors. Default: `'sqlite:///writebehind.db'`.
+        store_table (str): The store's table; its meta and quarantine tables are named after
+            it. SQLite: an identifier; PostgreSQL: ``[a-z_][a-z0-9_]*``, at most 41
+            characters. One running cache per table. Default: `'writebehind_entries'`.
+        journal_dir (Path): The directory of the shards' journals (created if missing;
+            relative to the working directory, or to the file in :meth:`from_toml`). One
+            cache per directory. Default: `'writebehind-journal'`.
+        ack (str): When ``put``/``delete`` return: ``'memory'``, ``'journal'``, ``'fsync'``
+            or ``'store'`` (see :data:`ACK_MODES` and the contract). Default: `'fsync'`.
+        shards (int): Shard actors, each with its own journal and key range. Range: >= 1;
+            may change between runs (the next start replays the journals first).
+            Default: `2`.
+        store_actors (int): Store actors, each with its own store connection and one
+            transaction at a time. Range: >= 1. Default: `1`.
+        flush_interval (float): Seconds between a shard's flushes (``flush_interval_ms`` in
+            TOML). Range: > 0, finite. Default: `0.5`.
+        batch_size (int): Records per store transaction. Range: >= 1. Default: `512`.
+        flush_threshold (int): Dirty keys in a shard that start a flush before
+            ``flush_interval`` ends. Range: >= 1. Default: `4096`.
+        max_inflight_batches (int): Batches per shard sent to the store and not yet
+            answered. Range: >= 1. Default: `4`.
+        max_dirty (int): Unpersisted entries, over all shards, before backpressure
+            (``on_overload``). Range: >= 1. Default: `200000`.
+        max_dirty_age (float): Seconds the oldest unpersisted write may wait before
+            backpressure. Range: > 0; ``inf``: no limit. Default: `60.0`.
+        on_overload (str): Backpressure: ``'wait'`` (``put`` waits) or ``'raise'``
+            (:class:`Overloaded`). Default: `'wait'`.
+        max_entries (int): Keys held in memory over all shards; only clean (persisted)
+            entries are evicted. Range: >= 1. Default: `1000000`.
+        max_key_bytes (int): Bytes of a key's UTF-8. Range: >= 1, at most 2000 on
+            PostgreSQL, and a key and a value must fit in one journal record
+            (1073741800 bytes together). Default: `1024`.
+        max_value_bytes (int): Bytes of a value. Range: >= 1 (see ``max_key_bytes``).
+            Default: `1048576` (1 MiB).
+        segment_bytes (int): Bytes of a journal segment before the next one starts.
+            Range: >= 4096. Default: `8388608` (8 MiB).
+        journal_sync_interval (float): Seconds a written journal record may stay unsynced
+            (``ack='memory'`` and ``'journal'``; the other modes sync before they
+            acknowledge). Range: > 0, finite. Default: `1.0`.
+        memory_write_interval (float): ``ack='memory'`` only: seconds a put may wait in the
+            journal's buffer before it is written; the window a process crash can lose.
+            Range: > 0, finite. Default: `0.1`.
+        retry_initial (float): Seconds of backoff after a first failed store call; doubles
+            per failure, with jitter. Range: > 0, finite. Default: `0.05`.
+        retry_max (float): The longest backoff, in seconds. Range: >= ``retry_initial``,
+            finite. Default: `5.0`.
+        max_restarts (int): Actor restarts within ``restart_period`` before the cache stops
+            with :class:`TooManyRestarts`. Range: >= 1. Default: `5`.
+        restart_period (float): The window of ``max_restarts``, in seconds. Range: > 0,
+            finite. Default: `10.0`.
+        drain_timeout (float): Seconds a stop spends flushing; what is left replays at the
+            next start. Range: > 0; ``inf``: no limit. Default: `30.0`.
+        store_timeout (float): Seconds a store call may take (SQLite's busy timeout;
+            PostgreSQL's connect, statement and lock timeouts). Range: > 0, finite.
+            Default: `30.0`.
+        repair_journal (bool): Cut a corrupted journal at the damage at start (keeping the
+            cut bytes in side files) instead of refusing to start with
+            :class:`JournalCorruption`. Default: `False`.
+        seed (int | None): Seed of the retry jitter; None: a random one. Default: `None`.
+        requires (tuple[str, ...]): Guarantees the configuration declares it needs (names of
+            :data:`REQUIREMENTS`); start-up refuses an ``ack`` that cannot honour one.
+            Default: `()`.
+        on_alert (Callable[[str], None] | None): Called with each alert's message (flush
+            failures, quarantined records, cut journal tails, crash loops); not settable
+            from TOML. Default: `None`.
+        inspector (str | None): ``'HOST:PORT'`` of the websocket inspector (port 0: any
+            free port); None: no inspector. Default: `None`.
+        inspector_token (str | None): The token inspector clients must send; required when
+            ``inspector`` is not a loopback address. Default: `None`.
+        metrics (str | None): ``'HOST:PORT'`` of a Prometheus endpoint (``GET /metrics``) of
+            its own; None: none (the inspector's port serves ``/metrics`` too).
+            Default: `None`.
+        metrics_token (str | None): The token scrapers must send; required when ``metrics``
+            is not a loopback address. Default: `None`.
     """
 
     store: str = attrs.field(
@@ -222,6 +303,12 @@ class Config:
     inspector_token: str | None = attrs.field(
         default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
     )
+    # "HOST:PORT" of a Prometheus endpoint (GET /metrics) of its own; None: none. The
+    # inspector's port serves /metrics too.
+    metrics: str | None = attrs.field(default=None, validator=_inspector_address)
+    metrics_token: str | None = attrs.field(
+        default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
@@ -237,6 +324,13 @@ class Config:
                 f"({self.max_key_bytes!r}) must fit in one journal record: at most "
                 f"{MAX_PAYLOAD - MIN_PAYLOAD} bytes together"
             )
+        limits = store_limits(self.store)
+        if limits.max_key_bytes is not None and self.max_key_bytes > limits.max_key_bytes:
+            raise ConfigError(
+                f"Config.max_key_bytes={self.max_key_bytes!r} is over what the "
+                f"{limits.name} store can index ({limits.max_key_bytes} bytes of UTF-8 per "
+                f"key); set it to at most {limits.max_key_bytes} (hash longer keys)"
+            )
         if self.retry_max < self.retry_initial:
             raise ConfigError(
                 f"Config.retry_max ({self.retry_max!r}) must be >= Config.retry_initial "
@@ -248,6 +342,13 @@ class Config:
                 raise ConfigError(
                     f"Config.inspector={self.inspector!r} is reachable from other machines; "
                     "set Config.inspector_token (clients must send it) or bind to 127.0.0.1"
+                )
+        if self.metrics is not None:
+            host, _ = parse_address(self.metrics, what="Config.metrics")
+            if not is_loopback(host) and not self.metrics_token:
+                raise ConfigError(
+                    f"Config.metrics={self.metrics!r} is reachable from other machines; "
+                    "set Config.metrics_token (scrapers must send it) or bind to 127.0.0.1"
                 )
         for name in self.requires:
             modes, why = REQUIREMENTS[name]

@@ -1,14 +1,18 @@
 """Errors, named for who is at fault.
 
-- The caller's misuse: :class:`ConfigError`, :class:`CacheClosed`, :class:`Overloaded`.
+- The caller's misuse: :class:`ConfigError`, :class:`CacheClosed`, :class:`Overloaded`,
+  :class:`Unstorable`.
 - What recovery found on disk: :class:`JournalCorruption` (a torn tail is not an error:
   it is repaired and reported, see :class:`TornTail`).
 - The journal's own I/O: :class:`JournalFailed`, :class:`JournalLocked`, :class:`JournalFull`.
-- The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`.
+- The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`,
+  :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`.
 - The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class WritebehindError(Exception):
@@ -21,6 +25,11 @@ class ConfigError(WritebehindError, ValueError):
 
 class CacheClosed(WritebehindError):
     """The cache is not running (not started yet, shutting down, or stopped)."""
+
+
+class Unstorable(WritebehindError, ValueError):
+    """A key or value the configured store could never hold (a NUL in a PostgreSQL text key,
+    a key over what its index can hold): refused before anything is acknowledged."""
 
 
 class Overloaded(WritebehindError):
@@ -56,8 +65,11 @@ class JournalFailed(JournalError):
     """
 
 
-class JournalFull(JournalFailed):
-    """The disk is full (ENOSPC); what was synced before stays readable."""
+class JournalFull(JournalError):
+    """The disk is full (ENOSPC): the write was refused before anything happened; retry it.
+
+    The journal keeps working (flushes and checkpoints go on) and accepts writes again by
+    itself once space returns. What was synced before stays readable."""
 
 
 class JournalClosed(JournalError):
@@ -78,6 +90,20 @@ class StoreRejected(StoreError):
 
 class SchemaMismatch(StoreError):
     """The store's schema version is not one this writebehind understands."""
+
+
+class LeaseHeld(StoreError):
+    """Another live instance holds the store table's lease: this one refuses to start.
+
+    ``holder`` names it (``host``, ``pid``, ``since``, ``expires``)."""
+
+    def __init__(self, message: str, *, holder: Any) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(StoreError):
+    """Another instance took over this instance's store lease (not renewed in time)."""
 
 
 class ShardCrashed(WritebehindError):

@@ -42,6 +42,7 @@ from ._inspector_protocol import (
     reply_to,
     state_message,
 )
+from ._metrics import METRICS_PATH, CacheCollector, cache_registry, respond_metrics
 from ._stats import CacheEvent, CacheStatistics
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class InspectorServer:
         self.send_timeout = send_timeout
         self.handshake_timeout = handshake_timeout
         self._cache = cache
+        self._collector = CacheCollector(cache)
+        self._registry = cache_registry(self._collector)  # GET /metrics
         self._listening: Cache | None = None
         self._listeners: list[trio.SocketListener] = []
         self._clients: set[_Client] = set()
@@ -155,6 +158,7 @@ class InspectorServer:
         """Show ``cache`` from now on (None: show "detached" until a cache is attached)."""
         self._stop_listening()
         self._cache = cache
+        self._collector.cache = cache
         self._alerts_seen = None
         self._last_state = None
         self._start_listening()
@@ -221,7 +225,7 @@ class InspectorServer:
                 return
             method, target, headers = parse_head(head)
             if headers.get("upgrade", "").lower() != "websocket":
-                await self._serve_http(stream, method, target)
+                await self._serve_http(stream, method, target, headers)
                 return
             upgrade = head
         if upgrade is None:
@@ -252,10 +256,14 @@ class InspectorServer:
                 await self._serve_client(ws)
             nursery.cancel_scope.cancel()
 
-    async def _serve_http(self, stream: trio.abc.Stream, method: str, target: str) -> None:
+    async def _serve_http(
+        self, stream: trio.abc.Stream, method: str, target: str, headers: dict[str, str]
+    ) -> None:
         path = target.split("?", 1)[0]
         if method != "GET":
             await respond(stream, "405 Method Not Allowed", b"the inspector only serves GET\n")
+        elif path == METRICS_PATH:
+            await respond_metrics(stream, self._registry, target, headers, self._token)
         elif path in ("/", "/index.html"):
             await respond(stream, "200 OK", page(), html=True)
         else:

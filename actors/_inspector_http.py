@@ -69,9 +69,12 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     return method, target, headers
 
 
-async def respond(stream: trio.abc.Stream, status: str, body: bytes, *, html: bool = False) -> None:
+async def respond(
+    stream: trio.abc.Stream, status: str, body: bytes, *, html: bool = False,
+    content_type: str = "text/plain; charset=utf-8",
+) -> None:
     """One complete response, then the connection is done (``Connection: close``)."""
-    headers = PAGE_HEADERS if html else "Content-Type: text/plain; charset=utf-8\r\n"
+    headers = PAGE_HEADERS if html else f"Content-Type: {content_type}\r\n"
     response = (
         f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )

@@ -28,6 +28,15 @@ class Rejection:
 
 
 @attrs.frozen
+class Superseded:
+    """The store did not apply one record because it holds a newer version of the key (or an
+    operator discarded this write): the store's row stands, and the shard's copy is stale."""
+
+    key: str
+    version: int
+
+
+@attrs.frozen
 class FlushBatch:
     """Records a shard hands to a store actor, written in one transaction."""
 
@@ -41,12 +50,14 @@ class FlushBatch:
 class StoreAck:
     """The batch's transaction committed; ``rejected`` records were quarantined, the rest landed.
 
-    A record whose version lost to a newer one already in the store counts as landed: the
-    store holds something at least as new.
+    A record whose version lost to a newer one already in the store is also listed in
+    ``superseded``: the store holds something newer than what the shard sent, so the shard
+    must not keep serving its own copy as if it were what the store holds.
     """
 
     batch_id: int
     rejected: tuple[Rejection, ...] = ()
+    superseded: tuple[Superseded, ...] = ()
 
 
 @attrs.frozen

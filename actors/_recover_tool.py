@@ -64,4 +64,13 @@ def _run(args: argparse.Namespace) -> int:
         f"recovered {report.records} records from {report.shards} shard journals into "
         f"the store ({report.torn_tails} torn tails truncated)"
     )
+    if report.quarantined:
+        first = report.quarantined[0]
+        print(
+            f"writebehind recover: the store refused {len(report.quarantined)} records for "
+            f"good (first: {first.key!r} version {first.version}: {first.reason}); they are "
+            "quarantined and their journals keep them: see `writebehind quarantine list "
+            f"--config {args.config}`, then retry or discard them",
+            file=sys.stderr,
+        )
     return 0

@@ -37,9 +37,11 @@ class Seams:
     ``wrap_store`` wraps each store a store actor connects with (a faulty store).
     ``filesystem`` is the journal's file layer (a simulated disk).
     ``store_factory`` replaces the store named by ``Config.store`` (a simulated store).
+    ``wall_clock`` gives the seconds since the Unix epoch the store lease is timed by.
     """
 
     fault_point: FaultPointHook | None = None
     wrap_store: Callable[[Store], Store] | None = None
     filesystem: Any = None
     store_factory: StoreFactory | None = None
+    wall_clock: Callable[[], float] | None = None

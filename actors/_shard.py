@@ -24,6 +24,7 @@ from ._config import Config
 from ._errors import (
     CacheClosed,
     JournalError,
+    JournalFull,
     Overloaded,
     ShardCrashed,
     StoreRejected,
@@ -31,7 +32,7 @@ from ._errors import (
     describe,
 )
 from ._journal import Journal
-from ._journal._recovery import paused_gc
+from ._journal._recovery import describe_cuts, paused_gc
 from ._messages import (
     FlushBatch,
     FlushRequest,
@@ -43,7 +44,7 @@ from ._messages import (
 )
 from ._seams import Seams
 from ._shard_core import FlushPolicy, ShardCore
-from ._stats import RATE_WINDOW, ShardStatistics
+from ._stats import RATE_WINDOW, LatencyRecorder, ShardStatistics
 from ._store import EPOCH_SHIFT
 
 if TYPE_CHECKING:
@@ -104,6 +105,12 @@ class ShardActor:
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
         self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
+        # For metrics, over the shard's life (see ShardStatistics); never on the put path.
+        self.flush_latency = LatencyRecorder()
+        self._sent_at: dict[int, float] = {}  # batch id -> when it went to the store actors
+        self.flush_failures = self.refused = self.backpressure_waits = self.overloaded = 0
+        self.recovered_records = 0
+        self.recovery_seconds = 0.0
         # Until when a put needs no age check: a lower bound of oldest-unpersisted +
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
@@ -136,12 +143,17 @@ class ShardActor:
                     retry_initial=self.config.retry_initial,
                     retry_max=self.config.retry_max,
                 )
+                # ack='journal'/'fsync': nothing reaches the store before its journal record is
+                # as durable as the ack mode promises (the store must never get ahead of it).
+                hold = self.config.ack in ("journal", "fsync")
                 core = ShardCore(
                     self.shard, self._incarnation, policy,
                     max_entries=self.config.max_entries_per_shard, rng=self._rng,
+                    hold_until_durable=hold,
                 )
                 async with trio.open_nursery() as nursery:
                     if self.config.ack != "store":
+                        opened_at = trio.current_time()
                         journal = await Journal.open(
                             self.directory,
                             shard_id=self.shard,
@@ -154,6 +166,7 @@ class ShardActor:
                                 if self.config.ack == "memory" else 0.0
                             ),
                             fault_point=self._fault if self._hook is not None else None,
+                            on_event=self._journal_event,
                         )
                         recovery = journal.recovery
                         now = trio.current_time()
@@ -162,11 +175,16 @@ class ShardActor:
                         core.note_seq(recovery.next_seq - 1)
                         self._refresh_admission(core)
                         self.acked_seq = max(self.acked_seq, recovery.next_seq - 1)
+                        self.recovered_records += replayed
+                        self.recovery_seconds += trio.current_time() - opened_at
                         if replayed:
                             log.info("%s replayed %d journal records", self.name, replayed)
                             self._alert(
                                 "replay", self.name, f"replayed {replayed} journal records"
                             )
+                        # Every cut is an alert: a torn tail may be synced data destroyed.
+                        for kind, message in describe_cuts(recovery):
+                            self._alert(kind, self.name, f"{self.name}: {message}")
                         await nursery.start(journal.run)
                     self._epoch, self._counter = epoch, 0
                     self.core, self.journal, self._inbox = core, journal, inbox
@@ -174,6 +192,8 @@ class ShardActor:
                     self.status = "running"
                     self._ready.set()
                     task_status.started()
+                    if journal is not None and hold:
+                        nursery.start_soon(self._watch_journal, core, journal)
                     await self._serve(core, journal, replies)
         except BaseException as exc:
             if self._crash is None and not isinstance(exc, trio.Cancelled):
@@ -203,6 +223,7 @@ class ShardActor:
             if batch is not None:
                 self._fault("flush.building_batch")
                 self._fault("flush.before_send")
+                self._sent_at[batch.batch_id] = now
                 await self._store_mailbox.send((batch, reply_to))
                 continue
             with trio.move_on_at(core.next_deadline(now)):
@@ -226,6 +247,16 @@ class ShardActor:
                 if changed:
                     self._notify()
 
+    async def _watch_journal(self, core: ShardCore, journal: Journal) -> None:
+        """Tell the core as group commits make records durable; kick the flusher when that
+        releases keys it may now send."""
+        synced = self._ack == "fsync"
+        seen = core.durable_seq
+        while True:
+            seen = await journal.wait_beyond(seen, synced=synced)
+            if core.note_durable(seen):
+                self._kick()
+
     def _handle(self, core: ShardCore, message: object) -> None:
         now = trio.current_time()
         if isinstance(message, FlushRequest):
@@ -237,10 +268,14 @@ class ShardActor:
                 if message.rejected:  # not in the store: the caller must not be told it is
                     self._through[message.batch_id] = message.rejected[0]
                 else:
-                    core.settle(record)
+                    core.settle(record, superseded=bool(message.superseded))
                     self._through[message.batch_id] = None
             else:
-                core.on_ack(message.batch_id, message.rejected)
+                sent = self._sent_at.pop(message.batch_id, None)
+                if sent is not None:
+                    self.flush_latency.observe(now - sent)
+                self.refused += len(message.rejected)
+                core.on_ack(message.batch_id, message.rejected, message.superseded)
                 for rejection in message.rejected:
                     self._alert(
                         "quarantine", self.name,
@@ -252,6 +287,8 @@ class ShardActor:
                 self._through_records.pop(message.batch_id, None)
                 self._through[message.batch_id] = message.reason
             else:
+                self._sent_at.pop(message.batch_id, None)
+                self.flush_failures += 1
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
                 self._alert(
@@ -259,6 +296,10 @@ class ShardActor:
                     f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
                     f"in {delay:.3f}s, {core.unpersisted} entries wait"
                 )
+
+    def _journal_event(self, kind: str, message: str) -> None:
+        # The disk filled up (puts now get JournalFull) or has room again.
+        self._alert(kind, self.name, f"{self.name}: {message}")
 
     def _fault(self, point: str) -> None:
         if self._hook is not None:
@@ -302,6 +343,10 @@ class ShardActor:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
+    def kick(self) -> None:
+        """Have the actor's loop look at its core now (build batches, move the checkpoint)."""
+        self._kick()
+
     def close(self) -> None:
         """The cache stopped: wake everyone who waits on this shard."""
         self._closed = True
@@ -337,6 +382,7 @@ class ShardActor:
     async def _admit(self, core: ShardCore) -> ShardCore:
         """Backpressure: wait (or raise ``Overloaded``) while the shard holds too much."""
         config = self.config
+        waited = False
         while True:
             age = core.oldest_dirty_since()
             too_old = age is not None and trio.current_time() - age > config.max_dirty_age
@@ -350,7 +396,11 @@ class ShardActor:
                 f"max_dirty_age={config.max_dirty_age}s"
             )
             if config.on_overload == "raise":
+                self.overloaded += 1
                 raise Overloaded(f"{reason}; the store is not keeping up, retry later")
+            if not waited:
+                waited = True
+                self.backpressure_waits += 1
             core.flush_requested = True
             self._kick()
             await self._progress.wait()
@@ -380,6 +430,8 @@ class ShardActor:
         self._fault_inline("put.before_journal_append")
         try:
             seq = journal.append_encoded(raw_key, value, version)
+        except JournalFull:
+            raise  # refused before anything happened: the caller retries later
         except JournalError as exc:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
         dirty = core.dirty
@@ -521,5 +573,11 @@ class ShardActor:
             quarantined=len(core.quarantine) if core else 0,
             last_error=self.last_error,
             batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,
+            flush_failures=self.flush_failures,
+            refused=self.refused,
+            backpressure_waits=self.backpressure_waits,
+            overloaded=self.overloaded,
+            recovered_records=self.recovered_records,
+            recovery_seconds=self.recovery_seconds,
         )
 

@@ -3,7 +3,12 @@
 A shard owns a key range. For every key it holds an :class:`Entry` that is in exactly one of
 these states (the invariant the rest of the runtime leans on):
 
-- *dirty*: written since the store last confirmed it; listed in ``dirty`` (oldest first);
+- *dirty*: written since the store last confirmed it; listed in ``dirty`` (oldest first). A
+  dirty entry whose journal record has not yet reached the ack mode's durability (written
+  for ``ack='journal'``, synced for ``ack='fsync'``) is also listed in ``journaling``, and is
+  not sent to the store until :meth:`ShardCore.note_durable` passes its sequence: the store
+  must never hold a write its journal could still lose (a restart would then replay an
+  older record under it);
 - *in flight*: handed to a store actor in a batch that has not been answered yet;
 - *quarantined*: the store refused it for good; kept (and its journal record pinned) until
   retried or overwritten;
@@ -11,8 +16,12 @@ these states (the invariant the rest of the runtime leans on):
   the only entries that may be evicted.
 
 A dirty key rewritten before it is flushed is *coalesced*: the batch carries only its newest
-version. The journal may be checkpointed up to :meth:`ShardCore.persisted_mark`: every journal
-record at or below it is persisted, or superseded by a newer record of the same key.
+version. When the store answers that it holds a *newer* version than a record it was sent
+(:class:`Superseded`: say, ``ack='memory'`` lost that newer write's journal record in a power
+loss, and the restart replayed an older one), the entry is dropped, so the next read reads the
+store's value through instead of serving the older one. The journal may be checkpointed up
+to :meth:`ShardCore.persisted_mark`: every journal record at or below it is persisted, or
+superseded by a newer record of the same key (in the map or in the store).
 
 Time is an argument (``now``), never read here; randomness (retry jitter) comes from the
 ``random.Random`` the owner passes in, so a run replays exactly from its seed.
@@ -24,12 +33,12 @@ import collections
 import itertools
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Protocol
 
 import attrs
 
-from ._messages import FlushBatch, Rejection, StoreRecord
+from ._messages import FlushBatch, Rejection, StoreRecord, Superseded
 
 _COMPACT_AFTER = 4096
 
@@ -113,6 +122,7 @@ class ShardCore:
         *,
         max_entries: int,
         rng: random.Random,
+        hold_until_durable: bool = False,
     ) -> None:
         self.shard = shard
         self.incarnation = incarnation
@@ -125,6 +135,13 @@ class ShardCore:
         self.inflight: dict[int, InFlight] = {}
         self.inflight_records = 0
         self.quarantine: dict[str, Quarantined] = {}
+        # With hold_until_durable: the journal's durable sequence (ack='journal': written,
+        # 'fsync': synced), and the dirty keys whose newest record is above it (a subset of
+        # ``dirty``, never sent) with (seq, key) of those records in journal order.
+        self.hold_until_durable = hold_until_durable
+        self.durable_seq = 0
+        self.journaling: dict[str, None] = {}
+        self._undurable: collections.deque[tuple[int, str]] = collections.deque()
         self.last_seq = 0  # highest journal sequence applied
         self.flush_requested = False
         self.failures = 0  # consecutive failed batches
@@ -136,6 +153,7 @@ class ShardCore:
         self.batches_acked = 0
         self.records_persisted = 0
         self.evictions = 0
+        self.superseded = 0  # entries dropped because the store holds newer versions
         self.mutations = 0  # bumped by every write and eviction (guards read-through fills)
         self._dirty_deleted = 0  # front deletions since ``dirty`` was last compacted
         self._clean_deleted = 0  # the same for ``clean``
@@ -163,9 +181,31 @@ class ShardCore:
         if seq:
             self._pending.append((seq, key))
             self.last_seq = max(self.last_seq, seq)
+            if self.hold_until_durable and seq > self.durable_seq:
+                self.journaling[key] = None
+                self._undurable.append((seq, key))
+
+    def note_durable(self, seq: int) -> int:
+        """The journal holds every record up to ``seq`` as durably as the ack mode promises:
+        release the dirty keys that waited for it; returns how many may now be sent."""
+        if seq <= self.durable_seq:
+            return 0
+        self.durable_seq = seq
+        undurable, journaling, entries = self._undurable, self.journaling, self.entries
+        released = 0
+        while undurable and undurable[0][0] <= seq:
+            record_seq, key = undurable.popleft()
+            entry = entries.get(key)
+            # Only the key's newest record decides (an older one of a rewritten key does not).
+            if key in journaling and (entry is None or entry.seq <= record_seq):
+                del journaling[key]
+                released += 1
+        return released
 
     def replay(self, records: Iterable[Replayable], now: float) -> int:
-        """Rebuild from journal records (``key``, ``value``, ``version``, ``seq``), in order."""
+        """Rebuild from journal records (``key``, ``value``, ``version``, ``seq``), in order.
+
+        They come from a journal's recovery, which synced what it found: they are durable."""
         entries, dirty, pending = self.entries, self.dirty, self._pending
         count = 0
         last = self.last_seq
@@ -186,6 +226,8 @@ class ShardCore:
                 last = seq
         self.last_seq = last
         self.mutations += count
+        if self.hold_until_durable:
+            self.note_durable(last)
         return count
 
     def note_seq(self, seq: int) -> None:
@@ -200,8 +242,12 @@ class ShardCore:
         self.clean[record.key] = None
         self.evict()
 
-    def settle(self, record: StoreRecord) -> None:
-        """A write-through (``ack='store'``) committed: keep it clean unless something newer is."""
+    def settle(self, record: StoreRecord, *, superseded: bool = False) -> None:
+        """A write-through (``ack='store'``) committed: keep it clean unless something newer is
+        (in the map, or, when ``superseded``, in the store: then the map keeps nothing)."""
+        if superseded:
+            self.drop_superseded(record.key, record.version)
+            return
         self.mutations += 1
         entry = self.entries.get(record.key)
         if entry is None:
@@ -235,10 +281,14 @@ class ShardCore:
                 oldest = since
         return oldest
 
+    def _sendable(self) -> bool:
+        """Is any dirty key's record durable enough to send? (``journaling`` is in ``dirty``.)"""
+        return len(self.dirty) > len(self.journaling)
+
     def due(self, now: float) -> bool:
         """Should a batch be built now?"""
-        if not self.dirty or len(self.inflight) >= self.policy.max_inflight:
-            return False
+        if not self._sendable() or len(self.inflight) >= self.policy.max_inflight:
+            return False  # nothing that may be sent, or no room for another batch
         if now < self.retry_at:
             return False
         if self.flush_requested or len(self.dirty) >= self.policy.flush_threshold:
@@ -251,8 +301,8 @@ class ShardCore:
 
     def next_deadline(self, now: float) -> float:
         """When :meth:`due` next becomes true by itself (``inf``: only a new event can)."""
-        if not self.dirty or len(self.inflight) >= self.policy.max_inflight:
-            return math.inf
+        if not self._sendable() or len(self.inflight) >= self.policy.max_inflight:
+            return math.inf  # (a journal record turning durable is such an event)
         if self.due(now):
             return now
         since = self.entries[next(iter(self.dirty))].dirty_since
@@ -260,11 +310,16 @@ class ShardCore:
         return max(self.retry_at, since + self.policy.flush_interval)
 
     def take_batch(self, now: float) -> FlushBatch | None:
-        """Move up to ``batch_size`` dirty keys, oldest first, into a new in-flight batch."""
+        """Move up to ``batch_size`` dirty keys, oldest first, into a new in-flight batch
+        (never one whose journal record is not durable yet)."""
         if not self.due(now):
             return None
-        dirty, entries = self.dirty, self.entries
-        keys = list(itertools.islice(dirty, self.policy.batch_size))
+        dirty, entries, journaling = self.dirty, self.entries, self.journaling
+        if journaling:  # few: the records of writes waiting for this group commit
+            sendable = (key for key in dirty if key not in journaling)
+            keys = list(itertools.islice(sendable, self.policy.batch_size))
+        else:
+            keys = list(itertools.islice(dirty, self.policy.batch_size))
         records: list[StoreRecord] = []
         append = records.append
         oldest = math.inf
@@ -286,12 +341,19 @@ class ShardCore:
         self.inflight_records += len(batch)
         return FlushBatch(self.shard, self.incarnation, batch_id, batch)
 
-    def on_ack(self, batch_id: int, rejected: tuple[Rejection, ...] = ()) -> None:
-        """The store committed a batch (refusing ``rejected`` records for good)."""
+    def on_ack(
+        self,
+        batch_id: int,
+        rejected: tuple[Rejection, ...] = (),
+        superseded: tuple[Superseded, ...] = (),
+    ) -> None:
+        """The store committed a batch (refusing ``rejected`` records for good, and leaving
+        ``superseded`` ones under the newer versions it holds)."""
         flight = self._pop_flight(batch_id)
         if flight is None:
             return
         refused = {(r.key, r.version): r.reason for r in rejected}
+        stale = {(s.key, s.version) for s in superseded}
         self.failures = 0
         self.retry_at = -math.inf
         self.batches_acked += 1
@@ -299,7 +361,12 @@ class ShardCore:
         persisted = 0
         for record in flight.records:
             key, version = record.key, record.version
-            entry = entries[key]
+            entry = entries.get(key)
+            if entry is None:
+                continue  # dropped meanwhile (evicted, or superseded by a later answer)
+            if stale and (key, version) in stale:
+                self.drop_superseded(key, version)
+                continue
             if refused:
                 reason = refused.get((key, version))
                 if reason is not None:
@@ -316,15 +383,30 @@ class ShardCore:
         self.records_persisted += persisted
         self.evict()
 
+    def drop_superseded(self, key: str, version: int) -> None:
+        """The store holds a newer version of ``key`` than ``version``: unless the map holds
+        a newer write still on its way to the store, drop the entry (the next read reads the
+        store's value through); its journal records are superseded, so the mark passes them."""
+        entry = self.entries.get(key)
+        if entry is None or entry.version > version or key in self.dirty:
+            return
+        self.mutations += 1
+        self.superseded += 1
+        del self.entries[key]
+        self.clean.pop(key, None)
+        if self.quarantine.pop(key, None) is not None:
+            entry.quarantined = False
+
     def on_nack(self, batch_id: int, now: float) -> float:
         """The batch did not commit: requeue what it carried first, back off; returns the delay."""
         flight = self._pop_flight(batch_id)
         if flight is None:
             return 0.0
+        entries = self.entries
         requeue = [
             r.key
             for r in flight.records
-            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
         ]
         if requeue:
             self.dirty = dict.fromkeys(requeue) | self.dirty
@@ -339,15 +421,32 @@ class ShardCore:
             self.inflight_records -= len(flight.records)
         return flight
 
-    def retry_quarantine(self, now: float) -> int:
-        """Put every quarantined record back in the dirty set."""
+    def retry_quarantine(self, now: float, keys: Container[str] | None = None) -> int:
+        """Put every quarantined record (of ``keys``, if given) back in the dirty set."""
         count = 0
         for key in list(self.quarantine):
+            if keys is not None and key not in keys:
+                continue
             entry = self.entries[key]
             entry.quarantined = False
             self.dirty[key] = None
+            del self.quarantine[key]
             count += 1
-        self.quarantine.clear()
+        return count
+
+    def discard_quarantine(self, keys: Container[str] | None = None) -> int:
+        """An operator gave up every quarantined record (of ``keys``, if given): drop their
+        entries (reads go to the store, which keeps what it held) and let the journal's mark
+        pass their records."""
+        count = 0
+        for key in list(self.quarantine):
+            if keys is not None and key not in keys:
+                continue
+            del self.quarantine[key]
+            self.entries.pop(key, None)
+            self.clean.pop(key, None)
+            self.mutations += 1
+            count += 1
         return count
 
     # -- the journal mark and eviction --------------------------------------------------------
@@ -374,7 +473,8 @@ class ShardCore:
         for flight in self.inflight.values():
             for record in flight.records:
                 # The entry's version: a newer write of the key may be in a later batch.
-                owed[record.key] = entries[record.key].version
+                entry = entries.get(record.key)
+                owed[record.key] = record.version if entry is None else entry.version
         return owed
 
     def paid(self, owed: dict[str, int]) -> bool:

@@ -1,8 +1,60 @@
-"""Frozen snapshots returned by ``Cache.statistics()``."""
+"""Frozen snapshots returned by ``Cache.statistics()``, and the latency recorder they read."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 import attrs
+
+#: Upper bounds, in seconds, of the latency histograms' buckets (a last bucket takes the rest).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)
+
+
+@attrs.frozen(kw_only=True)
+class LatencyStatistics:
+    """A latency histogram at one instant: ``counts[i]`` observations were at most
+    ``bounds[i]`` seconds and above ``bounds[i - 1]``; ``counts[-1]`` were above every bound."""
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
+    sum: float = 0.0  # seconds, over every observation
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    @classmethod
+    def merge(cls, parts: Iterable[LatencyStatistics]) -> LatencyStatistics:
+        """One histogram of several with the same bounds (every shard's, say)."""
+        counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        total = 0.0
+        for part in parts:
+            for i, n in enumerate(part.counts):
+                counts[i] += n
+            total += part.sum
+        return cls(counts=tuple(counts), sum=total)
+
+
+class LatencyRecorder:
+    """Counts durations into :data:`LATENCY_BUCKETS`: a bisect and two additions per
+    observation, no allocation (it sits on the put path)."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def statistics(self) -> LatencyStatistics:
+        return LatencyStatistics(counts=tuple(self.counts), sum=self.sum)
 
 
 @attrs.frozen(kw_only=True)
@@ -32,6 +84,13 @@ class ShardStatistics:
     quarantined: int
     last_error: str | None
     batches_per_second: float = 0.0  # store acks over the last RATE_WINDOW seconds
+    # Counted over the shard's life, across restarts (the fields above are per incarnation):
+    flush_failures: int = 0  # batches the store did not commit (each is retried after backoff)
+    refused: int = 0  # records the store refused for good (quarantined)
+    backpressure_waits: int = 0  # writes that waited for the store to catch up
+    overloaded: int = 0  # writes refused with Overloaded (on_overload='raise')
+    recovered_records: int = 0  # journal records replayed at starts and restarts
+    recovery_seconds: float = 0.0  # spent opening and replaying the journal
 
 
 #: The window ``ShardStatistics.batches_per_second`` averages over, in seconds.
@@ -63,6 +122,10 @@ class CacheStatistics:
     quarantined: int
     alerts: int
     last_alert: str | None
+    # Call to acknowledgement of every put and delete that was acknowledged.
+    ack_latency: LatencyStatistics = LatencyStatistics()
+    # A flush batch from its send to the store actor until the store committed it.
+    flush_latency: LatencyStatistics = LatencyStatistics()
 
     @property
     def unpersisted(self) -> int:
@@ -82,4 +145,5 @@ class CacheEvent:
 #: What a :class:`CacheEvent` can report.
 EVENT_KINDS = (
     "crash", "restart", "replay", "flush_failed", "quarantine", "escalation", "fault",
+    "torn_tail", "repair", "journal_full", "journal_resumed",
 )

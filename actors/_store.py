@@ -13,8 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
-from ._messages import Rejection, StoreRecord
+from ._lease import LeaseClaim, LeaseHolder, decide
+from ._messages import Rejection, StoreRecord, Superseded
 
 EPOCH_SHIFT = 40
 SCHEMA_VERSION = 1
@@ -28,6 +31,8 @@ class Store(Protocol):
     each call spends on the wire, waited before the call."""
 
     blocking: bool
+    # Optionally also ``limits``: a :class:`StoreLimits` saying what keys it can hold, which
+    # the cache checks before acknowledging a write (else the URL's kind decides).
 
     def connect(self) -> None: ...
 
@@ -35,8 +40,11 @@ class Store(Protocol):
         """Atomically increment and return the store's epoch."""
         ...
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
-        """Write all records in one transaction; return the ones refused for good."""
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+        """Write all records in one transaction; return those that did not land as given:
+        refused for good (:class:`Rejection`, quarantined) or not applied because the store
+        holds a newer version of the key (:class:`Superseded`). A record whose very version
+        the store already holds (a retry) landed."""
         ...
 
     def read(self, key: str) -> StoreRecord | None: ...
@@ -47,6 +55,56 @@ class Store(Protocol):
 
 
 StoreFactory = Callable[[], Store]
+
+#: What :meth:`Store.write_batch` returns: the records that did not land as given.
+WriteOutcome = tuple[Rejection | Superseded, ...]
+
+#: Quarantine resolutions an operator records (``writebehind quarantine``,
+#: ``Cache.discard_quarantined``): a discarded write is answered as superseded from then on.
+DISCARD = "discard"
+
+
+def rejections(outcome: WriteOutcome) -> tuple[Rejection, ...]:
+    return tuple(r for r in outcome if isinstance(r, Rejection))
+
+
+def supersessions(outcome: WriteOutcome) -> tuple[Superseded, ...]:
+    return tuple(r for r in outcome if isinstance(r, Superseded))
+
+
+@attrs.frozen
+class QuarantineRow:
+    """One row of a store's quarantine table: a record it refused for good."""
+
+    key: str  # as stored (PostgreSQL: a NUL shows as the four characters \x00)
+    version: int
+    reason: str
+    at: str
+    resolution: str | None  # None: pending; "discard": an operator gave it up
+
+
+@attrs.frozen
+class StoreLimits:
+    """What the configured store can hold, checked before a write is acknowledged."""
+
+    name: str
+    max_key_bytes: int | None = None  # None: no limit below the journal's own
+    nul_in_keys: bool = True
+
+
+#: PostgreSQL's btree index holds an entry of at most ~2700 bytes (a third of an 8 KiB page,
+#: less the tuple header). Keys are bounded well below it: the index entry also carries the
+#: text header and alignment, and a smaller block size lowers the limit.
+POSTGRES_MAX_KEY_BYTES = 2000
+
+
+def store_limits(url: str) -> StoreLimits:
+    """The limits of the store ``url`` names (a store of unknown kind: none known)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from ._store_pg import PostgresStore
+
+        return PostgresStore.limits
+    return StoreLimits("SQLite" if url.startswith("sqlite://") else "store")
 
 
 def sqlite_path(url: str) -> Path:
@@ -64,6 +122,7 @@ class SQLiteStore:
     """The embedded default: one file, WAL mode, ``synchronous=FULL``."""
 
     blocking = True
+    limits = StoreLimits("SQLite")
 
     def __init__(self, path: str | Path, *, table: str = "writebehind_entries",
                  timeout: float = 30.0) -> None:
@@ -115,6 +174,11 @@ class SQLiteStore:
                 "version INTEGER NOT NULL, deleted INTEGER NOT NULL) WITHOUT ROWID"
             )
             db.execute(
+                f"CREATE TABLE IF NOT EXISTS {t}_quarantine (key TEXT, value BLOB, "
+                "version INTEGER, reason TEXT, at TEXT DEFAULT CURRENT_TIMESTAMP, "
+                "resolution TEXT)"
+            )
+            db.execute(
                 f"INSERT OR IGNORE INTO {t}_meta VALUES ('schema_version', ?), ('epoch', 0)",
                 (SCHEMA_VERSION,),
             )
@@ -138,7 +202,7 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0])
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         # Multi-row statements, not executemany: the driver releases and retakes the GIL
         # around every statement step, so executemany hands the GIL over twice per row, and
         # while the event loop's thread is busy each handover waits for its switch interval
@@ -147,21 +211,127 @@ class SQLiteStore:
         if not records:
             return ()
         chunks = _chunks(len(records), self._max_rows)
+        applied = 0
         try:
             if len(chunks) == 1:  # one statement is one transaction in autocommit mode
-                db.execute(self._upsert(len(records)), _flatten(records))
+                applied = db.execute(self._upsert(len(records)), _flatten(records)).rowcount
             else:
                 db.execute("BEGIN IMMEDIATE")
                 start = 0
                 for size in chunks:
-                    db.execute(self._upsert(size), _flatten(records[start:start + size]))
+                    cursor = db.execute(self._upsert(size), _flatten(records[start:start + size]))
+                    applied += cursor.rowcount
                     start += size
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if not _sqlite_refusal(exc):
+                raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+            return self._write_one_by_one(records)
+        if applied >= len(records):
+            return ()
+        # Some upserts did not apply: the store holds those keys at a version at least as
+        # new. (Versions only move forward, so reading them after the commit is safe.)
+        return self._superseded(records)
+
+    def _superseded(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+        stored = self._versions(list(dict.fromkeys(r.key for r in records)))
+        return tuple(
+            Superseded(r.key, r.version) for r in records if stored.get(r.key, 0) > r.version
+        )
+
+    def _versions(self, keys: list[str]) -> dict[str, int]:
+        db, found = self._conn(), dict[str, int]()
+        for start in range(0, len(keys), self._max_rows):
+            chunk = keys[start:start + self._max_rows]
+            rows = db.execute(
+                f"SELECT key, version FROM {self.table} WHERE key IN "
+                f"({','.join('?' * len(chunk))})", chunk,
+            )
+            found.update(rows.fetchall())
+        return found
+
+    def _write_one_by_one(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+        """A permanent error somewhere in the batch: land what can land, quarantine the rest
+        (a record an operator discarded is answered as superseded)."""
+        db = self._conn()
+        t = self.table
+        outcome: list[Rejection | Superseded] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for r in records:
+                db.execute("SAVEPOINT one")
+                try:
+                    db.execute(self._upsert(1), _flatten((r,)))
+                    db.execute("RELEASE one")
+                except sqlite3.Error as exc:
+                    db.execute("ROLLBACK TO one")
+                    db.execute("RELEASE one")
+                    if not _sqlite_refusal(exc):
+                        raise
+                    resolution = db.execute(
+                        f"SELECT resolution FROM {t}_quarantine WHERE key = ? AND version = ?",
+                        (r.key, r.version),
+                    ).fetchone()
+                    if resolution is not None and resolution[0] == DISCARD:
+                        outcome.append(Superseded(r.key, r.version))
+                        continue
+                    reason = f"{type(exc).__name__}: {exc}"
+                    outcome.append(Rejection(r.key, r.version, reason))
+                    if resolution is None:
+                        self._quarantine(r, reason)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
-        return ()
+        refused = {(r.key, r.version) for r in outcome}
+        landed = [r for r in records if (r.key, r.version) not in refused]
+        return tuple(outcome) + (self._superseded(landed) if landed else ())
+
+    def _quarantine(self, record: StoreRecord, reason: str) -> None:
+        """Record a refusal (in the batch's transaction). A value too big for the store is
+        too big for this table too: then only the key, version and reason are kept (the
+        journal keeps the record itself)."""
+        db = self._conn()
+        sql = (
+            f"INSERT INTO {self.table}_quarantine (key, value, version, reason) "
+            "VALUES (?, ?, ?, ?)"
+        )
+        db.execute("SAVEPOINT quarantine")
+        try:
+            db.execute(sql, (record.key, record.value, record.version, reason))
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK TO quarantine")
+            if not _sqlite_refusal(exc):
+                raise
+            db.execute(sql, (record.key, None, record.version, reason + " (value not kept)"))
+        db.execute("RELEASE quarantine")
+
+    def quarantine_rows(self) -> list[QuarantineRow]:
+        """Every row of the quarantine table, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT key, version, reason, at, resolution FROM {self.table}_quarantine "
+            "ORDER BY at, rowid"
+        )
+        return [QuarantineRow(k, v, reason, str(at), res) for k, v, reason, at, res in rows]
+
+    def resolve_quarantine(self, action: str, keys: Sequence[str] | None = None) -> int:
+        """``discard``: mark pending rows (of ``keys``, or all) given up; ``retry``: delete
+        rows (pending or discarded), so the next write of the record is tried afresh."""
+        db, t = self._conn(), self.table
+        where, params = _key_filter(keys, "?")
+        if action == DISCARD:
+            sql = f"UPDATE {t}_quarantine SET resolution = 'discard' WHERE resolution IS NULL"
+        elif action == "retry":
+            sql = f"DELETE FROM {t}_quarantine WHERE 1 = 1"
+        else:
+            raise ValueError(f"unknown quarantine action {action!r}: 'discard' or 'retry'")
+        try:
+            return int(db.execute(sql + where, params).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite quarantine update failed: {exc}") from exc
 
     def _upsert(self, rows: int) -> str:
         sql = self._statements.get(rows)
@@ -191,6 +361,51 @@ class SQLiteStore:
             k: StoreRecord(k, None if d else bytes(v), ver) for k, v, ver, d in rows.fetchall()
         }
 
+    # -- the table's lease (see _lease.py): a row 'lease' in the meta table, its value the
+    # holder as JSON (SQLite keeps text in an INTEGER column as text).
+
+    def _lease_transaction(self, claim: LeaseClaim, now: float | None,
+                           renewal: bool) -> LeaseHolder | None:
+        db = self._conn()
+        t = self.table
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(f"SELECT value FROM {t}_meta WHERE name = 'lease'").fetchone()
+                current = LeaseHolder.from_json(str(row[0])) if row is not None else None
+                if now is None:  # release: only our own
+                    if current is not None and current.token == claim.token:
+                        db.execute(f"DELETE FROM {t}_meta WHERE name = 'lease'")
+                    blocker = None
+                else:
+                    blocker = decide(current, claim, now, renewal=renewal)
+                    if blocker is None:
+                        db.execute(
+                            f"INSERT INTO {t}_meta (name, value) VALUES ('lease', ?) "
+                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            (claim.holder(now).to_json(),),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite lease update failed: {exc}") from exc
+        return blocker
+
+    def acquire_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Take the table's lease; None if taken, else the live holder in the way."""
+        return self._lease_transaction(claim, now, renewal=False)
+
+    def renew_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Extend our lease; None if still ours, else who took it over."""
+        return self._lease_transaction(claim, now, renewal=True)
+
+    def release_lease(self, claim: LeaseClaim) -> None:
+        """Give our lease up (someone else's is left alone)."""
+        self._lease_transaction(claim, None, renewal=False)
+
     def close(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
@@ -210,6 +425,21 @@ def store_factory(
         PostgresStore(url, table=table)  # validate the table name now, not in a thread
         return lambda: PostgresStore(url, table=table, timeout=timeout)
     raise ConfigError(f"Config.store has an unknown scheme: {url!r}")
+
+
+def _sqlite_refusal(exc: sqlite3.Error) -> bool:
+    """Will SQLite refuse this record however often it is retried? (A value over its length
+    limit, a constraint; not a busy or locked database, a full disk or an I/O error.)"""
+    return isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
+
+
+def _key_filter(keys: Sequence[str] | None, mark: str) -> tuple[str, list[object]]:
+    """`` AND key IN (...)`` and its parameters, or nothing for every key."""
+    if keys is None:
+        return "", []
+    if not keys:
+        return " AND 1 = 0", []
+    return f" AND key IN ({', '.join([mark] * len(keys))})", list(keys)
 
 
 def _chunks(count: int, limit: int) -> list[int]:

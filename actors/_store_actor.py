@@ -10,10 +10,10 @@ import outcome
 import trio
 
 from ._errors import StoreUnavailable
-from ._messages import FlushBatch, Rejection, StoreAck, StoreNack, StoreRecord
+from ._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
 from ._seams import Seams
 from ._stats import StoreStatistics
-from ._store import Store, StoreFactory
+from ._store import Store, StoreFactory, WriteOutcome, rejections, supersessions
 
 log = logging.getLogger("writebehind")
 
@@ -93,7 +93,7 @@ class StoreActor:
                     job = self._start(store, outgoing[0])
                 batch, reply = outgoing = held[0]
                 try:
-                    rejected = await job.result()
+                    answer = await job.result()
                 except StoreUnavailable as exc:
                     # Transient: the shard retries the batch; we reconnect in place.
                     job = None
@@ -123,7 +123,8 @@ class StoreActor:
                     held.append(upcoming)
                     job = self._start(store, upcoming[0])
                 held.remove(outgoing)
-                await _answer(reply, StoreAck(batch.batch_id, rejected))
+                rejected, superseded = rejections(answer), supersessions(answer)
+                await _answer(reply, StoreAck(batch.batch_id, rejected, superseded))
         except BaseException as exc:
             if job is not None:
                 await job.settle()  # its thread still uses the connection
@@ -190,25 +191,25 @@ class _Write:
         self._records = records
         self._threaded = blocking
         self._done = trio.Event()
-        self._outcome: outcome.Outcome[tuple[Rejection, ...]] | None = None
+        self._outcome: outcome.Outcome[WriteOutcome] | None = None
         if blocking:
             token = trio.lowlevel.current_trio_token()
 
-            def deliver(result: outcome.Outcome[tuple[Rejection, ...]]) -> None:
+            def deliver(result: outcome.Outcome[WriteOutcome]) -> None:
                 token.run_sync_soon(self._finish, result)
 
             trio.lowlevel.start_thread_soon(functools.partial(store.write_batch, records), deliver)
 
-    def _finish(self, result: outcome.Outcome[tuple[Rejection, ...]]) -> None:
+    def _finish(self, result: outcome.Outcome[WriteOutcome]) -> None:
         self._outcome = result
         self._done.set()
 
-    async def result(self) -> tuple[Rejection, ...]:
+    async def result(self) -> WriteOutcome:
         if not self._threaded:
             back = await _on_the_wire(self._store)
-            rejected = self._store.write_batch(self._records)
+            answer = self._store.write_batch(self._records)
             await trio.sleep(back)  # 0 for a store without latency: a plain checkpoint
-            return rejected
+            return answer
         await self.settle()
         # Cancelled while the thread ran: raise now, as to_thread would (the shard, told
         # nothing, retries the batch).

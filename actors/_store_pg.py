@@ -19,8 +19,17 @@ from typing import Any
 
 from ._config import mask_url
 from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
-from ._messages import Rejection, StoreRecord
-from ._store import SCHEMA_VERSION
+from ._lease import LeaseClaim, LeaseHolder, decide
+from ._messages import Rejection, StoreRecord, Superseded
+from ._store import (
+    DISCARD,
+    POSTGRES_MAX_KEY_BYTES,
+    SCHEMA_VERSION,
+    QuarantineRow,
+    StoreLimits,
+    WriteOutcome,
+    _key_filter,
+)
 
 # Per-connection staging table for COPY; emptied by every commit.
 _STAGE = "writebehind_stage"
@@ -28,21 +37,34 @@ _STAGE = "writebehind_stage"
 # SQLSTATE classes and codes that mean "try again on a fresh connection".
 _TRANSIENT_CLASSES = ("08", "53", "57", "40")  # connection, resources, operator, rollback
 _TRANSIENT_CODES = {"55P03"}  # lock_not_available
+# SQLSTATE classes that refuse a record for good, however often it is retried: data
+# exceptions (22: a NUL in text, a bad encoding), integrity constraints (23) and program
+# limits (54: "index row requires N bytes, maximum size is 2712"). psycopg maps class 54 to
+# OperationalError, the base class of connection failures: the SQLSTATE decides first.
+_PERMANENT_CLASSES = ("22", "23", "54")
 
 
 def _is_transient(exc: BaseException) -> bool:
     import psycopg
 
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith(_PERMANENT_CLASSES):
+        return False
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return True
-    state = getattr(exc, "sqlstate", None) or ""
     return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_CODES
+
+
+def _stored_key(key: str) -> str:
+    """``key`` as the quarantine table's text column holds it (PostgreSQL text has no NUL)."""
+    return key.replace("\x00", "\\x00")
 
 
 class PostgresStore:
     """A table of versioned rows, its meta table (schema version, epoch) and a quarantine."""
 
     blocking = True
+    limits = StoreLimits("PostgreSQL", max_key_bytes=POSTGRES_MAX_KEY_BYTES, nul_in_keys=False)
 
     def __init__(self, url: str, *, table: str = "writebehind_entries",
                  timeout: float = 30.0) -> None:
@@ -106,6 +128,10 @@ class PostgresStore:
                 f"CREATE TABLE IF NOT EXISTS {t}_quarantine (key text, value bytea, "
                 "version bigint, reason text, at timestamptz DEFAULT now())"
             )
+            # Added after the first release: an operator's decision on a quarantined record.
+            cur.execute(
+                f"ALTER TABLE {t}_quarantine ADD COLUMN IF NOT EXISTS resolution text"
+            )
             cur.execute(
                 f"INSERT INTO {t}_meta VALUES ('schema_version', %s), ('epoch', 0) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -153,7 +179,7 @@ class PostgresStore:
             f"WHERE excluded.version > {t}.version"
         )
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         import psycopg
 
         newest: dict[str, StoreRecord] = {}
@@ -169,18 +195,29 @@ class PostgresStore:
                     for r in rows:
                         copy.write_row((r.key, r.value, r.version, r.value is None))
                 cur.execute(self._upsert_sql(f"SELECT * FROM {_STAGE}"))
-            return ()
+                if cur.rowcount >= len(rows):
+                    return ()
+                # Some did not apply: which of them lost to a newer version (not a retry of
+                # a version the store already holds)? Before the commit empties the stage.
+                cur.execute(
+                    f"SELECT s.key, s.version FROM {_STAGE} s JOIN {self.table} t "
+                    "ON t.key = s.key WHERE t.version > s.version"
+                )
+                return tuple(Superseded(key, version) for key, version in cur.fetchall())
         except psycopg.Error as exc:
             if _is_transient(exc):
                 raise self._fail("batch write", exc) from None
         return self._write_one_by_one(rows)
 
-    def _write_one_by_one(self, rows: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
-        """A permanent error somewhere in the batch: land what can land, quarantine the rest."""
+    def _write_one_by_one(self, rows: Sequence[StoreRecord]) -> WriteOutcome:
+        """A permanent error somewhere in the batch: land what can land, quarantine the rest
+        (a record an operator discarded is answered as superseded)."""
         import psycopg
 
         db = self._db()
+        t = self.table
         rejected: list[Rejection] = []
+        superseded: list[Superseded] = []
         try:
             with db.transaction(), db.cursor() as cur:
                 for row in rows:
@@ -190,19 +227,63 @@ class PostgresStore:
                                 self._upsert_sql("VALUES (%s, %s, %s, %s)"),
                                 (row.key, row.value, row.version, row.value is None),
                             )
+                            if cur.rowcount == 0:
+                                cur.execute(
+                                    f"SELECT 1 FROM {t} WHERE key = %s AND version > %s",
+                                    (row.key, row.version),
+                                )
+                                if cur.fetchone() is not None:
+                                    superseded.append(Superseded(row.key, row.version))
                     except psycopg.Error as exc:
                         if _is_transient(exc):
                             raise
+                        key = _stored_key(row.key)
+                        cur.execute(
+                            f"SELECT resolution FROM {t}_quarantine "
+                            "WHERE key = %s AND version = %s",
+                            (key, row.version),
+                        )
+                        found = cur.fetchone()
+                        if found is not None and found[0] == DISCARD:
+                            superseded.append(Superseded(row.key, row.version))
+                            continue
                         reason = f"{type(exc).__name__}: {str(exc).strip()}"
                         rejected.append(Rejection(row.key, row.version, reason))
-                        cur.execute(
-                            f"INSERT INTO {self.table}_quarantine (key, value, version, reason) "
-                            "VALUES (%s, %s, %s, %s)",
-                            (row.key.replace("\x00", "\\x00"), row.value, row.version, reason),
-                        )
+                        if found is None:
+                            cur.execute(
+                                f"INSERT INTO {t}_quarantine (key, value, version, reason) "
+                                "VALUES (%s, %s, %s, %s)",
+                                (key, row.value, row.version, reason),
+                            )
         except psycopg.Error as exc:
             raise self._fail("batch write", exc) from None
-        return tuple(rejected)
+        return tuple(rejected) + tuple(superseded)
+
+    def quarantine_rows(self) -> list[QuarantineRow]:
+        """Every row of the quarantine table, oldest first."""
+        rows = self._run(
+            "read the quarantine",
+            f"SELECT key, version, reason, at, resolution FROM {self.table}_quarantine "
+            "ORDER BY at",
+            (),
+        )
+        return [QuarantineRow(k, v, reason, str(at), res) for k, v, reason, at, res in rows]
+
+    def resolve_quarantine(self, action: str, keys: Sequence[str] | None = None) -> int:
+        """``discard``: mark pending rows (of ``keys``, or all) given up; ``retry``: delete
+        rows (pending or discarded), so the next write of the record is tried afresh."""
+        t = self.table
+        where, params = _key_filter(
+            None if keys is None else [_stored_key(k) for k in keys], "%s"
+        )
+        if action == DISCARD:
+            sql = f"UPDATE {t}_quarantine SET resolution = 'discard' WHERE resolution IS NULL"
+        elif action == "retry":
+            sql = f"DELETE FROM {t}_quarantine WHERE true"
+        else:
+            raise ValueError(f"unknown quarantine action {action!r}: 'discard' or 'retry'")
+        sql += where + " RETURNING 1"
+        return len(self._run(f"{action} quarantined records", sql, params))
 
     def read(self, key: str) -> StoreRecord | None:
         if "\x00" in key:
@@ -220,6 +301,53 @@ class PostgresStore:
             "read", f"SELECT key, value, version, deleted FROM {self.table}", ()
         )
         return {k: StoreRecord(k, None if d else bytes(v), ver) for k, v, ver, d in rows}
+
+    # -- the table's lease (see _lease.py): a row 'lease' in the meta table; its value is the
+    # expiry (ms since the Unix epoch), its ``detail`` column (added on first use) the holder.
+
+    def _lease_transaction(self, claim: LeaseClaim, now: float | None, renewal: bool,
+                           *, first: bool = False) -> LeaseHolder | None:
+        import psycopg
+
+        db = self._db()
+        t = self.table
+        try:
+            with db.transaction(), db.cursor() as cur:
+                if first:
+                    cur.execute(f"ALTER TABLE {t}_meta ADD COLUMN IF NOT EXISTS detail text")
+                # Serializes lease changes, including the first insert of the row.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{t}:lease",))
+                cur.execute(f"SELECT detail FROM {t}_meta WHERE name = 'lease'")
+                row = cur.fetchone()
+                current = LeaseHolder.from_json(row[0]) if row and row[0] else None
+                if now is None:  # release: only our own
+                    if current is not None and current.token == claim.token:
+                        cur.execute(f"DELETE FROM {t}_meta WHERE name = 'lease'")
+                    return None
+                blocker = decide(current, claim, now, renewal=renewal)
+                if blocker is None:
+                    holder = claim.holder(now)
+                    cur.execute(
+                        f"INSERT INTO {t}_meta (name, value, detail) VALUES ('lease', %s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                        "detail = excluded.detail",
+                        (int(holder.expires * 1000), holder.to_json()),
+                    )
+                return blocker
+        except psycopg.Error as exc:
+            raise self._fail("lease update", exc) from None
+
+    def acquire_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Take the table's lease; None if taken, else the live holder in the way."""
+        return self._lease_transaction(claim, now, renewal=False, first=True)
+
+    def renew_lease(self, claim: LeaseClaim, now: float) -> LeaseHolder | None:
+        """Extend our lease; None if still ours, else who took it over."""
+        return self._lease_transaction(claim, now, renewal=True)
+
+    def release_lease(self, claim: LeaseClaim) -> None:
+        """Give our lease up (someone else's is left alone)."""
+        self._lease_transaction(claim, None, renewal=False)
 
     def close(self) -> None:
         if self._conn is not None:

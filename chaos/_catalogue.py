@@ -173,15 +173,33 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="recovery-new-segment-dir-not-synced",
         area="scan", file=_REC,
+        # The manifest's own directory sync would make the entry durable too: both go.
         find="""\
         fs.fdatasync(fd)
         fs.fsync_dir(directory)
+        publish_newest(fs, directory, header)
     except BaseException:""",
         replace="""\
         fs.fdatasync(fd)
     except BaseException:""",
         rule="a new segment's directory entry is durable before records in it are "
         "acknowledged as synced",
+    ),
+    Mutant(
+        name="recovery-manifest-before-segment-durable",
+        area="scan", file=_REC,
+        find="""\
+        fs.fdatasync(fd)
+        fs.fsync_dir(directory)
+        publish_newest(fs, directory, header)
+    except BaseException:""",
+        replace="""\
+        publish_newest(fs, directory, header)
+        fs.fdatasync(fd)
+        fs.fsync_dir(directory)
+    except BaseException:""",
+        rule="the manifest names a segment as the newest only once that segment is durable: "
+        "a power loss never makes a correct journal look like it lost its tail segment",
     ),
     # -- the shard's state machine ----------------------------------------------------------
     Mutant(
@@ -201,7 +219,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="core-flush-ignores-inflight",
         area="shard-core", file=_CORE,
-        find="                owed[record.key] = entries[record.key].version",
+        find="""\
+                entry = entries.get(record.key)
+                owed[record.key] = record.version if entry is None else entry.version""",
         replace="                pass  # handed to the store: as good as landed",
         rule="flush() returns only once every acknowledged write is in the store, not while "
         "batches are still in flight",
@@ -218,10 +238,10 @@ MUTANTS: tuple[Mutant, ...] = (
         name="core-retry-gives-up",
         area="shard-core", file=_CORE,
         find="""\
-            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
         ]""",
         replace="""\
-            if r.key not in self.dirty and self.entries[r.key].version == r.version
+            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
             and self.failures < 4  # give up on a batch the store keeps failing
         ]""",
         rule="a batch the store did not commit is retried until it lands, however many "
@@ -282,10 +302,10 @@ MUTANTS: tuple[Mutant, ...] = (
                 if message.rejected:  # not in the store: the caller must not be told it is
                     self._through[message.batch_id] = message.rejected[0]
                 else:
-                    core.settle(record)
+                    core.settle(record, superseded=bool(message.superseded))
                     self._through[message.batch_id] = None""",
         replace="""\
-                core.settle(record)
+                core.settle(record, superseded=bool(message.superseded))
                 self._through[message.batch_id] = None""",
         rule="ack='store' acknowledges a write only if the store took it; a refusal raises "
         "StoreRejected",
@@ -314,8 +334,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="store-actor-drops-refusals",
         area="store-actor", file=_SA,
-        find="                await _answer(reply, StoreAck(batch.batch_id, rejected))",
-        replace="                await _answer(reply, StoreAck(batch.batch_id))",
+        find="                await _answer(reply, StoreAck(batch.batch_id, rejected, superseded))",
+        replace="                await _answer(reply, StoreAck(batch.batch_id, (), superseded))",
         rule="a record the store refused is reported back to the shard (quarantined), never "
         "counted as persisted",
     ),
@@ -373,8 +393,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="pg-refusals-not-returned",
         area="postgres", file=_PG, needs="postgres",
-        find="        return tuple(rejected)",
-        replace="        return ()",
+        find="        return tuple(rejected) + tuple(superseded)",
+        replace="        return tuple(superseded)",
         rule="records PostgreSQL refused for good are reported to the shard (quarantined), "
         "not counted as landed",
     ),

@@ -126,6 +126,7 @@ class AuditedStore:
         self.inner = inner
         self.audit = audit
         self.blocking = inner.blocking
+        self.limits = getattr(inner, "limits", None)  # what the cache checks before acking
 
     def __repr__(self) -> str:
         return f"AuditedStore({self.inner!r})"

@@ -26,7 +26,7 @@ from writebehind import JournalCorruption
 from writebehind._journal import SimulatedFileSystem
 from writebehind._journal._codec import FRAME_HEADER_SIZE, HEADER_SIZE, MIN_PAYLOAD
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
-from writebehind._journal._scan import SEGMENT_RE, scan_journal
+from writebehind._journal._scan import MANIFEST_NAME, SEGMENT_RE, scan_journal
 
 from ._plan import FaultInjector
 
@@ -136,8 +136,11 @@ class FaultyDisk(SimulatedFileSystem):
             for path, inode in self._durable_names.items()
             if posixpath.dirname(path) == directory and SEGMENT_RE.match(posixpath.basename(path))
         )
+        manifest_path = posixpath.join(directory, MANIFEST_NAME)
+        manifest_inode = self._durable_names.get(manifest_path)
+        manifest = None if manifest_inode is None else (manifest_path, manifest_inode.durable)
         try:
-            scan_journal(files, shard_id=int(name.removeprefix("shard-")))
+            scan_journal(files, shard_id=int(name.removeprefix("shard-")), manifest=manifest)
         except JournalCorruption as exc:
             self.on_inconsistent(f"a power loss now would leave an unreadable journal: {exc}")
         except ValueError:
@@ -161,6 +164,14 @@ class FaultyDisk(SimulatedFileSystem):
         try:
             return super().write(fd, data)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self.space_left = None
+            raise
+
+    def reserve(self, fd: int, length: int) -> None:
+        try:
+            super().reserve(fd, length)
+        except OSError as exc:  # the journal reserves a segment's space as it creates it
             if exc.errno == errno.ENOSPC:
                 self.space_left = None
             raise

@@ -89,6 +89,7 @@ class FaultyStore:
         self.inner = inner
         self.faults = faults
         self.blocking = inner.blocking
+        self.limits = getattr(inner, "limits", None)  # what the cache checks before acking
         if faults.latency is not None and not inner.blocking:
             self.latency = faults.draw_latency
 

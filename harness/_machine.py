@@ -29,6 +29,7 @@ from writebehind import (
     CacheClosed,
     Config,
     ConfigError,
+    JournalFull,
     Overloaded,
     Seams,
     ShardCrashed,
@@ -292,7 +293,7 @@ class CacheMachine(RuleBasedStateMachine):
                 await self.cache.put(key, value)
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             self.model.uncertain(op)
-        except (Overloaded, StoreRejected):
+        except (Overloaded, StoreRejected, JournalFull):
             self.model.refused(op)
         else:
             self.model.acked(op, trio.current_time())

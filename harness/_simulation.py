@@ -50,12 +50,14 @@ from writebehind import (
     Config,
     JournalCorruption,
     JournalError,
+    JournalFull,
     Overloaded,
     Seams,
     ShardCrashed,
     StoreRejected,
     StoreUnavailable,
     TooManyRestarts,
+    Unstorable,
     serve_cache,
 )
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
@@ -300,8 +302,9 @@ class _Simulation:
         self.chaos_rng = self.injector.rng("chaos")
         self.final_rng = self.injector.rng("final")
         self.keys = [_key(w, k) for w in range(WRITERS) for k in range(KEYS_PER_WRITER)]
-        # Keys the store refuses for good, whatever the plan (PostgreSQL's text has no NUL):
-        # their writes are quarantined, never in the store.
+        # Keys the store could never hold, whatever the plan (PostgreSQL's text has no NUL):
+        # the cache refuses their writes before acknowledging them (Unstorable), so none is
+        # acknowledged, journaled or in the store. Any other key must never be refused so.
         self.unstorable = (
             {k for k in self.keys if "\0" in k} if sim_store.kind == "postgresql" else set()
         )
@@ -737,9 +740,22 @@ class _Simulation:
                 receipt = await cache.put(key, value)
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             model.uncertain(op)
-        except (Overloaded, StoreRejected, ValueError):
-            model.refused(op)  # ValueError: a key or value the store could never hold
+        except Unstorable as exc:
+            model.refused(op)
+            if key not in self.unstorable:
+                self.problems.append(
+                    f"a write of {key!r} was refused as unstorable, yet the {self.store.kind} "
+                    f"store can hold it: {exc}"
+                )
+        except (Overloaded, StoreRejected, JournalFull, ValueError):
+            # ValueError: a key or value the store could never hold; JournalFull: a full disk
+            model.refused(op)
         else:
+            if key in self.unstorable:
+                self.problems.append(
+                    f"a write of {key!r}, which the {self.store.kind} store could never hold, "
+                    "was acknowledged instead of refused (Unstorable)"
+                )
             model.acked(op, trio.current_time())
             model.writes[op].version = receipt.version
             if value is not None and self.ack in ("fsync", "journal"):
@@ -778,16 +794,15 @@ class _Simulation:
     async def _final(self) -> SimulationResult:
         self._quiet()
         await self._final_damage_probe()
-        # Sometimes the operator's recovery tool runs first, after a failed host.
-        # (Not over a write the store refuses for good: recovery then refuses to checkpoint
-        # the journal that holds it, and stops; see the open hardening work on quarantine.)
-        if self.final_rng.random() < 1 / 3 and not self.unstorable:
+        # Sometimes the operator's recovery tool runs first, after a failed host. A write
+        # the store refuses for good, it quarantines (and keeps journaled).
+        if self.final_rng.random() < 1 / 3:
             await self._final_stranded_writes()
             await self._final_recover_tool()
         # Sometimes one shard more or fewer: keys move, so the journals replay into the
         # store first. Not over a record the store refuses for good: a shard-count change
         # cannot start while any journal holds one (it would be stranded).
-        if self.final_rng.random() < 0.5 and not self.store_faults.poisoned | self.unstorable:
+        if self.final_rng.random() < 0.5 and not self.store_faults.poisoned:
             shards = self.config.shards
             shards += -1 if shards > 1 and self.final_rng.random() < 0.5 else 1
             self.config = attrs.evolve(self.config, shards=shards)

@@ -40,6 +40,7 @@ import trio
 from writebehind import (
     CacheClosed,
     Config,
+    JournalFull,
     Overloaded,
     Rejection,
     Seams,
@@ -134,7 +135,7 @@ async def _writer(
             except CacheClosed as exc:
                 log.line("U", op, type(exc).__name__)
                 return
-            except (Overloaded, TypeError, ValueError) as exc:
+            except (Overloaded, JournalFull, TypeError, ValueError) as exc:
                 log.line("R", op, type(exc).__name__)
                 continue
             log.line("A", op, f"{time.monotonic():.6f}")

@@ -1,6 +1,7 @@
 """The cache end to end on a real SQLite file and real journal files."""
 
 import errno
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -322,10 +323,15 @@ async def test_statistics_report_watermarks(tmp_path: Path) -> None:
 async def test_a_zombie_instance_never_overwrites_a_newer_epoch(tmp_path: Path) -> None:
     old = config(tmp_path, journal_dir=tmp_path / "old", flush_interval=600.0)
     new = config(tmp_path, journal_dir=tmp_path / "new")
+    now = [1_800_000_000.0]
+    seams = Seams(wall_clock=lambda: now[0])  # the store lease's clock
     async with trio.open_nursery() as nursery:
-        zombie = await nursery.start(serve_cache, old)  # takes epoch 1
+        zombie = await nursery.start(functools.partial(serve_cache, seams=seams), old)
         await zombie.put("k", b"from the zombie")  # acknowledged, not flushed yet
-        async with open_cache(new) as fresh:  # takes a newer epoch
+        # The zombie stalls past its lease (a live one would refuse the new instance), and
+        # the new instance takes the table over with a newer epoch.
+        now[0] += 3600
+        async with open_cache(new, seams=seams) as fresh:
             await fresh.put("k", b"from the new instance")
             await fresh.flush()
         await zombie.flush()  # the late batch arrives after the newer write

@@ -162,3 +162,12 @@ def test_cache_machine_overrides_are_checked_with_close_matches() -> None:
     assert str(info.value).startswith(
         "Typo.config_overrides: unknown setting(s) batch_sise (did you mean batch_size?)"
     )
+
+
+def test_max_key_bytes_is_bounded_by_what_postgresql_can_index() -> None:
+    # Issue 12, item 3: a longer key would be acknowledged, then refused by the index forever.
+    with pytest.raises(ConfigError, match=r"Config.max_key_bytes=100000 is over what the "
+                       r"PostgreSQL store can index \(2000 bytes"):
+        Config(store="postgresql://app@db/app", max_key_bytes=100_000)
+    assert Config(store="postgresql://app@db/app", max_key_bytes=2000).max_key_bytes == 2000
+    assert Config(store="sqlite:///s.db", max_key_bytes=100_000).max_key_bytes == 100_000

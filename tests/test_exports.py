@@ -33,3 +33,9 @@ def test_harness_and_chaos_import_and_declare_all() -> None:
         module = importlib.import_module(name)
         for public in module.__all__:
             assert hasattr(module, public), (name, public)
+
+
+def test_the_metrics_api_is_public() -> None:
+    for name in ("CacheCollector", "MetricsServer", "serve_metrics", "LatencyStatistics"):
+        assert name in writebehind.__all__, name
+    assert writebehind.serve_metrics.__module__ == "writebehind"

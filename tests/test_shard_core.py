@@ -3,7 +3,7 @@
 import math
 import random
 
-from writebehind import Rejection
+from writebehind import Rejection, StoreRecord, Superseded
 from writebehind._journal import JournalRecord, RecordKind
 from writebehind._shard_core import FlushPolicy, ShardCore
 
@@ -174,3 +174,116 @@ def test_dirty_and_clean_keep_their_order_across_compaction() -> None:
     assert list(core.clean) == [f"k{i}" for i in range(seq - 999, seq + 1)]  # oldest evicted
     assert core.evictions == seq - 1000
     assert core._dirty_deleted < 6000 and core._clean_deleted < 5000  # compaction did run
+
+
+# -- the store ahead of the journal (issue 12, item 2) ----------------------------------------
+
+
+def test_a_record_the_store_holds_a_newer_version_of_is_dropped_not_served() -> None:
+    # ack='memory' after a power loss: the journal lost v20 (flushed before the loss), the
+    # restart replays v10; the store keeps v20 and says the replayed record did not apply.
+    core = make(flush_interval=0.0)
+    core.replay([JournalRecord(1, RecordKind.PUT, "k", b"old", 10)], now=0.0)
+    core.write("other", b"x", 11, 2, 0.0)
+    batch = core.take_batch(0.0)
+    assert batch is not None
+    core.on_ack(batch.batch_id, superseded=(Superseded("k", 10),))
+    assert "k" not in core.entries  # the next read reads the store's v20 through
+    assert core.superseded == 1
+    assert core.unpersisted == 0
+    assert core.persisted_mark() == 2  # the replayed record is superseded: the mark passes
+    assert core.entries["other"].persisted_version == 11
+
+
+def test_a_superseded_answer_keeps_a_newer_write_still_on_its_way() -> None:
+    core = make(flush_interval=0.0)
+    core.write("k", b"a", 10, 1, 0.0)
+    first = core.take_batch(0.0)
+    core.write("k", b"b", 30, 2, 0.0)  # newer than what the store holds: it must land
+    second = core.take_batch(0.0)
+    assert first is not None and second is not None
+    core.on_ack(first.batch_id, superseded=(Superseded("k", 10),))
+    assert core.entries["k"].value == b"b"
+    assert core.owed() == {"k": 30}
+    core.on_ack(second.batch_id)
+    assert core.entries["k"].persisted_version == 30 and "k" in core.clean
+
+
+def test_answers_for_a_dropped_entry_are_ignored() -> None:
+    core = make(flush_interval=0.0)
+    core.write("k", b"a", 10, 1, 0.0)
+    first = core.take_batch(0.0)
+    core.write("k", b"b", 20, 2, 0.0)
+    second = core.take_batch(0.0)
+    assert first is not None and second is not None
+    core.on_ack(second.batch_id, superseded=(Superseded("k", 20),))
+    assert "k" not in core.entries
+    assert core.owed() == {"k": 10}  # the older batch is still out: flush() waits for it
+    assert core.on_nack(first.batch_id, 1.0) > 0  # nothing to requeue, no KeyError
+    assert not core.dirty and core.unpersisted == 0 and core.persisted_mark() == 2
+
+
+def test_a_write_through_the_store_holds_newer_than_is_not_cached() -> None:
+    core = make()
+    core.settle(StoreRecord("k", b"mine", 5), superseded=True)
+    assert "k" not in core.entries
+    core.load_clean(StoreRecord("k", b"theirs", 9))
+    core.settle(StoreRecord("k", b"older", 7), superseded=True)
+    assert core.entries["k"].value == b"theirs"  # a newer version than the answer: kept
+
+
+def make_held(**policy: float) -> ShardCore:
+    return ShardCore(
+        0, 1, FlushPolicy(**policy), max_entries=1000, rng=random.Random(0),  # type: ignore[arg-type]
+        hold_until_durable=True,
+    )
+
+
+def test_a_record_is_not_sent_before_its_journal_write_is_durable() -> None:
+    core = make_held(flush_interval=0.0)
+    core.write("a", b"1", 1, 1, 0.0)
+    core.flush_requested = True
+    assert not core.due(0.0) and core.take_batch(0.0) is None
+    assert core.next_deadline(0.0) == math.inf  # only note_durable can make it due
+    assert core.owed() == {"a": 1} and core.unpersisted == 1
+    assert core.note_durable(1) == 1
+    batch = core.take_batch(0.0)
+    assert batch is not None and [r.key for r in batch.records] == ["a"]
+
+
+def test_durable_records_go_while_newer_ones_wait_and_a_rewrite_waits_again() -> None:
+    core = make_held(flush_interval=0.0)
+    core.write("a", b"1", 1, 1, 0.0)
+    core.write("b", b"1", 2, 2, 0.0)
+    assert core.note_durable(1) == 1
+    core.write("a", b"2", 3, 3, 0.0)  # "a" rewritten: its newest record is not durable
+    core.write("c", b"1", 4, 4, 0.0)
+    assert core.note_durable(2) == 1  # "b" only
+    batch = core.take_batch(0.0)
+    assert batch is not None and [r.key for r in batch.records] == ["b"]
+    assert core.take_batch(0.0) is None
+    assert core.note_durable(4) == 2
+    batch = core.take_batch(0.0)
+    assert batch is not None and [(r.key, r.version) for r in batch.records] == [("a", 3), ("c", 4)]
+
+
+def test_replayed_records_are_durable_and_go_at_once() -> None:
+    core = make_held(flush_interval=0.0)
+    core.replay([JournalRecord(7, RecordKind.PUT, "a", b"1", 1)], now=0.0)
+    assert core.durable_seq == 7
+    assert core.take_batch(0.0) is not None
+
+
+def test_discarded_quarantine_frees_the_mark_and_retry_takes_chosen_keys() -> None:
+    core = make(flush_interval=0.0)
+    core.write("a", b"1", 1, 1, 0.0)
+    core.write("b", b"1", 2, 2, 0.0)
+    batch = core.take_batch(0.0)
+    assert batch is not None
+    core.on_ack(batch.batch_id, rejected=(Rejection("a", 1, "no"), Rejection("b", 2, "no")))
+    assert core.persisted_mark() == 0
+    assert core.retry_quarantine(1.0, {"b"}) == 1
+    assert list(core.quarantine) == ["a"] and list(core.dirty) == ["b"]
+    assert core.discard_quarantine({"a"}) == 1
+    assert "a" not in core.entries and not core.quarantine
+    assert core.persisted_mark() == 1  # "b" (seq 2) is dirty again

@@ -304,3 +304,43 @@ class SegmentHeader:
         if fmt != FORMAT_VERSION:
             return Invalid(f"unsupported format version {fmt}, this build reads {FORMAT_VERSION}")
         return cls(shard_id=shard_id, salt=salt, first_seq=first_seq, format_version=fmt)
+
+
+MANIFEST_MAGIC = b"WBNEWEST"
+
+
+@attrs.frozen
+class Manifest:
+    """The journal's synced record of its newest segment (the ``MANIFEST`` file).
+
+    Written atomically once segment ``newest_seq`` is durable, so a newest segment that later
+    goes missing is found: recovery refuses a directory whose newest segment is older.
+    Same layout as :class:`SegmentHeader`, with its own magic.
+    """
+
+    shard_id: int
+    salt: int
+    newest_seq: int
+
+    def encode(self) -> bytes:
+        """The manifest's bytes, ending with their own CRC-32."""
+        body = _HEADER_BODY.pack(
+            MANIFEST_MAGIC, FORMAT_VERSION, 0, self.shard_id, self.salt, self.newest_seq
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, buf: bytes | memoryview) -> Manifest | Invalid:
+        """Parse a whole manifest file; anything else than exactly one is :class:`Invalid`."""
+        if len(buf) != HEADER_SIZE:
+            return Invalid(f"manifest is {len(buf)} bytes long, expected {HEADER_SIZE}")
+        body = bytes(buf[: _HEADER_BODY.size])
+        magic, fmt, _flags, shard_id, salt, newest = _HEADER_BODY.unpack(body)
+        if magic != MANIFEST_MAGIC:
+            return Invalid(f"bad manifest magic {magic!r}, expected {MANIFEST_MAGIC!r}")
+        (crc,) = _CRC.unpack_from(buf, _HEADER_BODY.size)
+        if zlib.crc32(body) != crc:
+            return Invalid("manifest checksum mismatch")
+        if fmt != FORMAT_VERSION:
+            return Invalid(f"unsupported manifest format {fmt}, this build reads {FORMAT_VERSION}")
+        return cls(shard_id=shard_id, salt=salt, newest_seq=newest)

@@ -7,12 +7,14 @@ fail fsync with EIO, run out of space, or flip a byte — deterministically.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
 import posixpath
 import random
-from typing import Literal, Protocol
+import stat
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -50,6 +52,11 @@ class FileSystem(Protocol):
 
     def write(self, fd: int, data: bytes) -> int:
         """Append; returns how many bytes were written (may be fewer than asked)."""
+
+    def reserve(self, fd: int, length: int) -> None:
+        """Allocate disk space for the first ``length`` bytes of the file without changing its
+        size, so appends up to there cannot fail with ENOSPC; raises ENOSPC if the space is
+        not there. A file system that cannot reserve does nothing."""
 
     def fdatasync(self, fd: int) -> None:
         """Make everything written through ``fd`` durable."""
@@ -91,6 +98,28 @@ def write_file_atomic(fs: FileSystem, path: str, data: bytes) -> None:
     fs.fsync_dir(os.path.dirname(path) or ".")
 
 
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _find_fallocate() -> Any:
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (AttributeError, OSError):
+        return None  # not Linux: no reservation, an append may then meet ENOSPC
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    return fallocate
+
+
+_fallocate = _find_fallocate()
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
+
+
 class OsFileSystem:
     """The real file system, through ``os`` calls."""
 
@@ -118,8 +147,20 @@ class OsFileSystem:
         return os.stat(path).st_size
 
     def read_file(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+        # O_NONBLOCK: a FIFO put where a segment was must not hang the open (and a blocked
+        # open(2) in a thread cannot be interrupted by Ctrl-C); fstat then refuses anything
+        # but a regular file before a read could block or fail obscurely.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(mode)})", path)
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write_file(self, path: str, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -139,6 +180,16 @@ class OsFileSystem:
 
     def write(self, fd: int, data: bytes) -> int:
         return os.write(fd, data)
+
+    def reserve(self, fd: int, length: int) -> None:
+        # fallocate(FALLOC_FL_KEEP_SIZE): blocks past the end, the size unchanged, so appends
+        # (O_APPEND) land in them and a scan never sees preallocated zeros.
+        if _fallocate is None or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) == 0:
+            return
+        code = ctypes.get_errno()
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # this file system cannot reserve: appends may meet ENOSPC instead
+        raise OSError(code, os.strerror(code))
 
     def fdatasync(self, fd: int) -> None:
         sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
@@ -195,6 +246,7 @@ class SimulatedCrash(Exception):
 class _Inode:
     data: bytearray = attrs.Factory(bytearray)
     durable: bytes = b""
+    reserved: int = 0  # bytes from the start with space allocated (see reserve)
 
 
 def _oserror(code: int, path: str = "") -> OSError:
@@ -208,7 +260,8 @@ class SimulatedFileSystem:
     * Directory entries: creations, renames and unlinks become durable on ``fsync_dir``;
       a crash reverts the names of each directory to its last fsync (``model_dirents``).
     * Faults: ``fsync_error``/``write_error`` (an errno raised on every such call while set),
-      ``space_left`` (bytes until ENOSPC), ``crash_after_ops`` (the next mutating operation
+      ``space_left`` (bytes until ENOSPC; space a file reserved is taken from it at
+      :meth:`reserve`, not again when written), ``crash_after_ops`` (the next mutating operation
       after that many raises :class:`SimulatedCrash` and every later one too, until
       :meth:`crash`), :meth:`flip_byte`.
     """
@@ -363,12 +416,23 @@ class SimulatedFileSystem:
             raise _oserror(self.write_error)
         count = len(data)
         if self.space_left is not None:
-            if self.space_left == 0 and count:
+            covered = max(0, inode.reserved - len(inode.data))  # reserved, not yet written
+            count = min(count, covered + self.space_left)
+            if count == 0 and data:
                 raise _oserror(errno.ENOSPC)
-            count = min(count, self.space_left)
-            self.space_left -= count
+            self.space_left -= max(0, count - covered)
         inode.data += data[:count]
         return count
+
+    def reserve(self, fd: int, length: int) -> None:
+        self._op("reserve")
+        inode = self._fd(fd)
+        extra = max(0, length - max(len(inode.data), inode.reserved))
+        if self.space_left is not None:
+            if extra > self.space_left:
+                raise _oserror(errno.ENOSPC)
+            self.space_left -= extra
+        inode.reserved = max(inode.reserved, length)
 
     def fdatasync(self, fd: int) -> None:
         self._op("fdatasync")
@@ -386,6 +450,7 @@ class SimulatedFileSystem:
         inode = self._inode(path)
         del inode.data[length:]
         inode.durable = bytes(inode.data)
+        inode.reserved = min(inode.reserved, length)  # ftruncate frees blocks past the end
 
     def unlink(self, path: str) -> None:
         self._op(f"unlink {path}")

@@ -32,6 +32,11 @@ _T = TypeVar("_T")
 _INLINE_WRITE_LIMIT = 1 << 20
 # With a write interval, a buffer this large is written at once anyway.
 _BATCHED_WRITE_LIMIT = 1 << 20
+# Disk space reserved for a segment beyond segment_bytes: the batch that crosses the
+# threshold, and the checkpoints written while the disk is full (they free segments).
+_RESERVE_HEADROOM = 1 << 20
+# While the disk is full: how often to try again the rotation or the write that failed.
+FULL_RETRY = 1.0
 _PUT, _DELETE = int(RecordKind.PUT), int(RecordKind.DELETE)
 
 
@@ -48,6 +53,7 @@ class JournalStatistics:
     bytes: int
     segments: int
     failed: str | None
+    full: str | None = None  # why new records are refused (the disk is full), or None
 
 
 def _no_fault(point: str) -> None:
@@ -72,6 +78,7 @@ class Journal:
         sync_interval: float,
         fault_point: Callable[[str], None],
         write_interval: float = 0.0,
+        on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self._fs = fs
         self._directory = directory
@@ -101,6 +108,12 @@ class Journal:
         self._work = trio.Event()
         self._last_sync = -math.inf
         self._failure: JournalFailed | None = None
+        # The disk is full: why, while new PUT/DELETE records are refused (checkpoints are
+        # not: they let segments go). Cleared by the rotation or write that succeeds later.
+        self._full: str | None = None
+        self._write_blocked = False  # the last write met ENOSPC: its bytes are buffered again
+        self._retry_at = math.inf  # when a full journal tries its rotation or write again
+        self._on_event = on_event
         self._closed = False
         self._running = False
         self._io_busy = False  # a worker thread is using self._fd: defer closing it
@@ -118,11 +131,13 @@ class Journal:
         sync_interval: float = 1.0,
         write_interval: float = 0.0,
         fault_point: Callable[[str], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
     ) -> Journal:
         """Lock ``directory`` (created if missing), recover it, and return the journal.
 
         Raises :class:`JournalLocked` if another journal holds it and
         :class:`JournalCorruption` on damage that is not a torn tail (unless ``repair``).
+        ``on_event(kind, message)`` hears of ``"journal_full"`` and ``"journal_resumed"``.
         """
         if not 0 <= shard_id < 2**32:
             raise ConfigError(f"shard_id must be in [0, 2**32), got {shard_id!r}")
@@ -150,7 +165,7 @@ class Journal:
         try:
             found = await run_io(
                 fs, recover, fs, path, shard_id=shard_id, repair=repair,
-                fault_point=fault_point,
+                fault_point=fault_point, reserve=_reservation(segment_bytes),
             )
         except BaseException:
             fs.unlock(token)
@@ -168,6 +183,7 @@ class Journal:
             sync_interval=sync_interval,
             write_interval=write_interval,
             fault_point=fault,
+            on_event=on_event,
         )
 
     # -- appending ----------------------------------------------------------------------
@@ -208,9 +224,12 @@ class Journal:
     def append_encoded(self, key: bytes, value: bytes | None, version: int) -> int:
         """:meth:`append_nowait` for a caller that already has the key's UTF-8 bytes: a PUT
         when ``value`` is bytes, a DELETE when it is None. The shard's hot path: it encodes
-        straight from the fields (no :class:`JournalRecord`) into the pending buffer."""
-        if self._failure is not None or self._closed:
+        straight from the fields (no :class:`JournalRecord`) into the pending buffer.
+
+        Raises :class:`JournalFull` (nothing appended) while the disk is full."""
+        if self._failure is not None or self._closed or self._full is not None:
             self._check_usable()
+            raise JournalFull(self._full)
         seq = self._next_seq
         buffer = self._buffer
         was_empty = not buffer
@@ -267,6 +286,16 @@ class Journal:
             self._check_usable()
             await self._synced_event.wait()
 
+    async def wait_beyond(self, seq: int, *, synced: bool) -> int:
+        """Wait until a record above ``seq`` is written (or, with ``synced``, fdatasync'd),
+        without asking for a write or a sync; return the new written (synced) sequence."""
+        while True:
+            current = self._synced_seq if synced else self._written_seq
+            if current > seq:
+                return current
+            self._check_usable()
+            await (self._synced_event if synced else self._written_event).wait()
+
     # -- the committer ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -300,6 +329,8 @@ class Journal:
         buffer is large), else ``write_interval`` after the oldest was appended."""
         if not self._buffer:
             return math.inf
+        if self._write_blocked:
+            return self._retry_at
         if (
             self._write_interval <= 0
             or self._write_wanted >= self._written_seq + 1
@@ -314,6 +345,8 @@ class Journal:
         while not (self._closed or self._failure is not None):
             now = trio.current_time()
             deadline = self._write_due(now)
+            if self._full is not None:
+                deadline = min(deadline, self._retry_at)
             if deadline <= now:
                 return
             if self._unsynced():
@@ -327,27 +360,22 @@ class Journal:
                 await self._work.wait()
 
     async def _commit_once(self) -> None:
-        if self._buffer:
+        if self._buffer and not (self._write_blocked and trio.current_time() < self._retry_at):
             data, self._buffer = bytes(self._buffer), bytearray()
-            self._buffer_since = math.inf
+            since, self._buffer_since = self._buffer_since, math.inf
             last = self._next_seq - 1
-            if self._fs.blocking and self._sync_due():
-                # Write and fdatasync in one worker-thread hop: one wake per group commit,
-                # and no write(2) on the event loop's thread, where it can block for as long
-                # as another file's fsync holds the file system's journal (seen: 1.4 ms).
-                await self._io(self._write_blocking, data, True)
-                if self._closed:
-                    return
-                self._written_seq = last
-                self._written_event = _fire(self._written_event)
-                self._synced(last)
-                await self._apply_checkpoints()
-            else:
-                await self._write(data)
-                if self._closed:
-                    return
-                self._written_seq = last
-                self._written_event = _fire(self._written_event)
+            try:
+                await self._write_batch(data, last)
+            except _NoSpace as exc:
+                # Nothing of it was written: keep it for the retry, ahead of what came since.
+                self._buffer[:0] = data
+                self._buffer_since = since
+                self._write_blocked = True
+                self._become_full(str(exc))
+                return
+            if self._closed:
+                return
+            self._write_blocked = False
         rotate = self._segments[-1].size >= self._segment_bytes
         if self._unsynced() and (rotate or self._sync_due()):
             target = self._written_seq
@@ -357,7 +385,34 @@ class Journal:
             self._synced(target)
             await self._apply_checkpoints()
         if rotate and not self._unsynced() and not self._closed:
-            await self._rotate()
+            if self._full is None or trio.current_time() >= self._retry_at:
+                await self._rotate()
+        if (
+            self._full is not None
+            and not self._write_blocked
+            and self._segments[-1].size < self._segment_bytes
+        ):
+            self._resume()
+
+    async def _write_batch(self, data: bytes, last: int) -> None:
+        """Write ``data`` (records up to ``last``), and fdatasync it too if a sync is due."""
+        if self._fs.blocking and self._sync_due():
+            # Write and fdatasync in one worker-thread hop: one wake per group commit,
+            # and no write(2) on the event loop's thread, where it can block for as long
+            # as another file's fsync holds the file system's journal (seen: 1.4 ms).
+            await self._io(self._write_blocking, data, True)
+            if self._closed:
+                return
+            self._written_seq = last
+            self._written_event = _fire(self._written_event)
+            self._synced(last)
+            await self._apply_checkpoints()
+        else:
+            await self._write(data)
+            if self._closed:
+                return
+            self._written_seq = last
+            self._written_event = _fire(self._written_event)
 
     def _sync_due(self) -> bool:
         """Must what is written (or about to be) be fdatasync'd now?"""
@@ -396,11 +451,16 @@ class Journal:
                 view = view[count:]
         except OSError as exc:
             self._cut_partial_write(segment, before)
-            if exc.errno == errno.ENOSPC:
+            if exc.errno == errno.ENOSPC and segment.size == before:
+                raise _NoSpace(
+                    f"no space left on device writing {segment.path}: new writes are refused "
+                    f"until space returns (retried every {FULL_RETRY:g}s); what was synced "
+                    "stays readable"
+                ) from exc
+            if exc.errno == errno.ENOSPC:  # and part of it could not be cut back
                 raise _Fatal(
                     f"no space left on device writing {segment.path}; the journal stopped "
-                    f"at synced seq {self._synced_seq}, which stays readable",
-                    full=True,
+                    f"at synced seq {self._synced_seq}, which stays readable"
                 ) from exc
             raise _Fatal(f"write to {segment.path} failed ({exc})") from exc
         if sync:
@@ -439,13 +499,28 @@ class Journal:
             # One directory fsync per unlink, so the survivors are always a contiguous suffix.
             await self._io(self._fs.fsync_dir, self._directory)
             self._segments.pop(0)
+            if self._full is not None:
+                self._retry_at = trio.current_time()  # space was freed: try again now
             if self._closed:
                 return
 
     async def _rotate(self) -> None:
         header = SegmentHeader(shard_id=self._shard_id, salt=self._salt,
                                first_seq=self._written_seq + 1)
-        path, fd = await self._io(create_segment, self._fs, self._directory, header)
+        try:
+            path, fd = await self._io(create_segment, self._fs, self._directory, header,
+                                      reserve=_reservation(self._segment_bytes))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # The full disk shows here, not mid-append: records keep going to the current
+            # segment's reserved space (only checkpoints now) until a retry finds space.
+            self._become_full(
+                f"no space left on device for a new segment in {self._directory}: new writes "
+                f"are refused until space returns (retried every {FULL_RETRY:g}s); flushing "
+                "and checkpointing go on"
+            )
+            return
         if self._closed:
             self._fs.close(fd)
             return
@@ -466,9 +541,23 @@ class Journal:
             if self._closed:
                 self._release()
 
+    def _become_full(self, reason: str) -> None:
+        first = self._full is None
+        self._full = reason
+        self._retry_at = trio.current_time() + FULL_RETRY
+        if first and self._on_event is not None:
+            self._on_event("journal_full", reason)
+
+    def _resume(self) -> None:
+        self._full = None
+        self._retry_at = math.inf
+        if self._on_event is not None:
+            self._on_event("journal_resumed", f"space is back in {self._directory}: new writes "
+                           "are accepted again")
+
     def _fail(self, exc: OSError) -> None:
         if isinstance(exc, _Fatal):
-            failure: JournalFailed = (JournalFull if exc.full else JournalFailed)(str(exc))
+            failure = JournalFailed(str(exc))
         else:
             failure = JournalFailed(f"journal I/O failed in {self._directory}: {exc}")
         self._failure = failure
@@ -488,6 +577,7 @@ class Journal:
             bytes=sum(s.size for s in self._segments),
             segments=len(self._segments),
             failed=None if self._failure is None else str(self._failure),
+            full=self._full,
         )
 
     def close(self) -> None:
@@ -515,9 +605,14 @@ class Journal:
 class _Fatal(OSError):
     """An I/O failure already phrased for the operator."""
 
-    def __init__(self, message: str, *, full: bool = False) -> None:
-        super().__init__(message)
-        self.full = full
+
+class _NoSpace(Exception):
+    """A write met ENOSPC and was cut back whole: it can be tried again later."""
+
+
+def _reservation(segment_bytes: int) -> int:
+    """Disk space to allocate for a segment as it is created."""
+    return segment_bytes + min(segment_bytes, _RESERVE_HEADROOM)
 
 
 def _fire(event: trio.Event) -> trio.Event:

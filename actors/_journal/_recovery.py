@@ -15,9 +15,17 @@ from collections.abc import Callable, Iterator
 import attrs
 
 from .._errors import JournalCorruption
-from ._codec import HEADER_SIZE, JournalRecord, SegmentHeader
-from ._fs import FileSystem
-from ._scan import SEGMENT_RE, JournalScan, TornTail, scan_journal, segment_name
+from ._codec import HEADER_SIZE, JournalRecord, Manifest, SegmentHeader
+from ._fs import FileSystem, write_file_atomic
+from ._scan import (
+    MANIFEST_NAME,
+    SEGMENT_RE,
+    JournalScan,
+    TornTail,
+    count_valid_frames,
+    scan_journal,
+    segment_name,
+)
 
 
 @attrs.frozen
@@ -30,6 +38,7 @@ class RepairReport:
     reason: str
     dropped_bytes: int
     side_files: tuple[str, ...]
+    dropped_records: int = 0  # checksum-valid records in what was cut
 
 
 @attrs.frozen
@@ -47,6 +56,26 @@ class RecoveryReport:
     segments: tuple[str, ...]
     torn_tail_copy: str | None = None
     repairs: tuple[RepairReport, ...] = ()
+
+
+def describe_cuts(report: RecoveryReport) -> list[tuple[str, str]]:
+    """``(kind, message)`` for every byte recovery cut: the torn tail (``"torn_tail"``) and
+    each repair (``"repair"``), with file, offset and what was dropped, for logs and alerts."""
+    cuts: list[tuple[str, str]] = []
+    torn = report.torn_tail
+    if torn is not None:
+        cuts.append(("torn_tail", (
+            f"{torn.path}: cut a torn tail at offset {torn.offset}: {torn.length} bytes holding "
+            f"no complete record, kept in {report.torn_tail_copy} (a write cut short by a "
+            "crash looks like this; so does damage running to the end of the file)"
+        )))
+    for repair in report.repairs:
+        cuts.append(("repair", (
+            f"{repair.path}: repair cut the journal at offset {repair.offset}: "
+            f"{repair.dropped_records} records ({repair.dropped_bytes} bytes) dropped, kept "
+            f"in {', '.join(repair.side_files)}; the damage: {repair.reason}"
+        )))
+    return cuts
 
 
 @attrs.define
@@ -74,44 +103,111 @@ def list_segments(fs: FileSystem, directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names]
 
 
+def _read(fs: FileSystem, path: str) -> bytes:
+    """A journal file's bytes; a file that cannot be read (a directory or a FIFO in its
+    place, no permission) is damage to the journal, reported with its path and why."""
+    try:
+        return fs.read_file(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise JournalCorruption(
+            f"{path}: offset 0: cannot read this journal file: {reason}", path=path, offset=0
+        ) from exc
+
+
 def read_journal(
     fs: FileSystem, directory: str, *, shard_id: int | None = None
 ) -> tuple[JournalScan, list[tuple[str, bytes]]]:
     """Scan a journal without modifying anything (used by the operator tools too)."""
-    files = [(p, fs.read_file(p)) for p in list_segments(fs, directory)]
-    return scan_journal(files, shard_id=shard_id), files
+    files = [(p, _read(fs, p)) for p in list_segments(fs, directory)]
+    manifest_path = os.path.join(directory, MANIFEST_NAME)
+    manifest = (manifest_path, _read(fs, manifest_path)) if fs.exists(manifest_path) else None
+    return scan_journal(files, shard_id=shard_id, manifest=manifest), files
 
 
-def create_segment(fs: FileSystem, directory: str, header: SegmentHeader) -> tuple[str, int]:
-    """Create a segment holding only ``header``, durable (file and directory entry)."""
+def publish_newest(fs: FileSystem, directory: str, header: SegmentHeader) -> None:
+    """Record, atomically and durably, that the segment of ``header`` is the newest.
+
+    Only once that segment's header and directory entry are synced: a manifest naming a
+    segment a power loss could still take away would make a correct journal look corrupt.
+    """
+    manifest = Manifest(shard_id=header.shard_id, salt=header.salt, newest_seq=header.first_seq)
+    write_file_atomic(fs, os.path.join(directory, MANIFEST_NAME), manifest.encode())
+
+
+def create_segment(
+    fs: FileSystem, directory: str, header: SegmentHeader, *, reserve: int = 0
+) -> tuple[str, int]:
+    """Create a segment holding only ``header``, durable (file and directory entry), and
+    name it the newest in the manifest.
+
+    ``reserve`` bytes of disk space are allocated for it first, so a full disk shows here,
+    at rotation, rather than in the middle of an append; on ENOSPC the file is removed again
+    and the error raised."""
     path = os.path.join(directory, segment_name(header.first_seq))
     fd = fs.open_append(path, create=True)
     try:
+        try:
+            fs.reserve(fd, reserve)
+        except OSError:
+            fs.unlink(path)  # empty: a power loss that keeps it leaves a torn, unnamed header
+            raise
         data = header.encode()
         while data:
             data = data[fs.write(fd, data) :]
         fs.fdatasync(fd)
         fs.fsync_dir(directory)
+        publish_newest(fs, directory, header)
     except BaseException:
         fs.close(fd)
         raise
     return path, fd
 
 
+def _set_manifest_aside(fs: FileSystem, directory: str) -> str | None:
+    """Before a repair moves segments: keep the manifest as ``MANIFEST.corrupt-0`` (synced),
+    so no power loss can leave it naming a segment the repair moved away. Recovery writes a
+    new one once the repaired directory is settled."""
+    path = os.path.join(directory, MANIFEST_NAME)
+    if not fs.exists(path):
+        return None
+    side = f"{path}.corrupt-0"
+    fs.rename(path, side)
+    fs.fsync_dir(directory)
+    return side
+
+
 def _repair(
     fs: FileSystem, directory: str, exc: JournalCorruption, shard_id: int
 ) -> RepairReport:
     paths = list_segments(fs, directory)
+    manifest_path = os.path.join(directory, MANIFEST_NAME)
     if exc.path not in paths:
-        raise exc
-    data = fs.read_file(exc.path)
-    header = SegmentHeader.decode(data)
+        if exc.path != manifest_path and os.path.dirname(exc.path) != directory:
+            raise exc
+        # The manifest is damaged or names a segment that is gone: what was in that segment
+        # cannot be brought back; keep the manifest aside and carry on with what is there.
+        side = _set_manifest_aside(fs, directory)
+        if side is None:
+            raise exc
+        return RepairReport(exc.path, exc.offset, str(exc), 0, (side,))
+    try:
+        data: bytes | None = fs.read_file(exc.path)
+    except OSError:
+        data = None  # not a regular file: it can only be moved aside whole
+    header = SegmentHeader.decode(data) if data is not None else None
     if isinstance(header, SegmentHeader) and header.shard_id != shard_id:
         raise exc  # another shard's journal: cutting it would destroy someone else's data
+    salt = header.salt if isinstance(header, SegmentHeader) else None
     side_files: list[str] = []
-    cut = exc.offset if exc.offset >= HEADER_SIZE else 0
-    dropped = len(data) - cut
+    manifest_side = _set_manifest_aside(fs, directory)
+    cut = exc.offset if exc.offset >= HEADER_SIZE and data is not None else 0
+    dropped = len(data) - cut if data is not None else 0
+    records = 0
+    if data is not None and salt is not None:
+        records = count_valid_frames(data, max(cut, HEADER_SIZE), salt)
     if cut:
+        assert data is not None
         side = f"{exc.path}.corrupt-{cut}"
         fs.write_file(side, data[cut:])
         fs.fsync_dir(directory)
@@ -122,10 +218,17 @@ def _repair(
         side_files.append(f"{exc.path}.corrupt-0")
     for later in paths[paths.index(exc.path) + 1 :]:
         dropped += fs.size(later)
+        if salt is not None:
+            try:
+                records += count_valid_frames(fs.read_file(later), HEADER_SIZE, salt)
+            except OSError:
+                pass  # counted as bytes only
         fs.rename(later, f"{later}.cut")
         side_files.append(f"{later}.cut")
     fs.fsync_dir(directory)
-    return RepairReport(exc.path, exc.offset, str(exc), dropped, tuple(side_files))
+    if manifest_side is not None:
+        side_files.append(manifest_side)
+    return RepairReport(exc.path, exc.offset, str(exc), dropped, tuple(side_files), records)
 
 
 @contextlib.contextmanager
@@ -149,8 +252,10 @@ def recover(
     shard_id: int,
     repair: bool,
     fault_point: Callable[[str], None] | None = None,
+    reserve: int = 0,
 ) -> Recovered:
-    """Scan the directory, cut a torn tail, repair if asked, open the last segment."""
+    """Scan the directory, cut a torn tail, repair if asked, open the last segment (with
+    ``reserve`` bytes of disk space allocated, as :func:`create_segment` does)."""
     repairs: list[RepairReport] = []
     while True:
         try:
@@ -181,15 +286,33 @@ def recover(
             fs.truncate(torn.path, torn.offset)
         fs.fsync_dir(directory)
     salt = scan.salt if scan.salt is not None else secrets.randbits(64)
+    created = not segments
     if segments:
         fd = fs.open_append(segments[-1].path)
         # What we read may sit only in the page cache of a crashed process: make it durable
         # before anyone builds on it.
         fs.fdatasync(fd)
+        try:
+            fs.reserve(fd, reserve)  # a torn-tail cut gave back what was reserved
+        except OSError:
+            pass  # the disk is full: the journal then refuses new records until space returns
     else:
         header = SegmentHeader(shard_id=shard_id, salt=salt, first_seq=scan.next_seq)
-        path, fd = create_segment(fs, directory, header)
+        path, fd = create_segment(fs, directory, header, reserve=reserve)  # and the manifest
         segments.append(Segment(path, header.first_seq, HEADER_SIZE))
+    last = segments[-1]
+    manifest = scan.manifest
+    if not created and (
+        manifest is None or (manifest.newest_seq, manifest.salt) != (last.first_seq, salt)
+    ):
+        # No manifest yet (a new or older journal, or a crash before it was written) or an
+        # older one: the last segment was synced above, so it may now be named the newest.
+        try:
+            publish_newest(fs, directory, SegmentHeader(shard_id=shard_id, salt=salt,
+                                                        first_seq=last.first_seq))
+        except BaseException:
+            fs.close(fd)
+            raise
     report = RecoveryReport(
         records=scan.records,
         persisted_seq=scan.persisted_seq,

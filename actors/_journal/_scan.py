@@ -13,6 +13,10 @@ The rule, stated once (``specs/journal-format.md`` explains why):
 
 Consequence: damage confined to the final frame of the last segment cannot be told apart from
 a torn write and is reported as a torn tail (its bytes are kept in a side file on truncation).
+
+The ``MANIFEST`` names the newest segment that was durable when it was written: a directory
+whose newest segment (with a readable header) is older than that lost its tail segment, which
+is corruption too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ._codec import (
     Decoded,
     Invalid,
     JournalRecord,
+    Manifest,
     RecordKind,
     SegmentHeader,
     decode_frame,
@@ -40,6 +45,7 @@ from ._codec import (
 )
 
 SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")
+MANIFEST_NAME = "MANIFEST"
 
 
 def segment_name(first_seq: int) -> str:
@@ -79,6 +85,7 @@ class JournalScan:
     torn_tail: TornTail | None
     shard_id: int | None
     salt: int | None
+    manifest: Manifest | None = None
 
 
 def _corrupt(path: str, offset: int, what: str) -> JournalCorruption:
@@ -96,6 +103,19 @@ def _find_valid_frame(data: bytes, start: int, salt: int) -> int | None:
         if isinstance(decode_frame(data, pos, salt), Decoded):
             return pos
     return None
+
+
+def count_valid_frames(data: bytes, start: int, salt: int) -> int:
+    """How many checksum-valid frames of this generation lie in ``data[start:]``: the records
+    a repair drops with those bytes (linear in their length; only run on repair)."""
+    count = 0
+    pos = _find_valid_frame(data, start, salt)
+    while pos is not None:
+        result = decode_frame(data, pos, salt)
+        assert isinstance(result, Decoded)
+        count += 1
+        pos = _find_valid_frame(data, result.end, salt)
+    return count
 
 
 def scan_segment(
@@ -167,9 +187,13 @@ def scan_segment(
 
 
 def scan_journal(
-    files: Sequence[tuple[str, bytes]], *, shard_id: int | None = None
+    files: Sequence[tuple[str, bytes]],
+    *,
+    shard_id: int | None = None,
+    manifest: tuple[str, bytes] | None = None,
 ) -> JournalScan:
-    """Scan the segments of one journal, given as ``(path, bytes)`` in file-name order."""
+    """Scan the segments of one journal, given as ``(path, bytes)`` in file-name order, and
+    its ``MANIFEST`` as ``(path, bytes)`` if there is one."""
     segments: list[SegmentScan] = []
     salt: int | None = None
     expected: int | None = None
@@ -210,6 +234,9 @@ def scan_journal(
             f"records before seq {first.header.first_seq} are missing and no checkpoint "
             f"covers them (persisted mark is {persisted})",
         )
+    newest = None
+    if manifest is not None:
+        newest = _check_manifest(manifest, segments, files, shard_id, salt)
     if marks:
         records = tuple(
             r
@@ -227,4 +254,45 @@ def scan_journal(
         torn_tail=segments[-1].torn_tail if segments else None,
         shard_id=shard_id,
         salt=salt,
+        manifest=newest,
     )
+
+
+def _check_manifest(
+    manifest: tuple[str, bytes],
+    segments: Sequence[SegmentScan],
+    files: Sequence[tuple[str, bytes]],
+    shard_id: int | None,
+    salt: int | None,
+) -> Manifest:
+    """Decode the manifest and check that the segment it names as the newest is there."""
+    path, data = manifest
+    decoded = Manifest.decode(data)
+    if isinstance(decoded, Invalid):
+        raise _corrupt(path, 0, decoded.reason)
+    if shard_id is not None and decoded.shard_id != shard_id:
+        raise _corrupt(
+            path, 0, f"manifest belongs to shard {decoded.shard_id}, expected shard {shard_id}"
+        )
+    if salt is not None and decoded.salt != salt:
+        raise _corrupt(
+            path, 0, f"manifest is from another generation (salt {decoded.salt:#018x}, the "
+            f"segments have {salt:#018x})"
+        )
+    # Only a segment whose header made it counts: the manifest is written after the header
+    # of the segment it names is synced, so a power loss cannot leave that header torn.
+    present = [s.header.first_seq for s in segments if s.header is not None]
+    if not present or present[-1] < decoded.newest_seq:
+        missing = os.path.join(os.path.dirname(path), segment_name(decoded.newest_seq))
+        torn = any(p == missing for p, _ in files)
+        found = (
+            f"the newest readable segment starts at seq {present[-1]}" if present
+            else "no readable segment is left"
+        )
+        what = "has no header" if torn else "is missing"
+        raise _corrupt(
+            missing, 0,
+            f"segment {what}, but {path} says it was the newest durable segment ({found}): "
+            f"acknowledged records from seq {decoded.newest_seq} on are lost",
+        )
+    return decoded

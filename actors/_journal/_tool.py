@@ -20,7 +20,7 @@ from ._codec import JournalRecord, RecordKind, SegmentHeader
 from ._fs import OsFileSystem
 from ._journal import Journal
 from ._recovery import list_segments, read_journal
-from ._scan import JournalScan
+from ._scan import MANIFEST_NAME, JournalScan
 
 
 def register(subparsers: Any) -> None:
@@ -66,11 +66,16 @@ def _shown(records: list[JournalRecord], args: argparse.Namespace) -> list[Journ
     return [r for r in records if r.kind != RecordKind.CHECKPOINT and r.key == key]
 
 
+def _is_journal(fs: OsFileSystem, directory: str) -> bool:
+    # A manifest alone is a journal whose every segment is gone: check must say so.
+    return bool(list_segments(fs, directory)) or fs.exists(os.path.join(directory, MANIFEST_NAME))
+
+
 def _journal_dirs(directory: str) -> list[str]:
     fs = OsFileSystem()
     if not os.path.isdir(directory):
         return []
-    if list_segments(fs, directory):
+    if _is_journal(fs, directory):
         return [directory]
     shards = sorted(
         n for n in os.listdir(directory)

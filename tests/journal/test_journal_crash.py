@@ -206,28 +206,30 @@ async def test_eio_on_fsync_fails_the_journal_and_nobody_is_told_durable() -> No
     again.close()
 
 
-async def test_enospc_is_journal_full_and_synced_records_stay_readable() -> None:
+async def test_enospc_refuses_new_records_and_synced_records_stay_readable() -> None:
+    # ENOSPC at rotation (the segment's space is reserved as it is created): new records are
+    # refused with JournalFull, the journal itself goes on. (tests/journal/test_journal_full.py
+    # has the rest: checkpoints while full, resuming, a write that meets ENOSPC.)
     fs = SimulatedFileSystem()
-    journal = await Journal.open(DIR, shard_id=1, fs=fs)
-    with pytest.RaisesGroup(
-        pytest.RaisesExc(JournalFull, match="no space left on device writing .*stays readable"),
-        flatten_subgroups=True,
-    ):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal.run)
-            seq = journal.append_nowait(RecordKind.PUT, "kept", b"1" * 50, 1)
-            await journal.wait_synced(seq)
-            fs.space_left = 100
-            for i in range(5):
-                seq = journal.append_nowait(RecordKind.PUT, f"lost{i}", b"2" * 50, 1)
-            with pytest.raises(JournalFull):
-                await journal.wait_synced(seq)
-    journal.close()
+    journal = await Journal.open(DIR, shard_id=1, fs=fs, segment_bytes=4096)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        seq = journal.append_nowait(RecordKind.PUT, "kept", b"1" * 50, 1)
+        await journal.wait_synced(seq)
+        fs.space_left = 100
+        with pytest.raises(JournalFull, match="no space left on device for a new segment"):
+            for i in range(200):
+                await journal.wait_synced(
+                    journal.append_nowait(RecordKind.PUT, f"more{i}", b"2" * 50, 1)
+                )
+        kept = [f"more{j}" for j in range(i)]
+        assert journal.statistics().failed is None
+        journal.close()
     fs.space_left = None
     for mode in CRASH_MODES:
         fs.crash(mode)
         again = await Journal.open(DIR, shard_id=1, fs=fs)
-        assert [r.key for r in again.recovery.records] == ["kept"]
+        assert [r.key for r in again.recovery.records] == ["kept", *kept]
         again.close()
 
 

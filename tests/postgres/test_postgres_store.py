@@ -1,12 +1,21 @@
 """The PostgreSQL store against a real server: never a mock."""
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from writebehind import Config, ConfigError, SchemaMismatch, StoreRecord, open_cache, serve_cache
+from writebehind import (
+    Config,
+    ConfigError,
+    SchemaMismatch,
+    Seams,
+    StoreRecord,
+    open_cache,
+    serve_cache,
+)
 from writebehind._store_pg import PostgresStore
 from writebehind.harness._kill import pg_restart_command
 
@@ -158,10 +167,13 @@ async def test_two_instances_on_one_table_the_older_epoch_loses(
 ) -> None:
     old = pg_config(tmp_path / "old", pg_url, pg_table, flush_interval=600.0)
     new = pg_config(tmp_path / "new", pg_url, pg_table)
+    now = [1_800_000_000.0]
+    seams = Seams(wall_clock=lambda: now[0])  # the store lease's clock
     async with trio.open_nursery() as nursery:
-        zombie = await nursery.start(serve_cache, old)
+        zombie = await nursery.start(functools.partial(serve_cache, seams=seams), old)
         await zombie.put("k", b"zombie")
-        async with open_cache(new) as fresh:
+        now[0] += 3600  # the zombie stalled past its lease: the new instance takes over
+        async with open_cache(new, seams=seams) as fresh:
             await fresh.put("k", b"fresh")
             await fresh.flush()
         await zombie.flush()

@@ -1,0 +1,134 @@
+"""Issue 12, item 2: the store must never be ahead of what the cache serves.
+
+- When the store answers that it holds a newer version of a key than a record it was sent
+  (the conditional upsert did not apply), the shard drops its copy and the next read reads
+  the store's value through: reads never go backwards.
+- With ``ack='journal'``/``'fsync'`` a record reaches the store only once its journal write
+  has the ack mode's durability, so a power loss can never leave the store ahead of the
+  journal.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from writebehind import Config, Seams, SQLiteStore, Store, StoreRecord, serve_cache
+from writebehind._journal._fs import OsFileSystem
+from writebehind._store import EPOCH_SHIFT
+
+
+def config(tmp_path: Path, **kw: Any) -> Config:
+    kw.setdefault("store", f"sqlite:///{tmp_path}/store.db")
+    kw.setdefault("journal_dir", tmp_path / "journal")
+    kw.setdefault("shards", 1)
+    return Config(**kw)
+
+
+def write_store(tmp_path: Path, record: StoreRecord) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    store.connect()
+    try:
+        store.write_batch([record])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("ack", ["memory", "journal", "fsync"])
+async def test_a_replayed_record_older_than_the_store_is_not_served(
+    tmp_path: Path, ack: str
+) -> None:
+    # The journal holds "old" unflushed (the cache is killed: no drain); meanwhile the store
+    # got a newer version (in ack='memory': flushed, then its journal record lost to a power
+    # loss). The restart replays "old"; the store refuses to go back, and says so.
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(
+                serve_cache, config(tmp_path, ack=ack, flush_interval=3600.0)
+            )
+            await cache.put("k", b"old")
+            await cache.put("other", b"x")
+            if ack == "memory":
+                await trio.sleep(0.5)  # the background journal write
+            nursery.cancel_scope.cancel()  # killed: nothing drains
+        write_store(tmp_path, StoreRecord("k", b"new", 10_000 << EPOCH_SHIFT))
+
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(serve_cache, config(tmp_path, ack=ack))
+            await cache.flush()
+            assert await cache.get("k") == b"new"
+            assert await cache.get("other") == b"x"
+            await cache.aclose()
+
+
+class _BlockingSync(OsFileSystem):
+    """The real file system, whose fdatasync waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.syncing = threading.Event()
+
+    def fdatasync(self, fd: int) -> None:
+        self.syncing.set()
+        self.release.wait(20)
+        super().fdatasync(fd)
+
+
+class _Recording:
+    """A store that notes every record it is sent (and when)."""
+
+    def __init__(self, inner: Store, sent: list[str]) -> None:
+        self._inner = inner
+        self._sent = sent
+        self.blocking = inner.blocking
+
+    def write_batch(self, records: Any) -> Any:
+        self._sent.extend(r.key for r in records)
+        return self._inner.write_batch(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_fsync_mode_never_sends_a_record_before_its_group_commit_is_synced(
+    tmp_path: Path,
+) -> None:
+    disk = _BlockingSync()
+    sent: list[str] = []
+    seams = Seams(filesystem=disk, wrap_store=lambda store: _Recording(store, sent))
+    # A flush threshold of one dirty key: the flusher is asked to send at once.
+    cfg = config(tmp_path, ack="fsync", flush_interval=0.01, flush_threshold=1)
+    disk.release.set()  # start-up syncs (layout, segments) go through
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(functools.partial(serve_cache, cfg, seams=seams))
+            disk.release.clear()
+            disk.syncing.clear()
+            done = trio.Event()
+
+            async def put() -> None:
+                await cache.put("k", b"v")
+                done.set()
+
+            nursery.start_soon(put)
+            await trio.to_thread.run_sync(disk.syncing.wait, 10)
+            await trio.sleep(0.3)  # many flush intervals while the group commit syncs
+            assert not done.is_set()
+            assert "k" not in sent, "the store got a record its journal could still lose"
+            disk.release.set()
+            await done.wait()
+            await cache.flush()
+            assert "k" in sent
+            await cache.aclose()
+
+
+def test_the_blocking_disk_is_the_real_one() -> None:
+    # (_BlockingSync only delays; it must sync for real.)
+    assert _BlockingSync.fdatasync is not OsFileSystem.fdatasync
+    assert hasattr(os, "fdatasync")
