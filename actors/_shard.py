@@ -115,6 +115,7 @@ class ShardActor:
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
         self._clock: trio.abc.Clock = trio.lowlevel.current_clock()  # the cache's run's clock
+        self._sleeps_until = math.inf  # the flusher loop's current deadline
         # Read on every put: kept as plain attributes, not looked up through the config.
         self._ack = config.ack
         self._max_dirty = config.max_dirty_per_shard
@@ -226,7 +227,8 @@ class ShardActor:
                 self._sent_at[batch.batch_id] = now
                 await self._store_mailbox.send((batch, reply_to))
                 continue
-            with trio.move_on_at(core.next_deadline(now)):
+            self._sleeps_until = deadline = core.next_deadline(now)
+            with trio.move_on_at(deadline):
                 message = await replies.receive()
                 changed = False
                 while True:
@@ -254,7 +256,12 @@ class ShardActor:
         seen = core.durable_seq
         while True:
             seen = await journal.wait_beyond(seen, synced=synced)
-            if core.note_durable(seen):
+            # Wake the loop only if that changes its plan: it sleeps for good (nothing was
+            # sendable), or a batch is due now; else its deadline stands (one wake per
+            # flush, not one per group commit).
+            if core.note_durable(seen) and (
+                self._sleeps_until == math.inf or core.due(trio.current_time())
+            ):
                 self._kick()
 
     def _handle(self, core: ShardCore, message: object) -> None:
