@@ -46,6 +46,7 @@ class Suite:
     memory_comparison: bool  # add an ack='memory' SIGKILL row showing that mode's allowed loss
 
 
+#: The suites ``writebehind chaos run --suite NAME`` runs, by name.
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
         name="smoke", duration=35.0, simulations=500, operations=1500, intensity=1.0,
@@ -73,6 +74,8 @@ class SuiteProgress(Protocol):
 
 @attrs.frozen(kw_only=True)
 class SuiteReport:
+    """What :func:`run_suite` found: every sub-run's record; ``ok`` if none failed."""
+
     suite: str
     seed: int
     acks: tuple[str, ...]

@@ -89,6 +89,29 @@ def test_every_public_name_has_a_section(site: Path) -> None:
     )
 
 
+def test_every_public_name_has_a_docstring(site: Path) -> None:
+    """As the reference sees them: griffe, with the extension that reads ``#:`` comments."""
+    import griffe
+
+    sys.path.insert(0, str(ROOT / "specs" / "_mkdocs"))
+    try:
+        from griffe_roles import SphinxRoles
+    finally:
+        sys.path.remove(str(ROOT / "specs" / "_mkdocs"))
+    package = griffe.load(
+        "writebehind", search_paths=[str(ROOT / "build" / "reference-src")],
+        extensions=griffe.load_extensions(SphinxRoles()),
+    )
+    undocumented = []
+    for full in _public_objects():
+        obj = package[full.split(".", 1)[1]]
+        if obj.docstring is None or not obj.docstring.value.strip():
+            undocumented.append(full)
+    assert not undocumented, (
+        f"public names without a docstring (or a #: comment above a constant): {undocumented}"
+    )
+
+
 def _own_public_members(cls: type) -> list[str]:
     names = []
     for name, value in vars(cls).items():
