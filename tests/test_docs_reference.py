@@ -262,3 +262,16 @@ def test_the_docs_extra_has_what_the_build_needs() -> None:
     for needed in ("mkdocs", "mkdocstrings[python]"):
         assert needed in docs, needed
     assert writebehind.__all__  # the reference documents this list
+
+
+def test_the_harness_page_lists_every_fixture_and_option() -> None:
+    import writebehind.harness.pytest_plugin as plugin
+
+    page = (ROOT / "specs" / "reference" / "harness.md").read_text()
+    fixtures = [
+        name for name, value in vars(plugin).items()
+        if name.startswith("writebehind_") and callable(value)
+    ]
+    assert fixtures  # the plugin's fixtures are module-level functions named writebehind_*
+    for name in [*fixtures, "--writebehind-seed"]:
+        assert f"`{name}" in page, f"{name} is not on specs/reference/harness.md"
