@@ -98,6 +98,7 @@ class Cache:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
         start = self._now()
         shard, raw = self._route(key)
+        self._check_storable(key, raw)
         if type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise TypeError(
@@ -118,6 +119,7 @@ class Cache:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
         start = self._now()
         shard, raw = self._route(key)
+        self._check_storable(key, raw)
         receipt = await shard.write(key, None, raw)
         self._ack_latency.observe(self._now() - start)
         return receipt
@@ -241,6 +243,12 @@ class Cache:
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self._max_key_bytes}"
             )
+        if self.status != "running":
+            self._check_open()
+        return self._shards[zlib.crc32(raw) % self._shard_count], raw
+
+    def _check_storable(self, key: str, raw: bytes) -> None:
+        """Refuse a write of ``key`` the store could never hold (a read of it is a miss)."""
         if len(raw) > self._store_key_bytes:
             raise Unstorable(
                 f"key is {len(raw)} bytes in UTF-8, over the {self._limits.name} store's "
@@ -253,9 +261,6 @@ class Cache:
                 "text keys cannot hold; remove it or encode the key (percent-encoding, "
                 "base64), nothing was written"
             )
-        if self.status != "running":
-            self._check_open()
-        return self._shards[zlib.crc32(raw) % self._shard_count], raw
 
     def _set_limits(self, limits: StoreLimits) -> None:
         self._limits = limits
