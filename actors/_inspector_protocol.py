@@ -108,6 +108,10 @@ def check_handshake(
     if parts.path not in WEBSOCKET_PATHS:
         return Refusal(404, f"no inspector endpoint at {parts.path!r}; connect to /ws")
     found = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+    origins_sent = [name for name, _ in headers if name.decode("latin-1").lower() == "origin"]
+    if len(origins_sent) > 1:
+        # A browser sends one; with several, which one a check reads is a guess to exploit.
+        return Refusal(403, "a handshake may carry one Origin header, not several")
     origin = found.get("origin")
     # Tools send no Origin; browsers always do, and only our own page's origin may read state.
     if origin is not None and origin not in origins:
