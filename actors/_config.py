@@ -128,8 +128,11 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any],
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for reprs, logs and errors)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL with any password replaced by ``***`` (for reprs, logs, errors and the
+    inspector): the one after ``user:`` (up to the last ``@`` before the path, so a password
+    holding ``@`` is hidden whole) and a libpq ``password=`` query parameter."""
+    url = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
