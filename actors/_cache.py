@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import Config
+from ._config import Config, mask_url
 from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
 from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
@@ -87,6 +87,7 @@ class Cache:
         self._ack_latency = LatencyRecorder()
         self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
+        self._running_since: float | None = None  # trio clock
         self.alerts = 0
         self.last_alert: str | None = None
         self._stop = trio.Event()
@@ -164,6 +165,9 @@ class Cache:
             flush_latency=LatencyStatistics.merge(
                 s.flush_latency.statistics() for s in self._shards
             ),
+            store=mask_url(self.config.store),
+            store_table=self.config.store_table,
+            uptime=0.0 if self._running_since is None else self._now() - self._running_since,
         )
 
     def quarantined(self) -> list[tuple[str, int, str]]:
@@ -400,6 +404,7 @@ class Cache:
                 for shard in self._shards:
                     await nursery.start(self._supervisor.supervise, shard)
                 self.status = "running"
+                self._running_since = self._now()
                 if self.config.inspector is not None:
                     from ._inspector import start_for_cache
 

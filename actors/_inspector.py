@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from ._inspector_protocol import (
     reply_to,
     state_message,
 )
+from ._inspector_rates import RateWindow
 from ._metrics import METRICS_PATH, CacheCollector, cache_registry, respond_metrics
 from ._stats import CacheEvent, CacheStatistics
 
@@ -134,6 +136,7 @@ class InspectorServer:
         self._alerts_seen: int | None = None
         self._last_state: tuple[Any, Any] | None = None
         self._last_offer = -math.inf
+        self._rates = RateWindow()
         self._counts = {"accepted": 0, "refused": 0, "slow": 0}
         self._dropped_gone = 0
 
@@ -161,6 +164,7 @@ class InspectorServer:
         self._collector.cache = cache
         self._alerts_seen = None
         self._last_state = None
+        self._rates.clear()
         self._start_listening()
 
     def publish(self, kind: str, actor: str, detail: str) -> None:
@@ -271,9 +275,9 @@ class InspectorServer:
 
     async def _serve_client(self, ws: WebSocketConnection) -> None:
         client = _Client(ClientOutbox(interval=self.update_interval, max_events=self.max_events))
-        snapshot = state_message(
-            "snapshot", self._stats(), seq=self._next_seq(), now=trio.current_time(),
-            recent=self._recent, chaos_control=self._chaos_control is not None,
+        snapshot = self._state_message(
+            "snapshot", trio.current_time(), recent=self._recent,
+            chaos_control=self._chaos_control is not None,
         )
         # Registered in the same step the snapshot was taken: every later event is queued.
         self._clients.add(client)
@@ -368,20 +372,32 @@ class InspectorServer:
             await trio.sleep(self.update_interval)
             if not self._clients:
                 self._alerts_seen = None
+                self._rates.clear()
                 continue
             try:
                 self._sample(trio.current_time())
             except Exception:
                 log.exception("the inspector could not sample the cache; trying again")
 
-    def _sample(self, now: float) -> None:
+    def _state_message(
+        self, kind: str, now: float, seq: int | None = None, **options: Any
+    ) -> Message:
+        """A state message with rates; ``seq`` is the next one unless given."""
         stats = self._stats()
         if stats is not None:
             if self._alerts_seen is not None and stats.alerts > self._alerts_seen:
                 self.publish("alert", "cache", stats.last_alert or "")
             self._alerts_seen = stats.alerts
-        message = state_message("update", stats, seq=0, now=now)
-        key = (message["cache"], message["actors"])
+        rates = None if stats is None else self._rates.observe(stats, now)
+        return state_message(
+            kind, stats, seq=self._next_seq() if seq is None else seq, now=now,
+            wall_time=time.time(), rates=rates, **options,
+        )
+
+    def _sample(self, now: float) -> None:
+        message = self._state_message("update", now, seq=0)
+        # What changed, leaving out what moves with the clock alone (uptime, rates).
+        key = ({**message["cache"], "uptime": None}, message["actors"])
         if key == self._last_state and now - self._last_offer < HEARTBEAT:
             return
         self._last_state, self._last_offer = key, now
@@ -393,7 +409,9 @@ class InspectorServer:
     def _on_event(self, event: CacheEvent) -> None:
         # Called synchronously inside the runtime: cheap, bounded, and never raises.
         try:
-            message = event_message(event, seq=self._next_seq())
+            message = event_message(
+                event, seq=self._next_seq(), wall_offset=time.time() - trio.current_time()
+            )
             self._recent.append(message)
             del self._recent[:-RECENT_EVENTS]
             for client in self._clients:

@@ -79,6 +79,7 @@ class ShardActor:
         self.status = "starting"
         self.restarts = 0
         self.last_error: str | None = None
+        self.last_error_time: float | None = None  # trio clock
         self.acked_seq = 0
         self.core: ShardCore | None = None
         self.journal: Journal | None = None
@@ -208,6 +209,7 @@ class ShardActor:
             self.status = "crashed" if self._crash is not None else "stopped"
             if self._crash is not None:
                 self.last_error = describe(self._crash)
+                self.last_error_time = trio.current_time()
             self._notify()
         if self._crash is not None:
             raise self._crash
@@ -298,6 +300,7 @@ class ShardActor:
                 self.flush_failures += 1
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
+                self.last_error_time = now
                 self._alert(
                     "flush_failed", self.name,
                     f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
@@ -579,6 +582,7 @@ class ShardActor:
             evictions=core.evictions if core else 0,
             quarantined=len(core.quarantine) if core else 0,
             last_error=self.last_error,
+            last_error_time=self.last_error_time,
             batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,
             flush_failures=self.flush_failures,
             refused=self.refused,

@@ -83,6 +83,7 @@ class ShardStatistics:
     evictions: int
     quarantined: int
     last_error: str | None
+    last_error_time: float | None = None  # trio clock when ``last_error`` was set
     batches_per_second: float = 0.0  # store acks over the last RATE_WINDOW seconds
     # Counted over the shard's life, across restarts (the fields above are per incarnation):
     flush_failures: int = 0  # batches the store did not commit (each is retried after backoff)
@@ -108,6 +109,7 @@ class StoreStatistics:
     records: int
     errors: int
     last_error: str | None
+    last_error_time: float | None = None  # trio clock when ``last_error`` was set
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +128,9 @@ class CacheStatistics:
     ack_latency: LatencyStatistics = LatencyStatistics()
     # A flush batch from its send to the store actor until the store committed it.
     flush_latency: LatencyStatistics = LatencyStatistics()
+    store: str = ""  # Config.store with any password masked
+    store_table: str = ""
+    uptime: float = 0.0  # seconds since the cache started running (0 before)
 
     @property
     def unpersisted(self) -> int:
