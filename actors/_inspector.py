@@ -28,7 +28,15 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from ._errors import describe
-from ._inspector_http import Replay, page, parse_head, read_head, respond
+from ._inspector_http import (
+    ConnectionBound,
+    Replay,
+    connection_cap,
+    page,
+    parse_head,
+    read_head,
+    respond,
+)
 from ._inspector_protocol import (
     RECENT_EVENTS,
     ClientOutbox,
@@ -58,13 +66,13 @@ ChaosControl = Callable[[Mapping[str, Any]], Awaitable[str]]
 #: With nothing changing, still send a state this often so charts keep moving.
 HEARTBEAT = 1.0
 
-
 @attrs.frozen(kw_only=True)
 class InspectorStatistics:
     """The inspector itself: who is connected, who was refused or disconnected for lagging."""
 
     clients: int
     accepted: int
+    connections: int = 0  # open TCP connections of any kind (page, metrics, handshakes, clients)
     refused: int
     disconnected_slow: int
     dropped_events: int
@@ -105,14 +113,20 @@ class InspectorServer:
         chaos_control: ChaosControl | None = None,
         update_interval: float = 0.1,
         max_clients: int = 16,
+        max_connections: int | None = None,
         max_events: int = 256,
         max_message_size: int = 4096,
         send_timeout: float = 5.0,
+        header_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
     ) -> None:
         check_bind(host, token)
         if update_interval <= 0 or max_clients <= 0 or max_events <= 0:
             raise ValueError("update_interval, max_clients and max_events must be positive")
+        if max_connections is not None and max_connections <= 0:
+            raise ValueError(f"max_connections must be positive, got {max_connections!r}")
+        if not header_timeout > 0 or not handshake_timeout > 0:
+            raise ValueError("header_timeout and handshake_timeout must be positive")
         # "localhost" may bind 127.0.0.1 and ::1 on two different ports when asked for port 0.
         self.host = "127.0.0.1" if host == "localhost" else host
         self._requested_port = port
@@ -121,9 +135,17 @@ class InspectorServer:
         self._chaos_control = chaos_control
         self.update_interval = update_interval
         self.max_clients = max_clients
+        # Every connection holds a slot from accept to close, so idle sockets are bounded
+        # before any handshake (they wait in the kernel's backlog, costing us no descriptor).
+        self.max_connections = connection_cap(
+            max_clients + 16 if max_connections is None else max_connections
+        )
+        self._bound = ConnectionBound(self.max_connections)
+        self._admitted = 0  # clients past the max_clients check, counted before any await
         self.max_events = max_events
         self.max_message_size = max_message_size
         self.send_timeout = send_timeout
+        self.header_timeout = header_timeout
         self.handshake_timeout = handshake_timeout
         self._cache = cache
         self._collector = CacheCollector(cache)
@@ -174,6 +196,7 @@ class InspectorServer:
     def statistics(self) -> InspectorStatistics:
         return InspectorStatistics(
             clients=len(self._clients), accepted=self._counts["accepted"],
+            connections=self._bound.open,
             refused=self._counts["refused"], disconnected_slow=self._counts["slow"],
             dropped_events=self._dropped_gone
             + sum(c.outbox.dropped_total for c in self._clients),
@@ -189,11 +212,8 @@ class InspectorServer:
         started = False
         try:
             async with trio.open_nursery() as nursery:
-                if self._listeners:
-                    await nursery.start(partial(
-                        trio.serve_listeners, self.handle_stream, list(self._listeners),
-                        handler_nursery=nursery,
-                    ))
+                for listener in self._listeners:
+                    nursery.start_soon(self._bound.serve, listener, self.handle_stream, nursery)
                 nursery.start_soon(self._sample_loop)
                 self._start_listening()
                 started = True
@@ -222,8 +242,12 @@ class InspectorServer:
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         upgrade: bytes | None = None
-        with trio.move_on_after(self.handshake_timeout):
+        head: bytes | None = None
+        with trio.move_on_after(self.header_timeout) as waiting:
             head = await read_head(stream)
+        if waiting.cancelled_caught:
+            return  # no request head within header_timeout: an idle socket, closed
+        with trio.move_on_after(self.handshake_timeout):
             if head is None:
                 await respond(stream, "431 Request Header Fields Too Large", b"request too big\n")
                 return
@@ -233,31 +257,40 @@ class InspectorServer:
                 return
             upgrade = head
         if upgrade is None:
-            return  # the request head did not arrive within handshake_timeout
+            return  # served (or the answer did not go out within handshake_timeout)
         async with trio.open_nursery() as nursery:
-            with trio.move_on_after(self.handshake_timeout) as scope:
-                request = await wrap_server_stream(
-                    nursery, Replay(stream, upgrade), message_queue_size=4,
-                    max_message_size=self.max_message_size,
-                )
-                refusal = check_handshake(
-                    request.path, request.headers, token=self._token,
-                    origins=allowed_origins(self.host, self.port, self._extra_origins),
-                )
-                if refusal is None and len(self._clients) >= self.max_clients:
-                    refusal = Refusal(503, f"the inspector already serves {self.max_clients} "
-                                      "clients (max_clients)")
-                if refusal is not None:
-                    self._counts["refused"] += 1
-                    await request.reject(
-                        refusal.status, body=refusal.reason.encode() + b"\n",
-                        extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
+            admitted = False
+            try:
+                with trio.move_on_after(self.handshake_timeout) as scope:
+                    request = await wrap_server_stream(
+                        nursery, Replay(stream, upgrade), message_queue_size=4,
+                        max_message_size=self.max_message_size,
                     )
-                    nursery.cancel_scope.cancel()
-                    return
-                ws = await request.accept()
-            if not scope.cancelled_caught:
-                await self._serve_client(ws)
+                    refusal = check_handshake(
+                        request.path, request.headers, token=self._token,
+                        origins=allowed_origins(self.host, self.port, self._extra_origins),
+                    )
+                    # Counted here, in the step that checks, not once the client is served:
+                    # simultaneous handshakes would otherwise all pass the check.
+                    if refusal is None and self._admitted >= self.max_clients:
+                        refusal = Refusal(503, f"the inspector already serves "
+                                          f"{self.max_clients} clients (max_clients)")
+                    if refusal is not None:
+                        self._counts["refused"] += 1
+                        await request.reject(
+                            refusal.status, body=refusal.reason.encode() + b"\n",
+                            extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
+                        )
+                        nursery.cancel_scope.cancel()
+                        return
+                    self._admitted += 1
+                    admitted = True
+                    ws = await request.accept()
+                if not scope.cancelled_caught:
+                    await self._serve_client(ws)
+            finally:
+                if admitted:
+                    self._admitted -= 1
             nursery.cancel_scope.cancel()
 
     async def _serve_http(
