@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import logging
@@ -24,7 +25,13 @@ from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
-from ._stats import CacheEvent, CacheStatistics, LatencyRecorder, LatencyStatistics
+from ._stats import (
+    KEPT_EVENTS,
+    CacheEvent,
+    CacheStatistics,
+    LatencyRecorder,
+    LatencyStatistics,
+)
 from ._store import DISCARD, Store, StoreLimits, store_factory, store_limits
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
@@ -82,6 +89,11 @@ class Cache:
             on_event=self._emit,
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
+        # Kept from the start whether or not anyone listens: a listener added later (the
+        # inspector starts after the journals replayed) still sees what happened before.
+        self._recent_events: collections.deque[CacheEvent] = collections.deque(
+            maxlen=KEPT_EVENTS
+        )
         self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
         self.metrics: MetricsServer | None = None  # serving when Config.metrics is set
         self._ack_latency = LatencyRecorder()
@@ -287,14 +299,18 @@ class Cache:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
+    def recent_events(self) -> list[CacheEvent]:
+        """The cache's most recent events, oldest first: at most ``KEPT_EVENTS`` (256),
+        kept from its start whether or not a listener was added yet."""
+        return list(self._recent_events)
+
     def record_event(self, kind: str, actor: str, detail: str) -> None:
         """Publish an event from outside the runtime (the chaos harness reports faults here)."""
         self._emit(kind, actor, detail)
 
-    def _emit(self, kind: str, actor: str, detail: str) -> None:
-        if not self._listeners:
-            return
-        event = CacheEvent(kind, actor, detail, trio.current_time())
+    def _emit(self, kind: str, actor: str, detail: str, *, alert: bool = False) -> None:
+        event = CacheEvent(kind, actor, detail, trio.current_time(), alert)
+        self._recent_events.append(event)
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -302,7 +318,7 @@ class Cache:
                 log.exception("a cache event listener raised; the cache carries on")
 
     def _alert(self, kind: str, actor: str, message: str) -> None:
-        self._emit(kind, actor, message)
+        self._emit(kind, actor, message, alert=kind != "replay")
         if kind == "replay":
             return
         self.alerts += 1

@@ -155,7 +155,7 @@ class InspectorServer:
         self._clients: set[_Client] = set()
         self._recent: list[Message] = []
         self._seq = 0
-        self._alerts_seen: int | None = None
+        self._last_cache_event: CacheEvent | None = None  # the newest one taken from a cache
         self._last_state: tuple[Any, Any] | None = None
         self._last_offer = -math.inf
         self._rates = RateWindow()
@@ -184,7 +184,6 @@ class InspectorServer:
         self._stop_listening()
         self._cache = cache
         self._collector.cache = cache
-        self._alerts_seen = None
         self._last_state = None
         self._rates.clear()
         self._start_listening()
@@ -404,7 +403,6 @@ class InspectorServer:
         while True:
             await trio.sleep(self.update_interval)
             if not self._clients:
-                self._alerts_seen = None
                 self._rates.clear()
                 continue
             try:
@@ -417,10 +415,6 @@ class InspectorServer:
     ) -> Message:
         """A state message with rates; ``seq`` is the next one unless given."""
         stats = self._stats()
-        if stats is not None:
-            if self._alerts_seen is not None and stats.alerts > self._alerts_seen:
-                self.publish("alert", "cache", stats.last_alert or "")
-            self._alerts_seen = stats.alerts
         rates = None if stats is None else self._rates.observe(stats, now)
         return state_message(
             kind, stats, seq=self._next_seq() if seq is None else seq, now=now,
@@ -455,15 +449,31 @@ class InspectorServer:
         except Exception:
             log.exception("the inspector could not record an event; the cache carries on")
 
+    def _on_cache_event(self, event: CacheEvent) -> None:
+        self._last_cache_event = event
+        self._on_event(event)
+        if event.alert:
+            # One "alert" per alert the cache raised, right after the event that raised it.
+            self._on_event(attrs.evolve(event, kind="alert", alert=False))
+
     def _start_listening(self) -> None:
         if self._cache is not None and self._listening is None:
-            self._cache.add_listener(self._on_event)
+            # What the cache did before we listened (its start, its replay, or while it was
+            # detached from us) comes first, oldest first, from the cache's own ring.
+            backlog = self._cache.recent_events()
+            for index, event in enumerate(backlog):
+                if event is self._last_cache_event:
+                    backlog = backlog[index + 1:]
+                    break
+            for event in backlog:
+                self._on_cache_event(event)
+            self._cache.add_listener(self._on_cache_event)
             self._listening = self._cache
 
     def _stop_listening(self) -> None:
         if self._listening is not None:
             try:
-                self._listening.remove_listener(self._on_event)
+                self._listening.remove_listener(self._on_cache_event)
             except ValueError:
                 pass
             self._listening = None

@@ -139,13 +139,20 @@ class CacheStatistics:
 
 @attrs.frozen
 class CacheEvent:
-    """Something that happened, as it happened: ``kind`` is one of :data:`EVENT_KINDS`."""
+    """Something that happened, as it happened: ``kind`` is one of :data:`EVENT_KINDS`;
+    ``alert`` is True when the cache raised it as an alert too (``Config.on_alert``, the log,
+    ``statistics().alerts``)."""
 
     kind: str
     actor: str
     detail: str
     time: float
+    alert: bool = False
 
+
+#: How many recent events a cache keeps for listeners that come later
+#: (:meth:`~writebehind.Cache.recent_events`).
+KEPT_EVENTS = 256
 
 #: What a :class:`CacheEvent` can report.
 EVENT_KINDS = (
