@@ -3,7 +3,13 @@
 A suite runs in-process simulations (:func:`writebehind.harness.simulate`, one fault plan per
 derived seed) and, at the same time on the other core, runs of real SIGKILLs. Sub-run *i* of a
 given root seed is always the same run; the time budget (``duration``) only decides how many
-simulations run, so a slower machine runs fewer of the same ones.
+sub-runs run, so a slower machine runs fewer of the same ones.
+
+The budget bounds the whole suite, SIGKILL runs included: a sub-run starts only if it is
+expected to finish within it (expected: as long as the longest of its kind so far). However
+small the budget, one simulation and one SIGKILL run per ack mode (and the memory comparison)
+run; SIGKILL runs go round the ack modes, so a budget that cuts them cuts every mode alike,
+and the report names the ones that did not start.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class SuiteReport:
     runs: tuple[RunRecord, ...]
     seconds: float
     interrupted: bool = False  # stopped early (Ctrl-C): ``runs`` are the ones that finished
+    budget: float | None = None  # the wall-time budget in seconds the suite ran under
+    skipped: tuple[str, ...] = ()  # SIGKILL runs not started: they would not fit the budget
 
     @property
     def ok(self) -> bool:
@@ -104,11 +112,13 @@ class KillJob:
 def plan_kills(
     suite: Suite, root: int, acks: Sequence[str], rounds: int, *, comparison: bool
 ) -> list[KillJob]:
+    # Round the ack modes (every mode's first run, then every mode's second...): when the
+    # budget runs out, every mode has had as many runs as the others, give or take one.
     jobs = [
         KillJob(name=f"kill-{ack}-{i:02d}", seed=derive_seed(root, "kill", ack, i), ack=ack,
                 rounds=rounds, comparison=False)
-        for ack in acks
         for i in range(suite.kill_runs)
+        for ack in acks
     ]
     if comparison and rounds > 0:
         jobs.append(KillJob(name="kill-memory-comparison", seed=derive_seed(root, "compare"),
@@ -129,9 +139,11 @@ def run_suite(
     on_run: Callable[[RunRecord], None] | None = None,
     fail_fast: bool = False,
 ) -> SuiteReport:
-    """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish.
-    With ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run
-    starts (a kill run already going finishes)."""
+    """Run ``suite`` from root ``seed`` within its time budget (``duration``, default the
+    suite's), SIGKILL runs included: beyond one of each per ack mode, a sub-run starts only if
+    one as long as the longest of its kind so far would still finish in time. With
+    ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run starts
+    (a kill run already going finishes)."""
     started = time.monotonic()
     budget = suite.duration if duration is None else duration
     deadline = started + budget
@@ -141,7 +153,10 @@ def run_suite(
     jobs = plan_kills(suite, seed, modes, rounds, comparison=comparison)
     mix = tuple(acks) if acks else (suite.mix or suite.acks)
     kill_records: list[RunRecord] = []
+    skipped: list[str] = []
     kill_failure: list[BaseException] = []
+    # However small the budget: one run per ack mode, and the memory comparison.
+    required = {job.name for job in jobs if job.comparison or job.name == f"kill-{job.ack}-00"}
     stop = threading.Event()  # set by the first failing sub-run under fail_fast
 
     def finished(record: RunRecord) -> None:
@@ -151,10 +166,15 @@ def run_suite(
             on_run(record)
 
     def kills() -> None:
+        longest = 0.0  # seconds per round of the slowest kill run so far
         try:
             for job in jobs:
                 if stop.is_set():
                     break
+                expected = longest * (job.rounds + 1)
+                if job.name not in required and time.monotonic() + expected > deadline:
+                    skipped.append(job.name)
+                    continue
                 task = progress.add(f"SIGKILL {job.name}", job.rounds + 1) if progress else 0
 
                 def step(done: int, total: int, note: str, task: int = task) -> None:
@@ -166,6 +186,7 @@ def run_suite(
                                   comparison=job.comparison, progress=step,
                                   restart_server=suite.name == "full")
                 kill_records.append(record)
+                longest = max(longest, record.seconds / (job.rounds + 1))
                 finished(record)
         except BaseException as exc:  # re-raised by the main thread after the join
             kill_failure.append(exc)
@@ -185,7 +206,7 @@ def run_suite(
     return SuiteReport(
         suite=suite.name, seed=seed, acks=tuple(dict.fromkeys((*modes, *mix))),
         runs=(*sim_records, *kill_records),
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, budget=budget, skipped=tuple(skipped),
     )
 
 
@@ -201,10 +222,11 @@ def _simulations(
     task = progress.add("simulations", ticks) if progress else 0
     records: list[RunRecord] = []
     faults = 0
+    longest = 0.0  # the slowest simulation so far: the next one may take as long
     runs_of: collections.Counter[str] = collections.Counter()
     for i in range(cap):
         # At least one simulation per ack mode, however small the budget.
-        if i >= len(acks) and time.monotonic() >= deadline:
+        if i >= len(acks) and time.monotonic() + longest >= deadline:
             break
         if stop is not None and stop.is_set():
             break
@@ -214,7 +236,9 @@ def _simulations(
         record = run_simulation(
             f"sim-{ack}-{n:04d}", derive_seed(root, "sim", ack, n), ack, options,
             intensity=suite.intensity, store=simulation_store(options, n),
+            shrink_deadline=deadline,
         )
+        longest = max(longest, record.seconds)
         records.append(record)
         faults += fault_count(record.faults)
         if on_run is not None:
