@@ -200,7 +200,11 @@ def run_suite(
         stop.set()  # interrupted: the kill thread starts no new run, so the join is short
         raise
     finally:
-        thread.join()
+        try:
+            thread.join()
+        except BaseException:
+            stop.set()  # interrupted while waiting for the kill thread: no new run either
+            raise
     if kill_failure:
         raise kill_failure[0]
     return SuiteReport(

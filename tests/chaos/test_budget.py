@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,40 @@ def test_shrinking_tries_no_smaller_plan_after_the_deadline() -> None:
     plan = FaultPlan.buggify(5)
     smaller, _ = shrink_plan(plan, "failing", tried.append, deadline=time.monotonic() - 1)
     assert smaller == plan and tried == []
+
+
+def test_ctrl_c_while_a_sigkill_run_is_going_writes_the_partial_reports_and_starts_no_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The simulations are done and the main thread waits for the SIGKILL thread when Ctrl-C
+    # comes: the runs that finished are written, as JSON and as JUnit, and the SIGKILL thread
+    # starts no further run (here: the memory comparison) behind the user's back.
+    started: list[str] = []
+
+    def run_simulation(name: str, seed: int, ack: str, options: Any, **_: Any) -> RunRecord:
+        return _record("simulation", name, seed, ack, 0.0)
+
+    def run_kill(name: str, seed: int, ack: str, rounds: int, options: Any,
+                 **_: Any) -> RunRecord:
+        started.append(name)
+        if len(started) == 1:
+            time.sleep(0.3)  # the main thread is in join() by now
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        return _record("sigkill", name, seed, ack, 0.6)
+
+    monkeypatch.setattr(_suites, "run_simulation", run_simulation)
+    monkeypatch.setattr(_suites, "run_kill", run_kill)
+    out_json, out_xml = tmp_path / "chaos.json", tmp_path / "chaos.xml"
+    try:
+        code = main(["chaos", "run", "--seed", "4", "--duration", "0.01", "--kills", "1",
+                     "--json", str(out_json), "--junit", str(out_xml)])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped without writing the partial reports")
+    time.sleep(1.0)  # time for the SIGKILL thread to start another run, if it would
+    assert code == 130, capsys.readouterr().out
+    assert started == ["kill-fsync-00"]
+    data = json.loads(out_json.read_text())
+    assert data["interrupted"] is True and data["verdict"] == "INTERRUPTED"
+    assert data["runs"] and {run["kind"] for run in data["runs"]} == {"simulation"}
+    assert out_xml.read_text().count("<testcase ") == len(data["runs"])
