@@ -149,6 +149,14 @@ def _options(args: argparse.Namespace, **extra: Any) -> tuple[RunOptions, str | 
                 f"--variant {args.variant!r} is not a broken variant; valid names: "
                 f"{', '.join(sorted(BROKEN_VARIANTS))}"
             )
+    if args.kill_break is not None:
+        from writebehind.harness._worker import BREAKS
+
+        if args.kill_break not in BREAKS:
+            raise ConfigError(
+                f"--break {args.kill_break!r} is not a broken SIGKILL worker; valid names: "
+                f"{', '.join(BREAKS)}"
+            )
     options = RunOptions(config=settings, config_file=args.config, store=args.store,
                          variant=args.variant, kill_break=args.kill_break, inspect=inspect,
                          **extra)
