@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import Config
+from ._config import Config, mask_url
 from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
 from ._journal import run_io
 from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
@@ -24,7 +25,13 @@ from ._messages import Receipt, StoreRecord
 from ._recover import recover_journals
 from ._seams import Seams
 from ._shard import ShardActor
-from ._stats import CacheEvent, CacheStatistics, LatencyRecorder, LatencyStatistics
+from ._stats import (
+    KEPT_EVENTS,
+    CacheEvent,
+    CacheStatistics,
+    LatencyRecorder,
+    LatencyStatistics,
+)
 from ._store import DISCARD, Store, StoreLimits, store_factory, store_limits
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
@@ -82,11 +89,17 @@ class Cache:
             on_event=self._emit,
         )
         self._listeners: list[Callable[[CacheEvent], None]] = []
+        # Kept from the start whether or not anyone listens: a listener added later (the
+        # inspector starts after the journals replayed) still sees what happened before.
+        self._recent_events: collections.deque[CacheEvent] = collections.deque(
+            maxlen=KEPT_EVENTS
+        )
         self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
         self.metrics: MetricsServer | None = None  # serving when Config.metrics is set
         self._ack_latency = LatencyRecorder()
         self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
+        self._running_since: float | None = None  # trio clock
         self.alerts = 0
         self.last_alert: str | None = None
         self._stop = trio.Event()
@@ -98,6 +111,7 @@ class Cache:
         """Store ``value`` under ``key``; returns once acknowledged as the ack mode says."""
         start = self._now()
         shard, raw = self._route(key)
+        self._check_storable(key, raw)
         if type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise TypeError(
@@ -118,6 +132,7 @@ class Cache:
         """Delete ``key`` (a versioned tombstone); acknowledged like a put."""
         start = self._now()
         shard, raw = self._route(key)
+        self._check_storable(key, raw)
         receipt = await shard.write(key, None, raw)
         self._ack_latency.observe(self._now() - start)
         return receipt
@@ -162,6 +177,9 @@ class Cache:
             flush_latency=LatencyStatistics.merge(
                 s.flush_latency.statistics() for s in self._shards
             ),
+            store=mask_url(self.config.store),
+            store_table=self.config.store_table,
+            uptime=0.0 if self._running_since is None else self._now() - self._running_since,
         )
 
     def quarantined(self) -> list[tuple[str, int, str]]:
@@ -241,6 +259,12 @@ class Cache:
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self._max_key_bytes}"
             )
+        if self.status != "running":
+            self._check_open()
+        return self._shards[zlib.crc32(raw) % self._shard_count], raw
+
+    def _check_storable(self, key: str, raw: bytes) -> None:
+        """Refuse a write of ``key`` the store could never hold (a read of it is a miss)."""
         if len(raw) > self._store_key_bytes:
             raise Unstorable(
                 f"key is {len(raw)} bytes in UTF-8, over the {self._limits.name} store's "
@@ -253,9 +277,6 @@ class Cache:
                 "text keys cannot hold; remove it or encode the key (percent-encoding, "
                 "base64), nothing was written"
             )
-        if self.status != "running":
-            self._check_open()
-        return self._shards[zlib.crc32(raw) % self._shard_count], raw
 
     def _set_limits(self, limits: StoreLimits) -> None:
         self._limits = limits
@@ -278,14 +299,18 @@ class Cache:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
+    def recent_events(self) -> list[CacheEvent]:
+        """The cache's most recent events, oldest first: at most ``KEPT_EVENTS`` (256),
+        kept from its start whether or not a listener was added yet."""
+        return list(self._recent_events)
+
     def record_event(self, kind: str, actor: str, detail: str) -> None:
         """Publish an event from outside the runtime (the chaos harness reports faults here)."""
         self._emit(kind, actor, detail)
 
-    def _emit(self, kind: str, actor: str, detail: str) -> None:
-        if not self._listeners:
-            return
-        event = CacheEvent(kind, actor, detail, trio.current_time())
+    def _emit(self, kind: str, actor: str, detail: str, *, alert: bool = False) -> None:
+        event = CacheEvent(kind, actor, detail, trio.current_time(), alert)
+        self._recent_events.append(event)
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -293,7 +318,7 @@ class Cache:
                 log.exception("a cache event listener raised; the cache carries on")
 
     def _alert(self, kind: str, actor: str, message: str) -> None:
-        self._emit(kind, actor, message)
+        self._emit(kind, actor, message, alert=kind != "replay")
         if kind == "replay":
             return
         self.alerts += 1
@@ -395,6 +420,7 @@ class Cache:
                 for shard in self._shards:
                     await nursery.start(self._supervisor.supervise, shard)
                 self.status = "running"
+                self._running_since = self._now()
                 if self.config.inspector is not None:
                     from ._inspector import start_for_cache
 

@@ -19,7 +19,9 @@ from ._inspector_protocol import is_loopback, parse_address
 from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
 from ._store import store_limits
 
+#: When ``put``/``delete`` return: the type of :attr:`Config.ack` (see the contract).
 AckMode = Literal["memory", "journal", "fsync", "store"]
+#: Every ack mode, weakest first.
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
 
 #: What each declarable requirement needs, and the one-sentence trade-off shown on refusal.
@@ -126,8 +128,11 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any],
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for reprs, logs and errors)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL with any password replaced by ``***`` (for reprs, logs, errors and the
+    inspector): the one after ``user:`` (up to the last ``@`` before the path, so a password
+    holding ``@`` is hidden whole) and a libpq ``password=`` query parameter."""
+    url = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

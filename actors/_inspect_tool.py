@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import webbrowser
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,13 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 TOKEN_ENV = "WRITEBEHIND_INSPECTOR_TOKEN"
 SHOWN_EVENTS = 8
+#: Lines the table takes besides its rows: borders above and below, the column titles, and
+#: the line under them.
+TABLE_FRAME = 4
+#: Fewest event lines kept on a short screen (fewer shard rows are shown first).
+MIN_EVENTS = 3
+#: How long ``--once`` waits for a state with rates before printing without them.
+ONCE_RATES_WAIT = 2.0
 
 
 def register(subparsers: Any) -> None:
@@ -65,38 +73,203 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(state: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Group:
-    """One screen: the cache line, the actor table, the latest events (newest last)."""
+def _rate(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _seconds(value: Any) -> str:
+    """A latency: ``0.41ms``, ``71ms``, ``1.20s``."""
+    if not isinstance(value, int | float):
+        return "–"
+    if value >= 1:
+        return f"{value:.2f}s"
+    return f"{value * 1000:.0f}ms" if value >= 0.01 else f"{value * 1000:.2f}ms"
+
+
+def _uptime(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    minutes, seconds = divmod(int(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _clock(unix: float | None) -> str:
+    return "" if unix is None else time.strftime("%H:%M:%S", time.localtime(unix))
+
+
+def _wall(state: Mapping[str, Any], trio_time: Any) -> float | None:
+    """A trio-clock time of the server's as Unix time (None for an older server)."""
+    now, wall = state.get("time"), state.get("wall_time")
+    if not (isinstance(trio_time, int | float) and isinstance(now, int | float)
+            and isinstance(wall, int | float)):
+        return None
+    return float(wall - (now - trio_time))
+
+
+def header(state: Mapping[str, Any]) -> list[Text]:
+    """The two header lines: the cache and its store; its rates and latencies."""
     cache = state.get("cache", {})
-    head = Text.assemble(
+    store = cache.get("store")
+    where = f"  store {store} ({cache.get('store_table', '?')})" if store else ""
+    first = Text.assemble(
         ("writebehind ", "bold"), f"cache {cache.get('status', '?')}",
-        f"  ack {cache.get('ack', '?')}  unpersisted {_cell(cache.get('unpersisted'))}",
-        f"  quarantined {_cell(cache.get('quarantined'))}  alerts {_cell(cache.get('alerts'))}",
+        f"  ack {cache.get('ack', '?')}  up {_uptime(cache.get('uptime'))}{where}",
+        no_wrap=True, overflow="ellipsis",
     )
+    rates = state.get("rates") or {}
+    ack, flush = rates.get("ack_latency") or {}, rates.get("flush_latency") or {}
+    second = Text.assemble(
+        ("puts/s ", "dim"), (_rate(rates.get("puts_per_second")), "bold"),
+        ("  rows/s ", "dim"), (_rate(rates.get("rows_per_second")), "bold"),
+        ("  batches/s ", "dim"), (_rate(rates.get("batches_per_second")), "bold"),
+        ("  ack p50/p99 ", "dim"), f"{_seconds(ack.get('p50'))}/{_seconds(ack.get('p99'))}",
+        ("  flush p50/p99 ", "dim"),
+        f"{_seconds(flush.get('p50'))}/{_seconds(flush.get('p99'))}",
+        f"  unpersisted {_cell(cache.get('unpersisted'))}",
+        f"  quarantined {_cell(cache.get('quarantined'))}  alerts {_cell(cache.get('alerts'))}",
+        no_wrap=True, overflow="ellipsis",
+    )
+    return [first, second]
+
+
+def _lag(actor: Mapping[str, Any]) -> int:
+    return max(0, int(actor.get("acked_seq", 0)) - int(actor.get("persisted_seq", 0)))
+
+
+def shown_actors(
+    actors: list[Mapping[str, Any]], rows: int | None
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """``(shown, hidden)``: every actor if they fit in ``rows``, else the supervisor, the
+    store actors and the shards most worth a look (not running, then the largest persisted
+    lag), in their usual order, with one row left to say what is hidden."""
+    if rows is None or len(actors) <= rows:
+        return actors, []
+    shards = [a for a in actors if a.get("kind") == "shard"]
+    others = [a for a in actors if a.get("kind") != "shard"]
+    room = max(0, rows - 1 - len(others))
+    ranked = sorted(shards, key=lambda a: (a.get("status") == "running", -_lag(a)))
+    keep = {id(a) for a in ranked[:room]}
+    shown = [a for a in actors if a.get("kind") != "shard" or id(a) in keep]
+    return shown, [a for a in shards if id(a) not in keep]
+
+
+#: The table's columns: title, and the order they are given up in on a narrow screen (0:
+#: never; higher goes first). The last error takes what width is left.
+COLUMNS = (
+    ("actor", 0), ("status", 0), ("mbox", 4), ("dirty", 1), ("age s", 3), ("acked", 1),
+    ("synced", 3), ("persisted", 2), ("lag", 0), ("journal", 4), ("rst", 2), ("last error", 0),
+)
+#: Narrowest the last error column is squeezed to before other columns are given up.
+ERROR_WIDTH = 24
+
+
+def _row(state: Mapping[str, Any], actor: Mapping[str, Any]) -> list[Text]:
+    shard = actor["kind"] == "shard"
+    status = actor.get("status", "?")
+    error = actor.get("last_error") or ""
+    if error and (at := _wall(state, actor.get("last_error_time"))) is not None:
+        error = f"{_clock(at)} {error}"
+    cells = [
+        ("" if actor["kind"] == "supervisor" else "  ") + actor["name"], status,
+        _cell(actor.get("mailbox_depth")), _cell(actor.get("dirty")),
+        _cell(actor.get("oldest_dirty_age")), _cell(actor.get("acked_seq")),
+        _cell(actor.get("synced_seq")), _cell(actor.get("persisted_seq")),
+        str(_lag(actor)) if shard else "",
+        f"{actor['journal_bytes']} B/{actor['journal_segments']}" if shard else "",
+        _cell(actor.get("restarts")), error,
+    ]
+    row = [Text(cell) for cell in cells]
+    row[1].stylize("green" if status == "running" else "yellow")
+    row[-1].stylize("red")
+    return row
+
+
+def _table(rows: list[list[Text]], width: int | None) -> Table:
+    """The actor table; with a ``width``, the columns given up first are left out until every
+    row fits on one line of that width."""
+    needed = [max([len(title), *(len(row[i]) for row in rows)]) + 3
+              for i, (title, _) in enumerate(COLUMNS)]
+    keep = list(range(len(COLUMNS)))
+    if width is not None:
+        by_priority = sorted(keep, key=lambda i: (-COLUMNS[i][1], -i))
+        for i in by_priority:
+            used = sum(needed[j] for j in keep[:-1]) + 1
+            if COLUMNS[i][1] == 0 or used + min(needed[-1], ERROR_WIDTH) <= width:
+                break
+            keep.remove(i)
     table = Table(expand=False)
-    for column in ("actor", "status", "mailbox", "dirty", "oldest dirty s", "acked", "synced",
-                   "persisted", "journal", "restarts", "last error"):
-        left = column in ("actor", "status", "last error")
-        table.add_column(column, justify="left" if left else "right", no_wrap=not left)
-    for actor in state.get("actors", []):
-        shard = actor["kind"] == "shard"
-        indent = "" if actor["kind"] == "supervisor" else "  "
-        status = actor.get("status", "?")
-        style = "green" if status == "running" else "yellow"
-        table.add_row(
-            f"{indent}{actor['name']}", Text(status, style=style),
-            _cell(actor.get("mailbox_depth")),
-            _cell(actor.get("dirty")), _cell(actor.get("oldest_dirty_age")),
-            _cell(actor.get("acked_seq")), _cell(actor.get("synced_seq")),
-            _cell(actor.get("persisted_seq")),
-            f"{actor['journal_bytes']} B/{actor['journal_segments']}" if shard else "",
-            _cell(actor.get("restarts")), Text(actor.get("last_error") or "", style="red"),
+    for i in keep:
+        title = COLUMNS[i][0]
+        left = title in ("actor", "status", "last error")
+        last = i == len(COLUMNS) - 1
+        room = None if width is None else max(
+            4, width - sum(needed[j] for j in keep[:-1]) - 4)
+        table.add_column(
+            title, justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
+            min_width=None if last else needed[i] - 3, max_width=room if last else None,
         )
-    feed = Text()
-    for event in events:
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    return table
+
+
+def render(
+    state: Mapping[str, Any], events: Iterable[Mapping[str, Any]], *,
+    height: int | None = None, width: int | None = None,
+) -> Group:
+    """One screen: two header lines, the actor table, the latest events (newest last). With a
+    ``height`` and ``width`` (the terminal's), everything fits: the header first, then the
+    table (the shards most worth a look when not all fit, the columns that matter most when
+    not all do), then as many events as fit."""
+    events = list(events)
+    actors = list(state.get("actors", []))
+    event_lines = len(events)
+    rows: int | None = None
+    if height is not None:
+        event_lines = min(event_lines, max(MIN_EVENTS, height - 2 - TABLE_FRAME - len(actors)))
+        rows = max(1, height - 2 - TABLE_FRAME - event_lines)
+    shown, hidden = shown_actors(actors, rows)
+    if height is not None:
+        event_lines = min(len(events), max(0, height - 2 - TABLE_FRAME - len(shown)
+                                           - (1 if hidden else 0)))
+    table_rows = [_row(state, actor) for actor in shown]
+    if hidden:
+        running = sum(a.get("status") == "running" for a in hidden)
+        more = [Text(f"  +{len(hidden)} shards"), Text(f"{running} ok")] + [
+            Text("") for _ in COLUMNS[2:]]
+        more[COLUMNS.index(("lag", 0))] = Text(f"≤{max(_lag(a) for a in hidden)}")
+        for cell in more:
+            cell.stylize("dim")
+        table_rows.append(more)
+    feed = Text(no_wrap=True, overflow="ellipsis")
+    for event in events[len(events) - event_lines:] if event_lines else []:
+        at = event.get("wall_time")
+        if not isinstance(at, int | float):
+            at = _wall(state, event.get("time"))
+        feed.append(f"{_clock(at):8} ", style="dim")
         feed.append(f"{event.get('kind', '?'):>12} ", style="bold")
         feed.append(f"{event.get('actor', '')}: {event.get('detail', '')}\n")
-    return Group(head, table, feed)
+    feed.rstrip()
+    return Group(*header(state), _table(table_rows, width), feed)
+
+
+def _take(message: dict[str, Any], state: dict[str, Any],
+          events: deque[Mapping[str, Any]]) -> dict[str, Any]:
+    """The newest state after ``message`` (an event goes to ``events``)."""
+    if message["type"] in ("snapshot", "update"):
+        return message
+    if message["type"] == "event":
+        events.append(message)
+    elif message["type"] == "dropped":
+        events.append({"kind": "dropped", "actor": "inspector",
+                       "detail": f"{message['events']} events not shown",
+                       "wall_time": time.time()})
+    return state
 
 
 async def watch(url: str, *, once: bool, console: Console) -> None:
@@ -105,19 +278,20 @@ async def watch(url: str, *, once: bool, console: Console) -> None:
         state: dict[str, Any] = json.loads(await ws.get_message())
         events: deque[Mapping[str, Any]] = deque(state.get("events", []), maxlen=SHOWN_EVENTS)
         if once:
+            # Rates take two samples: a snapshot right after a quiet spell has none yet, and
+            # the next update (a tenth of a second later) has them. An older server never does.
+            with trio.move_on_after(ONCE_RATES_WAIT):
+                while not state.get("rates"):
+                    state = _take(json.loads(await ws.get_message()), state, events)
             console.print(render(state, events))
             return
-        with Live(render(state, events), console=console, refresh_per_second=4) as live:
+        screen = render(state, events, height=console.size.height, width=console.size.width)
+        with Live(screen, console=console, refresh_per_second=4) as live:
             while True:
-                message = json.loads(await ws.get_message())
-                if message["type"] in ("snapshot", "update"):
-                    state = message
-                elif message["type"] == "event":
-                    events.append(message)
-                elif message["type"] == "dropped":
-                    events.append({"kind": "dropped", "actor": "inspector",
-                                   "detail": f"{message['events']} events not shown"})
-                live.update(render(state, events))
+                state = _take(json.loads(await ws.get_message()), state, events)
+                live.update(render(
+                    state, events, height=console.size.height, width=console.size.width
+                ))
 
 
 def _run(args: argparse.Namespace) -> int:

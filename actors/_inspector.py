@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,15 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from ._errors import describe
-from ._inspector_http import Replay, page, parse_head, read_head, respond
+from ._inspector_http import (
+    ConnectionBound,
+    Replay,
+    connection_cap,
+    page,
+    parse_head,
+    read_head,
+    respond,
+)
 from ._inspector_protocol import (
     RECENT_EVENTS,
     ClientOutbox,
@@ -42,6 +51,7 @@ from ._inspector_protocol import (
     reply_to,
     state_message,
 )
+from ._inspector_rates import RateWindow
 from ._metrics import METRICS_PATH, CacheCollector, cache_registry, respond_metrics
 from ._stats import CacheEvent, CacheStatistics
 
@@ -56,13 +66,13 @@ ChaosControl = Callable[[Mapping[str, Any]], Awaitable[str]]
 #: With nothing changing, still send a state this often so charts keep moving.
 HEARTBEAT = 1.0
 
-
 @attrs.frozen(kw_only=True)
 class InspectorStatistics:
     """The inspector itself: who is connected, who was refused or disconnected for lagging."""
 
     clients: int
     accepted: int
+    connections: int = 0  # open TCP connections of any kind (page, metrics, handshakes, clients)
     refused: int
     disconnected_slow: int
     dropped_events: int
@@ -103,14 +113,20 @@ class InspectorServer:
         chaos_control: ChaosControl | None = None,
         update_interval: float = 0.1,
         max_clients: int = 16,
+        max_connections: int | None = None,
         max_events: int = 256,
         max_message_size: int = 4096,
         send_timeout: float = 5.0,
+        header_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
     ) -> None:
         check_bind(host, token)
         if update_interval <= 0 or max_clients <= 0 or max_events <= 0:
             raise ValueError("update_interval, max_clients and max_events must be positive")
+        if max_connections is not None and max_connections <= 0:
+            raise ValueError(f"max_connections must be positive, got {max_connections!r}")
+        if not header_timeout > 0 or not handshake_timeout > 0:
+            raise ValueError("header_timeout and handshake_timeout must be positive")
         # "localhost" may bind 127.0.0.1 and ::1 on two different ports when asked for port 0.
         self.host = "127.0.0.1" if host == "localhost" else host
         self._requested_port = port
@@ -119,9 +135,17 @@ class InspectorServer:
         self._chaos_control = chaos_control
         self.update_interval = update_interval
         self.max_clients = max_clients
+        # Every connection holds a slot from accept to close, so idle sockets are bounded
+        # before any handshake (they wait in the kernel's backlog, costing us no descriptor).
+        self.max_connections = connection_cap(
+            max_clients + 16 if max_connections is None else max_connections
+        )
+        self._bound = ConnectionBound(self.max_connections)
+        self._admitted = 0  # clients past the max_clients check, counted before any await
         self.max_events = max_events
         self.max_message_size = max_message_size
         self.send_timeout = send_timeout
+        self.header_timeout = header_timeout
         self.handshake_timeout = handshake_timeout
         self._cache = cache
         self._collector = CacheCollector(cache)
@@ -131,9 +155,10 @@ class InspectorServer:
         self._clients: set[_Client] = set()
         self._recent: list[Message] = []
         self._seq = 0
-        self._alerts_seen: int | None = None
+        self._last_cache_event: CacheEvent | None = None  # the newest one taken from a cache
         self._last_state: tuple[Any, Any] | None = None
         self._last_offer = -math.inf
+        self._rates = RateWindow()
         self._counts = {"accepted": 0, "refused": 0, "slow": 0}
         self._dropped_gone = 0
 
@@ -159,8 +184,8 @@ class InspectorServer:
         self._stop_listening()
         self._cache = cache
         self._collector.cache = cache
-        self._alerts_seen = None
         self._last_state = None
+        self._rates.clear()
         self._start_listening()
 
     def publish(self, kind: str, actor: str, detail: str) -> None:
@@ -170,6 +195,7 @@ class InspectorServer:
     def statistics(self) -> InspectorStatistics:
         return InspectorStatistics(
             clients=len(self._clients), accepted=self._counts["accepted"],
+            connections=self._bound.open,
             refused=self._counts["refused"], disconnected_slow=self._counts["slow"],
             dropped_events=self._dropped_gone
             + sum(c.outbox.dropped_total for c in self._clients),
@@ -185,11 +211,8 @@ class InspectorServer:
         started = False
         try:
             async with trio.open_nursery() as nursery:
-                if self._listeners:
-                    await nursery.start(partial(
-                        trio.serve_listeners, self.handle_stream, list(self._listeners),
-                        handler_nursery=nursery,
-                    ))
+                for listener in self._listeners:
+                    nursery.start_soon(self._bound.serve, listener, self.handle_stream, nursery)
                 nursery.start_soon(self._sample_loop)
                 self._start_listening()
                 started = True
@@ -218,8 +241,12 @@ class InspectorServer:
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         upgrade: bytes | None = None
-        with trio.move_on_after(self.handshake_timeout):
+        head: bytes | None = None
+        with trio.move_on_after(self.header_timeout) as waiting:
             head = await read_head(stream)
+        if waiting.cancelled_caught:
+            return  # no request head within header_timeout: an idle socket, closed
+        with trio.move_on_after(self.handshake_timeout):
             if head is None:
                 await respond(stream, "431 Request Header Fields Too Large", b"request too big\n")
                 return
@@ -229,31 +256,40 @@ class InspectorServer:
                 return
             upgrade = head
         if upgrade is None:
-            return  # the request head did not arrive within handshake_timeout
+            return  # served (or the answer did not go out within handshake_timeout)
         async with trio.open_nursery() as nursery:
-            with trio.move_on_after(self.handshake_timeout) as scope:
-                request = await wrap_server_stream(
-                    nursery, Replay(stream, upgrade), message_queue_size=4,
-                    max_message_size=self.max_message_size,
-                )
-                refusal = check_handshake(
-                    request.path, request.headers, token=self._token,
-                    origins=allowed_origins(self.host, self.port, self._extra_origins),
-                )
-                if refusal is None and len(self._clients) >= self.max_clients:
-                    refusal = Refusal(503, f"the inspector already serves {self.max_clients} "
-                                      "clients (max_clients)")
-                if refusal is not None:
-                    self._counts["refused"] += 1
-                    await request.reject(
-                        refusal.status, body=refusal.reason.encode() + b"\n",
-                        extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
+            admitted = False
+            try:
+                with trio.move_on_after(self.handshake_timeout) as scope:
+                    request = await wrap_server_stream(
+                        nursery, Replay(stream, upgrade), message_queue_size=4,
+                        max_message_size=self.max_message_size,
                     )
-                    nursery.cancel_scope.cancel()
-                    return
-                ws = await request.accept()
-            if not scope.cancelled_caught:
-                await self._serve_client(ws)
+                    refusal = check_handshake(
+                        request.path, request.headers, token=self._token,
+                        origins=allowed_origins(self.host, self.port, self._extra_origins),
+                    )
+                    # Counted here, in the step that checks, not once the client is served:
+                    # simultaneous handshakes would otherwise all pass the check.
+                    if refusal is None and self._admitted >= self.max_clients:
+                        refusal = Refusal(503, f"the inspector already serves "
+                                          f"{self.max_clients} clients (max_clients)")
+                    if refusal is not None:
+                        self._counts["refused"] += 1
+                        await request.reject(
+                            refusal.status, body=refusal.reason.encode() + b"\n",
+                            extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
+                        )
+                        nursery.cancel_scope.cancel()
+                        return
+                    self._admitted += 1
+                    admitted = True
+                    ws = await request.accept()
+                if not scope.cancelled_caught:
+                    await self._serve_client(ws)
+            finally:
+                if admitted:
+                    self._admitted -= 1
             nursery.cancel_scope.cancel()
 
     async def _serve_http(
@@ -271,9 +307,9 @@ class InspectorServer:
 
     async def _serve_client(self, ws: WebSocketConnection) -> None:
         client = _Client(ClientOutbox(interval=self.update_interval, max_events=self.max_events))
-        snapshot = state_message(
-            "snapshot", self._stats(), seq=self._next_seq(), now=trio.current_time(),
-            recent=self._recent, chaos_control=self._chaos_control is not None,
+        snapshot = self._state_message(
+            "snapshot", trio.current_time(), recent=self._recent,
+            chaos_control=self._chaos_control is not None,
         )
         # Registered in the same step the snapshot was taken: every later event is queued.
         self._clients.add(client)
@@ -367,21 +403,28 @@ class InspectorServer:
         while True:
             await trio.sleep(self.update_interval)
             if not self._clients:
-                self._alerts_seen = None
+                self._rates.clear()
                 continue
             try:
                 self._sample(trio.current_time())
             except Exception:
                 log.exception("the inspector could not sample the cache; trying again")
 
-    def _sample(self, now: float) -> None:
+    def _state_message(
+        self, kind: str, now: float, seq: int | None = None, **options: Any
+    ) -> Message:
+        """A state message with rates; ``seq`` is the next one unless given."""
         stats = self._stats()
-        if stats is not None:
-            if self._alerts_seen is not None and stats.alerts > self._alerts_seen:
-                self.publish("alert", "cache", stats.last_alert or "")
-            self._alerts_seen = stats.alerts
-        message = state_message("update", stats, seq=0, now=now)
-        key = (message["cache"], message["actors"])
+        rates = None if stats is None else self._rates.observe(stats, now)
+        return state_message(
+            kind, stats, seq=self._next_seq() if seq is None else seq, now=now,
+            wall_time=time.time(), rates=rates, **options,
+        )
+
+    def _sample(self, now: float) -> None:
+        message = self._state_message("update", now, seq=0)
+        # What changed, leaving out what moves with the clock alone (uptime, rates).
+        key = ({**message["cache"], "uptime": None}, message["actors"])
         if key == self._last_state and now - self._last_offer < HEARTBEAT:
             return
         self._last_state, self._last_offer = key, now
@@ -393,7 +436,9 @@ class InspectorServer:
     def _on_event(self, event: CacheEvent) -> None:
         # Called synchronously inside the runtime: cheap, bounded, and never raises.
         try:
-            message = event_message(event, seq=self._next_seq())
+            message = event_message(
+                event, seq=self._next_seq(), wall_offset=time.time() - trio.current_time()
+            )
             self._recent.append(message)
             del self._recent[:-RECENT_EVENTS]
             for client in self._clients:
@@ -404,15 +449,31 @@ class InspectorServer:
         except Exception:
             log.exception("the inspector could not record an event; the cache carries on")
 
+    def _on_cache_event(self, event: CacheEvent) -> None:
+        self._last_cache_event = event
+        self._on_event(event)
+        if event.alert:
+            # One "alert" per alert the cache raised, right after the event that raised it.
+            self._on_event(attrs.evolve(event, kind="alert", alert=False))
+
     def _start_listening(self) -> None:
         if self._cache is not None and self._listening is None:
-            self._cache.add_listener(self._on_event)
+            # What the cache did before we listened (its start, its replay, or while it was
+            # detached from us) comes first, oldest first, from the cache's own ring.
+            backlog = self._cache.recent_events()
+            for index, event in enumerate(backlog):
+                if event is self._last_cache_event:
+                    backlog = backlog[index + 1:]
+                    break
+            for event in backlog:
+                self._on_cache_event(event)
+            self._cache.add_listener(self._on_cache_event)
             self._listening = self._cache
 
     def _stop_listening(self) -> None:
         if self._listening is not None:
             try:
-                self._listening.remove_listener(self._on_event)
+                self._listening.remove_listener(self._on_cache_event)
             except ValueError:
                 pass
             self._listening = None

@@ -1,12 +1,87 @@
-"""Just enough HTTP for the inspector's one port: read a request head, answer plain requests
-(the page), and hand a WebSocket upgrade on with the bytes already read put back."""
+"""Just enough HTTP for the inspector's one port: accept connections within a bound, read a
+request head, answer plain requests (the page), and hand a WebSocket upgrade on with the bytes
+already read put back. The metrics endpoint's port uses the same pieces."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.resources
+import logging
+import resource
+from collections.abc import Awaitable, Callable
 
 import trio
+
+from ._errors import describe
+
+log = logging.getLogger("writebehind.inspector")
+
+#: A server never holds more than this share of the process's open-file limit
+#: (``RLIMIT_NOFILE``) in connections: the rest is for the journal, the store and the
+#: application, so no number of connections can make the journal fail with EMFILE.
+FD_SHARE = 1 / 8
+#: ``accept`` errors that mean "no room right now" (try again shortly), not a broken listener.
+ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def connection_cap(requested: int, open_files_limit: int | None = None) -> int:
+    """How many connections a server may hold at once: ``requested``, but never more than
+    :data:`FD_SHARE` of ``open_files_limit`` (default: this process's soft ``RLIMIT_NOFILE``),
+    and at least 1."""
+    if open_files_limit is None:
+        open_files_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files_limit == resource.RLIM_INFINITY or open_files_limit <= 0:
+        return max(1, requested)
+    return max(1, min(requested, int(open_files_limit * FD_SHARE)))
+
+
+class ConnectionBound:
+    """Accept connections only while fewer than ``limit`` are open (from accept to close).
+
+    Beyond the bound a server stops calling ``accept``: new connections wait in the kernel's
+    listen backlog and cost this process no descriptor, so idle or slow clients can delay
+    each other but never starve the rest of the process of file descriptors.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._slots = trio.Semaphore(limit)
+
+    async def serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Awaitable[object]],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Accept on ``listener`` until cancelled, running ``handler(stream)`` in ``nursery``
+        for each connection; the handler must close the stream."""
+        while True:
+            await self._slots.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                self._slots.release()
+                if exc.errno not in ACCEPT_RETRY_ERRNOS:
+                    raise
+                log.warning("cannot accept a connection (%s); retrying", describe(exc))
+                await trio.sleep(0.1)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            self.open += 1
+            nursery.start_soon(self._run, handler, stream)
+
+    async def _run(
+        self, handler: Callable[[trio.SocketStream], Awaitable[object]], stream: trio.SocketStream
+    ) -> None:
+        try:
+            await handler(stream)
+        finally:
+            self.open -= 1
+            self._slots.release()
 
 MAX_REQUEST_HEAD = 8192
 PAGE_FILE = "_inspector_page.html"

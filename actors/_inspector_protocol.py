@@ -108,6 +108,10 @@ def check_handshake(
     if parts.path not in WEBSOCKET_PATHS:
         return Refusal(404, f"no inspector endpoint at {parts.path!r}; connect to /ws")
     found = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+    origins_sent = [name for name, _ in headers if name.decode("latin-1").lower() == "origin"]
+    if len(origins_sent) > 1:
+        # A browser sends one; with several, which one a check reads is a guess to exploit.
+        return Refusal(403, "a handshake may carry one Origin header, not several")
     origin = found.get("origin")
     # Tools send no Origin; browsers always do, and only our own page's origin may read state.
     if origin is not None and origin not in origins:
@@ -160,6 +164,7 @@ def cache_of(stats: CacheStatistics | None) -> Message:
         "ack": stats.ack, "status": stats.status, "unpersisted": stats.unpersisted,
         "quarantined": stats.quarantined, "alerts": stats.alerts,
         "last_alert": stats.last_alert, "store_mailbox_depth": stats.store_mailbox_depth,
+        "store": stats.store, "store_table": stats.store_table, "uptime": stats.uptime,
     }
 
 
@@ -171,12 +176,16 @@ def state_message(
     now: float,
     recent: Iterable[Message] = (),
     chaos_control: bool = False,
+    wall_time: float | None = None,
+    rates: Mapping[str, Any] | None = None,
 ) -> Message:
     """A ``snapshot`` (first message, with recent events) or an ``update`` (same shape, no
-    events): the whole state, so a client never has to merge partial updates."""
+    events): the whole state, so a client never has to merge partial updates. ``wall_time``
+    is the Unix time at ``now``; ``rates`` what :class:`~._inspector_rates.RateWindow` says."""
     message: Message = {
         "type": kind, "protocol": PROTOCOL_VERSION, "seq": seq, "time": now,
-        "cache": cache_of(stats), "actors": actors_of(stats),
+        "wall_time": wall_time, "cache": cache_of(stats), "actors": actors_of(stats),
+        "rates": None if rates is None else dict(rates),
     }
     if kind == "snapshot":
         message["events"] = list(recent)
@@ -184,14 +193,16 @@ def state_message(
     return message
 
 
-def event_message(event: CacheEvent, *, seq: int) -> Message:
-    """One runtime event (or an inspector-made one such as ``alert``)."""
+def event_message(event: CacheEvent, *, seq: int, wall_offset: float | None = None) -> Message:
+    """One runtime event (or an inspector-made one such as ``alert``); ``wall_offset`` is Unix
+    time minus the trio clock, to stamp the event with its ``wall_time``."""
     detail = event.detail
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[:MAX_DETAIL_CHARS] + "…"
     return {
         "type": "event", "seq": seq, "kind": event.kind, "actor": event.actor,
         "detail": detail, "time": event.time,
+        "wall_time": None if wall_offset is None else event.time + wall_offset,
     }
 
 

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ._errors import ConfigError, describe
-from ._inspector_http import parse_head, read_head, respond
+from ._inspector_http import ConnectionBound, connection_cap, parse_head, read_head, respond
 from ._inspector_protocol import is_loopback, parse_address
 from ._stats import CacheStatistics, LatencyStatistics
 
@@ -266,6 +266,7 @@ class MetricsServer:
         token: str | None = None,
         registry: CollectorRegistry | None = None,
         request_timeout: float = 10.0,
+        max_connections: int = 16,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ConfigError(
@@ -281,6 +282,10 @@ class MetricsServer:
         #: What a scrape exposes: by default a registry holding only this cache's collector.
         self.registry = registry if registry is not None else cache_registry(self.collector)
         self.request_timeout = request_timeout
+        # Bounded before any request is read, and well under the open-file limit: scrapers
+        # (or anyone) holding connections can never take the descriptors the journal needs.
+        self.max_connections = connection_cap(max_connections)
+        self._bound = ConnectionBound(self.max_connections)
         self._listeners: list[trio.SocketListener] = []
 
     @property
@@ -296,6 +301,11 @@ class MetricsServer:
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         return f"http://{netloc}{METRICS_PATH}"
 
+    @property
+    def connections(self) -> int:
+        """Open connections (at most ``max_connections``)."""
+        return self._bound.open
+
     def attach(self, cache: Cache | None) -> None:
         """Expose ``cache`` from now on (None: no cache samples)."""
         self.collector.cache = cache
@@ -307,10 +317,8 @@ class MetricsServer:
         started = False
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(partial(
-                    trio.serve_listeners, self.handle_stream, list(self._listeners),
-                    handler_nursery=nursery,
-                ))
+                for listener in self._listeners:
+                    nursery.start_soon(self._bound.serve, listener, self.handle_stream, nursery)
                 started = True
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -351,14 +359,20 @@ async def serve_metrics(
     *,
     token: str | None = None,
     registry: CollectorRegistry | None = None,
+    request_timeout: float = 10.0,
+    max_connections: int = 16,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``GET /metrics`` for ``cache`` in the Prometheus formats: ``server = await
     nursery.start(serve_metrics, cache, "127.0.0.1", 0)``; ``server.url`` is the scrape
     address. Off loopback a ``token`` is required (sent as ``Authorization: Bearer``).
     ``registry`` replaces what is exposed (register a :class:`CacheCollector` in it).
-    Runs until cancelled."""
-    server = MetricsServer(cache, host, port, token=token, registry=registry)
+    At most ``max_connections`` connections are held at once (never more than an eighth of
+    the open-file limit), each for at most ``request_timeout`` seconds. Runs until cancelled."""
+    server = MetricsServer(
+        cache, host, port, token=token, registry=registry, request_timeout=request_timeout,
+        max_connections=max_connections,
+    )
     await server.run(task_status=task_status)
 
 

@@ -79,6 +79,7 @@ class ShardActor:
         self.status = "starting"
         self.restarts = 0
         self.last_error: str | None = None
+        self.last_error_time: float | None = None  # trio clock
         self.acked_seq = 0
         self.core: ShardCore | None = None
         self.journal: Journal | None = None
@@ -115,6 +116,7 @@ class ShardActor:
         # max_dirty_age (the oldest only moves later, except when the shard was clean).
         self._admit_until = math.inf
         self._clock: trio.abc.Clock = trio.lowlevel.current_clock()  # the cache's run's clock
+        self._sleeps_until = math.inf  # the flusher loop's current deadline
         # Read on every put: kept as plain attributes, not looked up through the config.
         self._ack = config.ack
         self._max_dirty = config.max_dirty_per_shard
@@ -207,6 +209,7 @@ class ShardActor:
             self.status = "crashed" if self._crash is not None else "stopped"
             if self._crash is not None:
                 self.last_error = describe(self._crash)
+                self.last_error_time = trio.current_time()
             self._notify()
         if self._crash is not None:
             raise self._crash
@@ -226,7 +229,8 @@ class ShardActor:
                 self._sent_at[batch.batch_id] = now
                 await self._store_mailbox.send((batch, reply_to))
                 continue
-            with trio.move_on_at(core.next_deadline(now)):
+            self._sleeps_until = deadline = core.next_deadline(now)
+            with trio.move_on_at(deadline):
                 message = await replies.receive()
                 changed = False
                 while True:
@@ -254,7 +258,12 @@ class ShardActor:
         seen = core.durable_seq
         while True:
             seen = await journal.wait_beyond(seen, synced=synced)
-            if core.note_durable(seen):
+            # Wake the loop only if that changes its plan: it sleeps for good (nothing was
+            # sendable), or a batch is due now; else its deadline stands (one wake per
+            # flush, not one per group commit).
+            if core.note_durable(seen) and (
+                self._sleeps_until == math.inf or core.due(trio.current_time())
+            ):
                 self._kick()
 
     def _handle(self, core: ShardCore, message: object) -> None:
@@ -291,6 +300,7 @@ class ShardActor:
                 self.flush_failures += 1
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
+                self.last_error_time = now
                 self._alert(
                     "flush_failed", self.name,
                     f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
@@ -572,6 +582,7 @@ class ShardActor:
             evictions=core.evictions if core else 0,
             quarantined=len(core.quarantine) if core else 0,
             last_error=self.last_error,
+            last_error_time=self.last_error_time,
             batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,
             flush_failures=self.flush_failures,
             refused=self.refused,

@@ -83,6 +83,7 @@ class ShardStatistics:
     evictions: int
     quarantined: int
     last_error: str | None
+    last_error_time: float | None = None  # trio clock when ``last_error`` was set
     batches_per_second: float = 0.0  # store acks over the last RATE_WINDOW seconds
     # Counted over the shard's life, across restarts (the fields above are per incarnation):
     flush_failures: int = 0  # batches the store did not commit (each is retried after backoff)
@@ -108,6 +109,7 @@ class StoreStatistics:
     records: int
     errors: int
     last_error: str | None
+    last_error_time: float | None = None  # trio clock when ``last_error`` was set
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +128,9 @@ class CacheStatistics:
     ack_latency: LatencyStatistics = LatencyStatistics()
     # A flush batch from its send to the store actor until the store committed it.
     flush_latency: LatencyStatistics = LatencyStatistics()
+    store: str = ""  # Config.store with any password masked
+    store_table: str = ""
+    uptime: float = 0.0  # seconds since the cache started running (0 before)
 
     @property
     def unpersisted(self) -> int:
@@ -134,13 +139,20 @@ class CacheStatistics:
 
 @attrs.frozen
 class CacheEvent:
-    """Something that happened, as it happened: ``kind`` is one of :data:`EVENT_KINDS`."""
+    """Something that happened, as it happened: ``kind`` is one of :data:`EVENT_KINDS`;
+    ``alert`` is True when the cache raised it as an alert too (``Config.on_alert``, the log,
+    ``statistics().alerts``)."""
 
     kind: str
     actor: str
     detail: str
     time: float
+    alert: bool = False
 
+
+#: How many recent events a cache keeps for listeners that come later
+#: (:meth:`~writebehind.Cache.recent_events`).
+KEPT_EVENTS = 256
 
 #: What a :class:`CacheEvent` can report.
 EVENT_KINDS = (

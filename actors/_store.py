@@ -28,13 +28,23 @@ class Store(Protocol):
     """What a store actor drives. A ``blocking`` store is called from a worker thread; a
     non-blocking one (an in-memory simulation) is called inline, so a run stays deterministic.
     A non-blocking store may also have a ``latency()`` method: the seconds of (trio) time
-    each call spends on the wire, waited before the call."""
+    each call spends on the wire, waited before the call.
+
+    Optional, found by name: ``limits`` (what keys it can hold, checked before a write is
+    acknowledged; else the URL's kind decides), ``quarantine_rows()`` and
+    ``resolve_quarantine(action, keys)`` (its quarantine table, for the ``quarantine``
+    command and ``Cache.retry_quarantined``/``discard_quarantined``), and
+    ``acquire_lease``/``renew_lease``/``release_lease`` (one instance per table, see
+    :class:`LeaseHeld`). A failed call raises :class:`StoreUnavailable`, which is retried."""
 
     blocking: bool
     # Optionally also ``limits``: a :class:`StoreLimits` saying what keys it can hold, which
     # the cache checks before acknowledging a write (else the URL's kind decides).
 
-    def connect(self) -> None: ...
+    def connect(self) -> None:
+        """Open the connection, creating the tables if missing (:class:`SchemaMismatch` if
+        they are another version's); called again after a failure to reconnect."""
+        ...
 
     def take_epoch(self) -> int:
         """Atomically increment and return the store's epoch."""
@@ -47,11 +57,17 @@ class Store(Protocol):
         the store already holds (a retry) landed."""
         ...
 
-    def read(self, key: str) -> StoreRecord | None: ...
+    def read(self, key: str) -> StoreRecord | None:
+        """``key``'s row (a tombstone has ``value`` None), or None if the store has none."""
+        ...
 
-    def read_all(self) -> dict[str, StoreRecord]: ...
+    def read_all(self) -> dict[str, StoreRecord]:
+        """Every row, by key (the harness and tests check a whole store with it)."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the connection; closing a closed store does nothing."""
+        ...
 
 
 StoreFactory = Callable[[], Store]

@@ -39,6 +39,7 @@ class StoreActor:
         self.records = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.last_error_time: float | None = None  # trio clock
         self._factory = factory
         self._mailbox = mailbox
         self._hook = seams.fault_point
@@ -70,6 +71,7 @@ class StoreActor:
                 self.status = "reconnecting"
                 self.errors += 1
                 self.last_error = str(exc)
+                self.last_error_time = trio.current_time()
                 log.warning("%s cannot connect (%s); retrying in %.2fs", self.name, exc, delay)
                 await trio.sleep(delay)
                 delay = min(self._reconnect_max, delay * 2)
@@ -99,6 +101,7 @@ class StoreActor:
                     job = None
                     self.errors += 1
                     self.last_error = str(exc)
+                    self.last_error_time = trio.current_time()
                     held.remove(outgoing)
                     await _answer(reply, StoreNack(batch.batch_id, str(exc)))
                     await self._call(store.close)
@@ -139,6 +142,7 @@ class StoreActor:
             if not isinstance(exc, trio.Cancelled):
                 self.status = "crashed"
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error_time = trio.current_time()
             raise
         finally:
             if self.status != "crashed":
@@ -154,6 +158,7 @@ class StoreActor:
             records=self.records,
             errors=self.errors,
             last_error=self.last_error,
+            last_error_time=self.last_error_time,
         )
 
 

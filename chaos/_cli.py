@@ -41,17 +41,29 @@ directory), plus a short ack=memory row showing the loss that mode allows. Exits
 violation of the durability contract and prints the command that replays it."""
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} min"
+
+
+def suite_help() -> str:
+    """``--suite``'s help, from the suites' own budgets so the two never disagree."""
+    return "; ".join(
+        f"{name}{' (default)' if name == 'smoke' else ''}: a {_minutes(suite.duration)} budget"
+        for name, suite in sorted(SUITES.items(), key=lambda item: item[1].duration)
+    ) + ". The budget bounds the whole run, SIGKILL runs included"
+
+
 def register(subparsers: Any) -> None:
     """Add the ``chaos`` command to the ``writebehind`` argument parser."""
     parser = subparsers.add_parser("chaos", help="seeded chaos suites that check the contract")
     sub = parser.add_subparsers(dest="chaos_command", required=True)
 
     run = sub.add_parser("run", help="run a chaos suite", description=RUN_HELP)
-    run.add_argument("--suite", choices=sorted(SUITES), default="smoke",
-                     help="smoke (default, under a minute) or full (about ten minutes)")
+    run.add_argument("--suite", choices=sorted(SUITES), default="smoke", help=suite_help())
     run.add_argument("--seed", type=int, help="root seed (default: random, printed)")
     run.add_argument("--duration", type=float, metavar="S",
-                     help="time budget for the simulations in seconds (default: the suite's)")
+                     help="time budget for the whole run in seconds, SIGKILL runs included: "
+                     "sub-runs start only while they fit (default: the suite's)")
     _common(run)
     run.add_argument("--kills", type=int, metavar="N",
                      help="SIGKILL rounds per kill run; 0 runs none (default: the suite's)")
@@ -137,6 +149,14 @@ def _options(args: argparse.Namespace, **extra: Any) -> tuple[RunOptions, str | 
                 f"--variant {args.variant!r} is not a broken variant; valid names: "
                 f"{', '.join(sorted(BROKEN_VARIANTS))}"
             )
+    if args.kill_break is not None:
+        from writebehind.harness._worker import BREAKS
+
+        if args.kill_break not in BREAKS:
+            raise ConfigError(
+                f"--break {args.kill_break!r} is not a broken SIGKILL worker; valid names: "
+                f"{', '.join(BREAKS)}"
+            )
     options = RunOptions(config=settings, config_file=args.config, store=args.store,
                          variant=args.variant, kill_break=args.kill_break, inspect=inspect,
                          **extra)
@@ -180,6 +200,9 @@ def _run_suite(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     console.print(f"writebehind chaos run --suite {suite.name} --seed {seed}"
                   f"  [dim](the seed reproduces this run)[/]")
+    budget = suite.duration if args.duration is None else args.duration
+    console.print(f"budget: {_minutes(budget)} for the whole run (--duration); a sub-run "
+                  "starts only while it fits")
     if args.inspect:
         console.print(f"inspector: http://{args.inspect}/ shows each SIGKILL worker's cache "
                       "while it runs (it goes away at each kill and comes back with the restart)")
@@ -210,6 +233,7 @@ def _run_suite(args: argparse.Namespace) -> int:
             report = SuiteReport(
                 suite=suite.name, seed=seed, acks=(ack,) if ack else suite.acks,
                 runs=tuple(finished), seconds=time.monotonic() - started, interrupted=True,
+                budget=budget,
             )
     _print_outcome(console, report)
     if args.json:
@@ -231,11 +255,15 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
         console.print(line)
     data = summary(report)
     faults = fault_count(data["faults"])
+    of_budget = "" if report.budget is None else f" (budget {report.budget:g}s)"
     console.print(
-        f"{len(report.runs)} sub-runs in {report.seconds:.1f}s: {data['acked']} acknowledged "
-        f"writes, {faults} faults injected, {data['recoveries']} recoveries; "
+        f"{len(report.runs)} sub-runs in {report.seconds:.1f}s{of_budget}: {data['acked']} "
+        f"acknowledged writes, {faults} faults injected, {data['recoveries']} recoveries; "
         f"{data['lost']} acknowledged writes lost where the contract forbids it"
     )
+    if report.skipped:
+        console.print(f"{len(report.skipped)} SIGKILL runs did not fit the budget and did not "
+                      f"start: {', '.join(report.skipped)}")
     for mode in ACK_MODES:  # one footnote per mode whose row shows an allowed loss
         if any(run.label == ALLOWED and run.ack == mode for run in report.runs):
             console.print(f"[yellow]{ALLOWED}[/], ack={mode!r}: {ALLOWED_WHY.get(mode, '')}; "

@@ -155,6 +155,8 @@ def summary(report: SuiteReport) -> dict[str, Any]:
         "faults": total_faults(report.runs),
         "recoveries": sum(run.recoveries for run in report.runs),
         "seconds": round(report.seconds, 3),
+        "budget": report.budget,
+        "skipped": list(report.skipped),
         "coverage": coverage(report.runs),
         "runs": [run.to_json() for run in report.runs],
     }
@@ -176,6 +178,8 @@ def write_junit(report: SuiteReport, path: str | Path) -> None:
     })
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", {"name": "seed", "value": str(report.seed)})
+    if report.budget is not None:
+        ET.SubElement(props, "property", {"name": "budget", "value": f"{report.budget:g}"})
     if report.interrupted:
         ET.SubElement(props, "property", {"name": "interrupted", "value": "true"})
     for run in runs:

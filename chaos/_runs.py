@@ -241,10 +241,11 @@ def simulation_replay(plan: str, ack: str, options: RunOptions, store: str = "me
 def run_simulation(
     name: str, seed: int, ack: str, options: RunOptions, *, plan: Any = None,
     intensity: float = 1.0, shrink: bool = True, comparison: bool = False,
-    store: str = "memory",
+    store: str = "memory", shrink_deadline: float | None = None,
 ) -> RunRecord:
     """Simulate ``FaultPlan.buggify(seed)`` (or ``plan``) over ``store`` (see
-    :func:`writebehind.harness.simulate`); shrink the plan if it fails."""
+    :func:`writebehind.harness.simulate`); shrink the plan if it fails, trying no smaller
+    plan after ``shrink_deadline`` (``time.monotonic()``; a suite's budget)."""
     from writebehind.harness import FaultPlan, simulate
     from writebehind.harness._simulation import progress, stuck_report
 
@@ -278,7 +279,8 @@ def run_simulation(
         )
     shrunk_from = None
     if not result.ok and shrink:
-        smaller, smaller_result = shrink_plan(plan, result, _watched(attempt))
+        smaller, smaller_result = shrink_plan(plan, result, _watched(attempt),
+                                              deadline=shrink_deadline)
         if smaller != plan:
             shrunk_from, plan, result = repr(plan), smaller, smaller_result
     verdict = result.verdict
@@ -316,15 +318,18 @@ def _watched(attempt: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return watched
 
 
-def shrink_plan(plan: Any, failing: Any, attempt: Callable[[Any], Any]) -> tuple[Any, Any]:
+def shrink_plan(
+    plan: Any, failing: Any, attempt: Callable[[Any], Any], *, deadline: float | None = None
+) -> tuple[Any, Any]:
     """Remove fault kinds one at a time while the run still fails; return the smallest plan
-    found and its result. Kinds draw from their own generators, so removing one keeps the
-    others' draws. ``attempt`` returns None for a run that did not finish: not a failure."""
+    found and its result (by ``deadline``, if given). Kinds draw from their own generators,
+    so removing one keeps the others' draws. ``attempt`` returns None for a run that did
+    not finish: not a failure."""
     from writebehind.harness import FaultPlan
 
     budget = SHRINK_LIMIT
     for kind in plan.kinds:
-        if budget == 0:
+        if budget == 0 or (deadline is not None and time.monotonic() >= deadline):
             break
         budget -= 1
         candidate = FaultPlan(plan.seed, {k: r for k, r in plan.rates if k != kind},

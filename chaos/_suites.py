@@ -3,7 +3,13 @@
 A suite runs in-process simulations (:func:`writebehind.harness.simulate`, one fault plan per
 derived seed) and, at the same time on the other core, runs of real SIGKILLs. Sub-run *i* of a
 given root seed is always the same run; the time budget (``duration``) only decides how many
-simulations run, so a slower machine runs fewer of the same ones.
+sub-runs run, so a slower machine runs fewer of the same ones.
+
+The budget bounds the whole suite, SIGKILL runs included: a sub-run starts only if it is
+expected to finish within it (expected: as long as the longest of its kind so far). However
+small the budget, one simulation and one SIGKILL run per ack mode (and the memory comparison)
+run; SIGKILL runs go round the ack modes, so a budget that cuts them cuts every mode alike,
+and the report names the ones that did not start.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Suite:
     memory_comparison: bool  # add an ack='memory' SIGKILL row showing that mode's allowed loss
 
 
+#: The suites ``writebehind chaos run --suite NAME`` runs, by name.
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
         name="smoke", duration=35.0, simulations=500, min_simulations=32, operations=1500,
@@ -76,12 +83,16 @@ class SuiteProgress(Protocol):
 
 @attrs.frozen(kw_only=True)
 class SuiteReport:
+    """What :func:`run_suite` found: every sub-run's record; ``ok`` if none failed."""
+
     suite: str
     seed: int
     acks: tuple[str, ...]
     runs: tuple[RunRecord, ...]
     seconds: float
     interrupted: bool = False  # stopped early (Ctrl-C): ``runs`` are the ones that finished
+    budget: float | None = None  # the wall-time budget in seconds the suite ran under
+    skipped: tuple[str, ...] = ()  # SIGKILL runs not started: they would not fit the budget
 
     @property
     def ok(self) -> bool:
@@ -104,11 +115,13 @@ class KillJob:
 def plan_kills(
     suite: Suite, root: int, acks: Sequence[str], rounds: int, *, comparison: bool
 ) -> list[KillJob]:
+    # Round the ack modes (every mode's first run, then every mode's second...): when the
+    # budget runs out, every mode has had as many runs as the others, give or take one.
     jobs = [
         KillJob(name=f"kill-{ack}-{i:02d}", seed=derive_seed(root, "kill", ack, i), ack=ack,
                 rounds=rounds, comparison=False)
-        for ack in acks
         for i in range(suite.kill_runs)
+        for ack in acks
     ]
     if comparison and rounds > 0:
         jobs.append(KillJob(name="kill-memory-comparison", seed=derive_seed(root, "compare"),
@@ -129,9 +142,11 @@ def run_suite(
     on_run: Callable[[RunRecord], None] | None = None,
     fail_fast: bool = False,
 ) -> SuiteReport:
-    """Run ``suite`` from root ``seed``; simulations stop at the budget, kill runs finish.
-    With ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run
-    starts (a kill run already going finishes), and a failing plan is not shrunk."""
+    """Run ``suite`` from root ``seed`` within its time budget (``duration``, default the
+    suite's), SIGKILL runs included: beyond one of each per ack mode, a sub-run starts only if
+    one as long as the longest of its kind so far would still finish in time. With
+    ``fail_fast``, the first failing sub-run stops both: no new simulation or kill run starts
+    (a kill run already going finishes), and a failing plan is not shrunk."""
     started = time.monotonic()
     budget = suite.duration if duration is None else duration
     deadline = started + budget
@@ -141,7 +156,10 @@ def run_suite(
     jobs = plan_kills(suite, seed, modes, rounds, comparison=comparison)
     mix = tuple(acks) if acks else (suite.mix or suite.acks)
     kill_records: list[RunRecord] = []
+    skipped: list[str] = []
     kill_failure: list[BaseException] = []
+    # However small the budget: one run per ack mode, and the memory comparison.
+    required = {job.name for job in jobs if job.comparison or job.name == f"kill-{job.ack}-00"}
     stop = threading.Event()  # set by the first failing sub-run under fail_fast
 
     def finished(record: RunRecord) -> None:
@@ -151,10 +169,15 @@ def run_suite(
             on_run(record)
 
     def kills() -> None:
+        longest = 0.0  # seconds per round of the slowest kill run so far
         try:
             for job in jobs:
                 if stop.is_set():
                     break
+                expected = longest * (job.rounds + 1)
+                if job.name not in required and time.monotonic() + expected > deadline:
+                    skipped.append(job.name)
+                    continue
                 task = progress.add(f"SIGKILL {job.name}", job.rounds + 1) if progress else 0
 
                 def step(done: int, total: int, note: str, task: int = task) -> None:
@@ -166,6 +189,7 @@ def run_suite(
                                   comparison=job.comparison, progress=step,
                                   restart_server=suite.name == "full")
                 kill_records.append(record)
+                longest = max(longest, record.seconds / (job.rounds + 1))
                 finished(record)
         except BaseException as exc:  # re-raised by the main thread after the join
             kill_failure.append(exc)
@@ -180,13 +204,17 @@ def run_suite(
         stop.set()  # interrupted: the kill thread starts no new run, so the join is short
         raise
     finally:
-        thread.join()
+        try:
+            thread.join()
+        except BaseException:
+            stop.set()  # interrupted while waiting for the kill thread: no new run either
+            raise
     if kill_failure:
         raise kill_failure[0]
     return SuiteReport(
         suite=suite.name, seed=seed, acks=tuple(dict.fromkeys((*modes, *mix))),
         runs=(*sim_records, *kill_records),
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, budget=budget, skipped=tuple(skipped),
     )
 
 
@@ -202,10 +230,11 @@ def _simulations(
     task = progress.add("simulations", ticks) if progress else 0
     records: list[RunRecord] = []
     faults = 0
+    longest = 0.0  # the slowest simulation so far: the next one may take as long
     runs_of: collections.Counter[str] = collections.Counter()
     for i in range(cap):
         # At least one simulation per ack mode (and ``floor`` in all), however small the budget.
-        if i >= max(len(acks), floor) and time.monotonic() >= deadline:
+        if i >= max(len(acks), floor) and time.monotonic() + longest >= deadline:
             break
         if stop is not None and stop.is_set():
             break
@@ -215,7 +244,9 @@ def _simulations(
         record = run_simulation(
             f"sim-{ack}-{n:04d}", derive_seed(root, "sim", ack, n), ack, options,
             intensity=suite.intensity, store=simulation_store(options, n), shrink=shrink,
+            shrink_deadline=deadline,
         )
+        longest = max(longest, record.seconds)
         records.append(record)
         faults += fault_count(record.faults)
         if on_run is not None:

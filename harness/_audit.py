@@ -227,9 +227,31 @@ def open_sim_store(kind: str) -> Iterator[SimStore]:
         return
     table = f"wb_sim_{uuid.uuid4().hex[:12]}"
     try:
+        _refuse_for_good(kind, table)
         yield SimStore("postgresql", lambda: _InlinePostgres(kind, table), None)  # type: ignore[arg-type,return-value]
     finally:
         _drop_tables(kind, table)
+
+
+#: A key the simulation's PostgreSQL table refuses for good (a CHECK constraint, SQLSTATE
+#: 23514): the cache acknowledges its writes, then the server itself refuses them and they are
+#: quarantined, which exercises the real store's refusal path end to end.
+PG_REFUSED_KEY = "w2.k5"
+
+
+def _refuse_for_good(url: str, table: str) -> None:
+    from writebehind._store_pg import PostgresStore
+
+    store = PostgresStore(url, table=table)
+    store.connect()  # creates the tables
+    store.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT {table}_refused "
+            f"CHECK (key <> '{PG_REFUSED_KEY}')"
+        )
 
 
 def _drop_tables(url: str, table: str) -> None:

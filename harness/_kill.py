@@ -31,6 +31,7 @@ from writebehind._config import mask_url
 from writebehind._store import sqlite_path, store_factory
 
 from ._model import Loss, Model, Verdict
+from ._worker import STORE_ENV
 
 #: ``progress(step, total, message)``: called after each round and after the final drain.
 Progress = Callable[[int, int, str], None]
@@ -216,9 +217,12 @@ def run_kill_rounds(
     delays: list[float] = []
     kills = recoveries = backend_kills = server_restarts = 0
     restart = pg_restart_command() if restart_server and postgres else None
+    # The store URL (it may hold a PostgreSQL password) goes through the environment, never
+    # the command line: anyone on the machine can read a process's argv (ps, /proc).
+    env = {**os.environ, STORE_ENV: url}
     base = [
         sys.executable, "-m", "writebehind.harness._worker", "--workdir", str(workdir),
-        "--store", url, "--ack", ack, "--seed", str(seed),
+        "--ack", ack, "--seed", str(seed),
         "--config", json.dumps(dict(config or {})), "--parent", str(os.getpid()),
         *(["--break", broken] if broken else []),
     ]
@@ -230,7 +234,7 @@ def run_kill_rounds(
             proc = subprocess.Popen(
                 [*base, "--incarnation", str(incarnation), "--log", str(log), *extra],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                cwd=workdir,
+                cwd=workdir, env=env,
             )
         return proc, log, err
 

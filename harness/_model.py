@@ -39,6 +39,10 @@ SURVIVES: dict[str, frozenset[str]] = {
 
 @attrs.define
 class Write:
+    """One write the model saw issued (a put, or a delete when ``value`` is None) and what
+    became of it: ``status`` is ``"pending"`` until the cache answers, then ``"acked"``,
+    ``"refused"`` or ``"uncertain"`` (it may or may not have happened)."""
+
     op: int
     key: str
     value: bytes | None

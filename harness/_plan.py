@@ -58,6 +58,7 @@ CUT_KINDS: tuple[str, ...] = (
     "power_loss.rotation",  # each segment create, rename, unlink and directory fsync
 )
 
+#: Every fault kind a plan can enable: actor, store, process, corruption and power-cut kinds.
 FAULT_KINDS: tuple[str, ...] = (
     ACTOR_KINDS + STORE_KINDS + PROCESS_KINDS + CORRUPTION_KINDS + CUT_KINDS
 )

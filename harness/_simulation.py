@@ -63,7 +63,7 @@ from writebehind import (
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
 from writebehind._recover_tool import recover_with_config
 
-from ._audit import SimStore, open_sim_store
+from ._audit import PG_REFUSED_KEY, SimStore, open_sim_store
 from ._disk import FaultyDisk
 from ._faulty_store import StoreFaults
 from ._model import Loss, Model, Verdict
@@ -308,6 +308,10 @@ class _Simulation:
         self.unstorable = (
             {k for k in self.keys if "\0" in k} if sim_store.kind == "postgresql" else set()
         )
+        # Keys the store itself refuses for good (a constraint on the PostgreSQL table): their
+        # writes are acknowledged, then quarantined, never in the store.
+        self.store_refuses = {PG_REFUSED_KEY} if sim_store.kind == "postgresql" else set()
+        assert self.store_refuses <= set(self.keys)
         self.started_ops = 0
         self.finished_ops = 0
         self.active_ops = 0
@@ -524,7 +528,7 @@ class _Simulation:
         """The store, read directly, must hold every acknowledged write now."""
         # Refused for good: quarantined (a closed cache no longer lists its quarantine; the
         # liveness phase checks that the cache did quarantine each refusal).
-        quarantined = {key for key, _version in self.store_faults.poisoned} | self.unstorable
+        quarantined = {key for key, _version in self.store_faults.poisoned} | self.store_refuses
         if cache is not None:
             quarantined |= {key for key, _v, _r in cache.quarantined()}
         for loss in self._store_verdict(quarantined).lost:
@@ -587,9 +591,10 @@ class _Simulation:
             last = next((w for w in reversed(history) if w.status == "acked"), None)
             if last is None or last.version is None or history[-1] is not last:
                 continue  # (a later uncertain write replaces a quarantined entry)
-            if (key, last.version) in self.store_faults.poisoned and (
-                (key, last.version) not in quarantined
-            ):
+            refused = (key, last.version) in self.store_faults.poisoned or (
+                key in self.store_refuses and not self.model.excused(key)  # (a lost write)
+            )
+            if refused and (key, last.version) not in quarantined:
                 self.problems.append(
                     f"{when}: the store refused {key!r} version {last.version} for good, and "
                     "the cache did not quarantine it"
@@ -622,7 +627,7 @@ class _Simulation:
                 continue  # a crash meanwhile may excuse a miss: the liveness phase judges
             # Refused for good since the flush began: quarantined, maybe already superseded
             # (a newer write takes a key out of quarantine) by a write flush() need not wait for.
-            refused = {key for key, _v in self.store_faults.poisoned} | self.unstorable
+            refused = {key for key, _v in self.store_faults.poisoned} | self.store_refuses
             rows = {key: record.value for key, record in self.store.rows().items()}
             for key, low in lows.items():
                 if key in refused:
@@ -802,7 +807,7 @@ class _Simulation:
         # Sometimes one shard more or fewer: keys move, so the journals replay into the
         # store first. Not over a record the store refuses for good: a shard-count change
         # cannot start while any journal holds one (it would be stranded).
-        if self.final_rng.random() < 0.5 and not self.store_faults.poisoned:
+        if self.final_rng.random() < 0.5 and not self.store_faults.poisoned | self.store_refuses:
             shards = self.config.shards
             shards += -1 if shards > 1 and self.final_rng.random() < 0.5 else 1
             self.config = attrs.evolve(self.config, shards=shards)

@@ -74,6 +74,7 @@ def _nack_as_ack(self: ShardCore, batch_id: int, now: float) -> float:
     return 0.0
 
 
+#: Every broken variant by name (``writebehind chaos run --variant NAME``).
 BROKEN_VARIANTS: dict[str, BrokenVariant] = {
     v.name: v
     for v in (

@@ -53,6 +53,8 @@ from writebehind import (
 from writebehind._cache import Cache
 
 BREAK_ENV = "WRITEBEHIND_TEST_BREAK"
+#: The store URL, passed in the environment: a password on the command line shows in ``ps``.
+STORE_ENV = "WRITEBEHIND_WORKER_STORE"
 BREAKS = ("skip-replay", "drop-writes")
 
 #: The worker's defaults; a caller's config mapping overrides them. A long flush interval keeps
@@ -158,7 +160,10 @@ async def run_worker(args: argparse.Namespace) -> None:
     if broken and broken not in BREAKS:
         raise SystemExit(f"broken variant {broken!r} is not one of {', '.join(BREAKS)}")
     settings = {**WORKER_DEFAULTS, **json.loads(args.config)}
-    settings.update(store=args.store, journal_dir=str(workdir / "journal"), ack=args.ack,
+    store = os.environ.get(STORE_ENV)
+    if not store:
+        raise SystemExit(f"the worker takes its store URL from ${STORE_ENV}, which is not set")
+    settings.update(store=store, journal_dir=str(workdir / "journal"), ack=args.ack,
                     seed=args.seed + args.incarnation)
     config = Config.from_mapping(settings, source="worker config")
     if broken == "skip-replay":
@@ -197,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m writebehind.harness._worker")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--log", required=True)
-    parser.add_argument("--store", required=True)
     parser.add_argument("--ack", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--incarnation", type=int, required=True)

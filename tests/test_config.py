@@ -171,3 +171,22 @@ def test_max_key_bytes_is_bounded_by_what_postgresql_can_index() -> None:
         Config(store="postgresql://app@db/app", max_key_bytes=100_000)
     assert Config(store="postgresql://app@db/app", max_key_bytes=2000).max_key_bytes == 2000
     assert Config(store="sqlite:///s.db", max_key_bytes=100_000).max_key_bytes == 100_000
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://app:s3cret@db:5432/cache", "postgresql://app:***@db:5432/cache"),
+        ("postgresql://app:p@ss@db/x", "postgresql://app:***@db/x"),
+        ("postgresql://:pw@db/x", "postgresql://:***@db/x"),
+        ("postgresql://db/x?user=a&password=hunter2&sslmode=require",
+         "postgresql://db/x?user=a&password=***&sslmode=require"),
+        ("postgresql://app@db/x", "postgresql://app@db/x"),
+        ("sqlite:///data/a:b@c.db", "sqlite:///data/a:b@c.db"),
+    ],
+)
+def test_a_store_url_shows_no_password(url: str, masked: str) -> None:
+    from writebehind._config import mask_url
+
+    assert mask_url(url) == masked
+    assert masked in repr(Config(store=url))

@@ -89,6 +89,29 @@ def test_every_public_name_has_a_section(site: Path) -> None:
     )
 
 
+def test_every_public_name_has_a_docstring(site: Path) -> None:
+    """As the reference sees them: griffe, with the extension that reads ``#:`` comments."""
+    import griffe
+
+    sys.path.insert(0, str(ROOT / "specs" / "_mkdocs"))
+    try:
+        from griffe_roles import SphinxRoles
+    finally:
+        sys.path.remove(str(ROOT / "specs" / "_mkdocs"))
+    package = griffe.load(
+        "writebehind", search_paths=[str(ROOT / "build" / "reference-src")],
+        extensions=griffe.load_extensions(SphinxRoles()),
+    )
+    undocumented = []
+    for full in _public_objects():
+        obj = package[full.split(".", 1)[1]]
+        if obj.docstring is None or not obj.docstring.value.strip():
+            undocumented.append(full)
+    assert not undocumented, (
+        f"public names without a docstring (or a #: comment above a constant): {undocumented}"
+    )
+
+
 def _own_public_members(cls: type) -> list[str]:
     names = []
     for name, value in vars(cls).items():
@@ -239,3 +262,16 @@ def test_the_docs_extra_has_what_the_build_needs() -> None:
     for needed in ("mkdocs", "mkdocstrings[python]"):
         assert needed in docs, needed
     assert writebehind.__all__  # the reference documents this list
+
+
+def test_the_harness_page_lists_every_fixture_and_option() -> None:
+    import writebehind.harness.pytest_plugin as plugin
+
+    page = (ROOT / "specs" / "reference" / "harness.md").read_text()
+    fixtures = [
+        name for name, value in vars(plugin).items()
+        if name.startswith("writebehind_") and callable(value)
+    ]
+    assert fixtures  # the plugin's fixtures are module-level functions named writebehind_*
+    for name in [*fixtures, "--writebehind-seed"]:
+        assert f"`{name}" in page, f"{name} is not on specs/reference/harness.md"

@@ -181,6 +181,7 @@ async def test_a_store_that_cannot_hold_nul_refuses_such_a_key_before_acknowledg
                 await cache.put("a\0b", b"v")
             with pytest.raises(ValueError, match="holds a NUL character"):  # a ValueError too
                 await cache.delete("a\0b")
+            assert await cache.get("a\0b") is None  # a read of such a key is a miss
             with pytest.raises(Unstorable, match="over the NoNul store's limit of 10"):
                 await cache.put("k" * 11, b"v")
             await cache.put("k" * 10, b"v")

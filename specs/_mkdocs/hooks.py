@@ -31,6 +31,8 @@ def on_config(config: Any, **kwargs: Any) -> Any:
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             dirs_exist_ok=True,
         )
+    # CHANGELOG.md is included from the repository root, wherever mkdocs runs from.
+    config.mdx_configs.setdefault("pymdownx.snippets", {})["base_path"] = [str(root)]
     return config
 
 

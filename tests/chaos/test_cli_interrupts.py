@@ -65,6 +65,19 @@ def test_an_unknown_variant_exits_2_listing_the_valid_names(
     assert "Traceback" not in captured.out + captured.err
 
 
+@pytest.mark.parametrize("command", ["run", "replay"])
+def test_an_unknown_break_exits_2_listing_the_valid_names(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--duration", "1", "--kills", "1"] if command == "run" else ["--kill", "--seed", "1"]
+    code = main(["chaos", command, "--break", "no-such-break", *extra])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "--break 'no-such-break' is not a broken SIGKILL worker; valid names: " \
+        "skip-replay, drop-writes" in captured.out.replace("\n", "")
+    assert "Traceback" not in captured.out + captured.err
+
+
 def _allowed(ack: str) -> RunRecord:
     return RunRecord(kind="simulation", name=f"sim-{ack}-0000", seed=1, ack=ack, acked=10,
                      lost=2, faults={"power_loss": 1}, recoveries=1, label=ALLOWED, ok=True,

@@ -8,12 +8,13 @@ decides.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from writebehind.harness import Model
 from writebehind.harness._kill import _LogReplay, mask_url, run_kill_rounds
-from writebehind.harness._worker import BREAK_ENV, keys_for
+from writebehind.harness._worker import BREAK_ENV, STORE_ENV, keys_for
 
 
 @pytest.mark.parametrize("ack", ["journal", "fsync", "store"])
@@ -97,3 +98,28 @@ def test_worker_keys_are_shared_across_incarnations_or_owned_by_one() -> None:
     second = keys_for(0, 1, shared=2, local=1)
     assert first[:2] == second[:2] == ["w0/k0", "w0/k1"]
     assert first[2] != second[2]
+
+
+class _Spawned(Exception):
+    """Raised by the fake Popen below: the test only wants to see how the worker is started."""
+
+
+def test_the_worker_gets_the_store_url_through_its_environment_not_its_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Anyone on the machine can read a process's command line (ps, /proc/PID/cmdline).
+    import writebehind.harness._kill as kill
+
+    seen: dict[str, Any] = {}
+
+    def fake_popen(argv: list[str], **options: Any) -> None:
+        seen["argv"], seen["env"] = argv, options.get("env")
+        raise _Spawned
+
+    monkeypatch.setattr(kill, "_read_store", lambda url, table: {})
+    monkeypatch.setattr(kill.subprocess, "Popen", fake_popen)
+    url = "postgresql://writer:s3cr3t-pw@127.0.0.1:5432/app"
+    with pytest.raises(_Spawned):
+        run_kill_rounds(seed=1, ack="fsync", store=url, rounds=1, workdir=tmp_path)
+    assert not any("s3cr3t-pw" in arg for arg in seen["argv"])
+    assert seen["env"][STORE_ENV] == url

@@ -6,7 +6,9 @@ Real clock (a real browser cannot follow trio's mock clock); every wait is a pol
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ SHARD_VALUES = """(() => [...document.querySelectorAll('[data-kind="shard"]')].m
     acked: Number(n.querySelector('[data-field="acked_seq"]').textContent),
     dirty: n.querySelector('[data-field="dirty"]').textContent,
 })))()"""
+
+
+SHARD_CHART = "document.querySelector('svg[data-chart=\"shard-0\"]').outerHTML"
 
 
 def rect_of(selector: str) -> str:
@@ -52,8 +57,7 @@ async def test_the_page_shows_live_values_that_change(tmp_path: Path) -> None:
                 before = await page.evaluate(SHARD_VALUES)
                 shard_clip = await page.evaluate(rect_of('[data-actor="shard-0"]'))
                 title_clip = await page.evaluate(rect_of("header h1"))
-                chart_before = await page.evaluate(
-                    "document.querySelector('canvas[data-chart=\"shard-0\"]').toDataURL()")
+                chart_before = await page.evaluate(SHARD_CHART)
                 shot_before = await page.screenshot()
                 shard_before = await page.screenshot(shard_clip)
                 title_before = await page.screenshot(title_clip)
@@ -70,8 +74,7 @@ async def test_the_page_shows_live_values_that_change(tmp_path: Path) -> None:
                                         "?.textContent")
                 assert "injected by the browser test" in feed
                 await trio.sleep(0.5)  # two more updates, so each chart has a line to draw
-                chart_after = await page.evaluate(
-                    "document.querySelector('canvas[data-chart=\"shard-0\"]').toDataURL()")
+                chart_after = await page.evaluate(SHARD_CHART)
                 shot_after = await page.screenshot()
                 shard_after = await page.screenshot(shard_clip)
                 title_after = await page.screenshot(title_clip)
@@ -87,3 +90,80 @@ async def test_the_page_shows_live_values_that_change(tmp_path: Path) -> None:
             assert title_before == title_after
             assert chart_before != chart_after
             nursery.cancel_scope.cancel()
+
+
+#: Per chart: its series, whether each has a line, and its time axis (tick times and labels).
+CHARTS = """(() => Object.fromEntries([...document.querySelectorAll('svg[data-chart]')].map(c => [
+    c.dataset.chart, {
+        window: Number(c.dataset.window),
+        lines: Object.fromEntries([...c.querySelectorAll('path[data-series]')].map(
+            p => [p.dataset.series, (p.getAttribute('d').match(/[ML]/g) || []).length])),
+        ticks: [...c.querySelectorAll('[data-axis="x"] text')].map(
+            t => ({t: Number(t.dataset.t), label: t.textContent, x: Number(t.getAttribute('x'))})),
+        width: c.viewBox.baseVal.width,
+    }])))()"""
+RATES = """(() => Object.fromEntries(['r-puts', 'r-rows', 'r-batches', 'r-ack', 'r-flush',
+    'c-store', 'c-store_table', 'c-uptime'].map(
+        id => [id, document.getElementById(id).textContent])))()"""
+
+
+async def test_the_page_charts_rates_and_lag_on_a_five_minute_time_axis(tmp_path: Path) -> None:
+    store = "postgresql://app:hunter2@db.internal/app"
+    with trio.fail_after(90):
+        async with memory_cache(tmp_path, shards=2, store=store, store_table="sessions") as cache, \
+                trio.open_nursery() as nursery:
+            server = await nursery.start(serve_inspector, cache, "127.0.0.1", 0)
+            async with open_page(server.page_url, tmp_path / "profile") as page:
+                await poll(page, "document.getElementById('conn')?.textContent === 'live'")
+                for i in range(500):
+                    await cache.put(f"key-{i}", b"value %d" % i)
+                await cache.flush()
+                cache.record_event("fault", "shard-1", "a fault with a time")
+                # Rates reach the header: numbers above zero, and latencies in time units.
+                shown = await poll(page, f"""(() => {{ const r = {RATES};
+                    return Number.parseFloat(r['r-puts']) > 0
+                        && Number.parseFloat(r['r-rows']) > 0 && r; }})()""")
+                assert shown_number(shown["r-batches"]) > 0
+                assert shown["r-ack"].endswith(" s") or shown["r-ack"].endswith(" ms")
+                assert shown["c-store"] == "postgresql://app:***@db.internal/app"
+                assert shown["c-store_table"] == "sessions"
+                assert shown["c-uptime"].endswith("s")
+                body = await page.evaluate("document.body.innerText")
+                assert "hunter2" not in body
+                # Each chart draws lines once it has two points (a second apart at least).
+                charts = await poll(page, f"""(() => {{ const c = {CHARTS};
+                    return c.throughput && c.throughput.lines.puts_per_second >= 2
+                        && c.latency.lines.ack_p99 >= 2 && c['shard-0']
+                        && c['shard-0'].lines.lag >= 2 && c; }})()""")
+                assert set(charts) == {"throughput", "latency", "shard-0", "shard-1"}
+                assert set(charts["throughput"]["lines"]) == {
+                    "puts_per_second", "rows_per_second", "batches_per_second"}
+                # The shard chart has the lag and the dirty count, no sequence numbers.
+                assert set(charts["shard-0"]["lines"]) == {"lag", "dirty"}
+                now = await page.evaluate("Date.now() / 1000")
+                for name, chart in charts.items():
+                    assert chart["window"] == 300, name
+                    ticks = chart["ticks"]
+                    # A tick per whole minute of the last five, labelled HH:MM, left to right.
+                    assert len(ticks) == 5, (name, ticks)
+                    times = [tick["t"] for tick in ticks]
+                    assert all(t % 60 == 0 for t in times)
+                    assert [b - a for a, b in itertools.pairwise(times)] == [60] * 4
+                    assert now - 360 < times[0] and times[-1] <= now + 60
+                    assert all(re.fullmatch(r"\d\d:\d\d", tick["label"]) for tick in ticks)
+                    assert len({tick["label"] for tick in ticks}) == 5
+                    xs = [tick["x"] for tick in ticks]
+                    assert xs == sorted(xs) and 0 < xs[0] and xs[-1] < chart["width"]
+                # Events carry their wall-clock time.
+                stamp = await poll(page, "document.querySelector("
+                                         "'#events li[data-kind=\"fault\"] time')?.textContent")
+                assert re.fullmatch(r"\d\d:\d\d:\d\d ", stamp)
+                assert page.exceptions == []
+                (tmp_path / "history.png").write_bytes(await page.screenshot())
+            nursery.cancel_scope.cancel()
+
+
+def shown_number(text: str) -> float:
+    """A number as the page shows it ("1.5k" is 1500)."""
+    scale = {"k": 1e3, "M": 1e6}.get(text[-1:], 1)
+    return float(text.rstrip("kM")) * scale

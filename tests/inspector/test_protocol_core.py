@@ -97,6 +97,17 @@ def test_the_page_own_origin_is_allowed_and_a_foreign_one_refused() -> None:
     assert check_handshake("/ws", [(b"origin", b"null")], token=None, origins=ORIGINS)
 
 
+@pytest.mark.parametrize("order", ["foreign last", "foreign first"])
+def test_a_handshake_with_several_origin_headers_is_refused(order: str) -> None:
+    # Whichever one a check would read, the other could be the one a browser meant.
+    own, foreign = (b"Origin", b"http://127.0.0.1:8765"), (b"origin", b"http://evil.example")
+    headers = [own, foreign] if order == "foreign last" else [foreign, own]
+    assert check_handshake("/ws", headers, token=None, origins=ORIGINS) == Refusal(
+        403, "a handshake may carry one Origin header, not several"
+    )
+    assert check_handshake("/ws", [own, own], token=None, origins=ORIGINS) is not None
+
+
 def test_extra_origins_are_allowed_only_when_named() -> None:
     origins = allowed_origins("127.0.0.1", 8765, ["https://dash.example"])
     hdr = [(b"origin", b"https://dash.example")]
