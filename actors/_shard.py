@@ -293,7 +293,11 @@ class ShardActor:
                     )
         elif isinstance(message, StoreNack):
             if message.batch_id in self._through:
-                self._through_records.pop(message.batch_id, None)
+                sent = self._through_records.pop(message.batch_id, None)
+                if sent is not None:
+                    # The write may have committed: whatever older value the map holds of
+                    # the key may be stale now, so the next read asks the store.
+                    core.drop_superseded(sent.key, sent.version)
                 self._through[message.batch_id] = message.reason
             else:
                 self._sent_at.pop(message.batch_id, None)

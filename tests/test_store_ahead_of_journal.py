@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 import trio
 
-from writebehind import Config, Seams, SQLiteStore, Store, StoreRecord, serve_cache
+from writebehind import (
+    Config,
+    Seams,
+    SQLiteStore,
+    Store,
+    StoreRecord,
+    StoreUnavailable,
+    serve_cache,
+)
 from writebehind._journal._fs import OsFileSystem
 from writebehind._store import EPOCH_SHIFT
 
@@ -132,3 +140,50 @@ def test_the_blocking_disk_is_the_real_one() -> None:
     # (_BlockingSync only delays; it must sync for real.)
     assert _BlockingSync.fdatasync is not OsFileSystem.fdatasync
     assert hasattr(os, "fdatasync")
+
+
+class _CommitsThenFails:
+    """A store whose next write, once armed, commits and then reports a lost connection."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.blocking = inner.blocking
+        self.armed = False
+
+    def write_batch(self, records: Any) -> Any:
+        outcome = self._inner.write_batch(records)
+        if self.armed:
+            self.armed = False
+            raise StoreUnavailable("connection lost after the commit")
+        return outcome
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_write_through_of_unknown_outcome_drops_the_older_cached_value(
+    tmp_path: Path,
+) -> None:
+    # ack='store': the put of "new" committed, but its answer was lost, so it raised. The
+    # cache still held "old" (clean); serving it now would serve a value the store no longer
+    # holds. The next read must ask the store.
+    stores: list[_CommitsThenFails] = []
+
+    def wrap(store: Store) -> Store:
+        stores.append(_CommitsThenFails(store))
+        return stores[-1]  # type: ignore[return-value]
+
+    cfg = config(tmp_path, ack="store")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(
+                functools.partial(serve_cache, cfg, seams=Seams(wrap_store=wrap))
+            )
+            await cache.put("k", b"old")
+            assert await cache.get("k") == b"old"
+            for store in stores:
+                store.armed = True
+            with pytest.raises(StoreUnavailable):
+                await cache.put("k", b"new")
+            assert await cache.get("k") == b"new"
+            await cache.aclose()
