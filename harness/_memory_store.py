@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from writebehind import Rejection, StoreRecord, StoreUnavailable
+from writebehind import Rejection, StoreRecord, StoreUnavailable, Superseded
 
 
 class MemoryStore:
@@ -53,14 +53,19 @@ class _Connection:
         db.epoch += 1
         return db.epoch
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection | Superseded, ...]:
+        """Versioned upserts; a record older than the stored version is answered as
+        superseded (as the real stores do), so the shard drops its stale entry."""
         db = self._check()
         for record in records:
             old = db.rows.get(record.key)
             if old is None or record.version > old.version:
                 db.rows[record.key] = record
         db.transactions += 1
-        return ()
+        rows = db.rows
+        return tuple(
+            Superseded(r.key, r.version) for r in records if rows[r.key].version > r.version
+        )
 
     def read(self, key: str) -> StoreRecord | None:
         return self._check().rows.get(key)
