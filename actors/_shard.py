@@ -293,11 +293,11 @@ class ShardActor:
                     )
         elif isinstance(message, StoreNack):
             if message.batch_id in self._through:
-                sent = self._through_records.pop(message.batch_id, None)
-                if sent is not None:
+                unknown = self._through_records.pop(message.batch_id, None)
+                if unknown is not None:
                     # The write may have committed: whatever older value the map holds of
                     # the key may be stale now, so the next read asks the store.
-                    core.drop_superseded(sent.key, sent.version)
+                    core.drop_superseded(unknown.key, unknown.version)
                 self._through[message.batch_id] = message.reason
             else:
                 self._sent_at.pop(message.batch_id, None)
