@@ -66,6 +66,7 @@ ChaosControl = Callable[[Mapping[str, Any]], Awaitable[str]]
 #: With nothing changing, still send a state this often so charts keep moving.
 HEARTBEAT = 1.0
 
+
 @attrs.frozen(kw_only=True)
 class InspectorStatistics:
     """The inspector itself: who is connected, who was refused or disconnected for lagging."""

@@ -179,8 +179,11 @@ async def test_a_message_over_the_size_bound_closes_the_connection(
         ({"token": "s3cret"}, "/ws?token=wrong", [], 401),
         ({}, "/ws", [(b"Origin", b"http://evil.example")], 403),
         ({}, "/admin", [], 404),
+        # Judged by the last Origin, this one would pass: the inspector's own (port 0 here).
+        ({}, "/ws", [(b"Origin", b"http://evil.example"), (b"Origin", b"http://127.0.0.1:0")],
+         403),
     ],
-    ids=["no-token", "wrong-token", "foreign-origin", "unknown-path"],
+    ids=["no-token", "wrong-token", "foreign-origin", "unknown-path", "two-origins"],
 )
 async def test_refused_handshakes_get_an_http_error_and_no_state(
     autojump_clock: trio.abc.Clock,
