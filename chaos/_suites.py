@@ -60,7 +60,7 @@ SUITES: dict[str, Suite] = {
     "smoke": Suite(
         name="smoke", duration=35.0, simulations=500, min_simulations=32, operations=1500,
         intensity=1.0, kill_runs=1, kill_rounds=4, acks=("fsync",), memory_comparison=True,
-        mix=("fsync", "journal", "fsync", "memory", "fsync", "journal", "fsync", "store"),
+        mix=("fsync", "journal", "memory", "store", "fsync", "journal", "memory", "store"),
     ),
     "full": Suite(
         name="full", duration=600.0, simulations=5000, operations=4000, intensity=1.5,

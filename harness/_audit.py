@@ -162,8 +162,13 @@ class AuditedStore:
 class SimStore:
     """One run's store: a factory of audited connections, and a direct view for checks."""
 
-    def __init__(self, kind: str, factory: StoreFactory, memory: MemoryStore | None) -> None:
+    def __init__(
+        self, kind: str, factory: StoreFactory, memory: MemoryStore | None, *,
+        refuses: bool = False,
+    ) -> None:
         self.kind = kind
+        #: Does the store refuse :data:`STORE_REFUSED_KEY` for good?
+        self.refuses = refuses or kind == "postgresql"
         self.audit = StoreAudit()
         self._raw = factory
         self.memory = memory
@@ -207,8 +212,9 @@ class SimStore:
 
 
 @contextlib.contextmanager
-def open_sim_store(kind: str) -> Iterator[SimStore]:
-    """A fresh, empty store of ``kind`` for one run; removed afterwards."""
+def open_sim_store(kind: str, *, refuse: bool = False) -> Iterator[SimStore]:
+    """A fresh, empty store of ``kind`` for one run; removed afterwards. With ``refuse``, a
+    SQLite store refuses :data:`STORE_REFUSED_KEY` for good (PostgreSQL always does)."""
     check_sim_store(kind)
     if kind == "memory":
         memory = MemoryStore()
@@ -219,7 +225,9 @@ def open_sim_store(kind: str) -> Iterator[SimStore]:
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="writebehind-sim-store-", dir=_scratch_dir()) as d:
             path = Path(d) / "store.db"
-            sim = SimStore(kind, lambda: _InlineSQLite(path), None)
+            if refuse:
+                _sqlite_refuses_for_good(path)
+            sim = SimStore(kind, lambda: _InlineSQLite(path), None, refuses=refuse)
             try:
                 yield sim
             finally:
@@ -233,10 +241,26 @@ def open_sim_store(kind: str) -> Iterator[SimStore]:
         _drop_tables(kind, table)
 
 
-#: A key the simulation's PostgreSQL table refuses for good (a CHECK constraint, SQLSTATE
-#: 23514): the cache acknowledges its writes, then the server itself refuses them and they are
-#: quarantined, which exercises the real store's refusal path end to end.
-PG_REFUSED_KEY = "w2.k5"
+#: A key the simulation's real stores refuse for good (PostgreSQL: a CHECK constraint, SQLSTATE
+#: 23514; SQLite: a trigger, a constraint error): the cache acknowledges its writes, then the
+#: store itself refuses them and they are quarantined, which exercises the real stores'
+#: refusal paths end to end.
+STORE_REFUSED_KEY = "w2.k5"
+
+
+def _sqlite_refuses_for_good(path: Path) -> None:
+    store = SQLiteStore(path)
+    store.connect()  # creates the tables
+    try:
+        db = store._conn()
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER {store.table}_refused_{event.lower()} BEFORE {event} ON "
+                f"{store.table} WHEN NEW.key = '{STORE_REFUSED_KEY}' BEGIN "
+                "SELECT RAISE(ABORT, 'the simulation refuses this key for good'); END"
+            )
+    finally:
+        store.close()
 
 
 def _refuse_for_good(url: str, table: str) -> None:
@@ -250,7 +274,7 @@ def _refuse_for_good(url: str, table: str) -> None:
     with psycopg.connect(url, autocommit=True) as db:
         db.execute(
             f"ALTER TABLE {table} ADD CONSTRAINT {table}_refused "
-            f"CHECK (key <> '{PG_REFUSED_KEY}')"
+            f"CHECK (key <> '{STORE_REFUSED_KEY}')"
         )
 
 
