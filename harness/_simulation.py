@@ -846,10 +846,12 @@ class _Simulation:
         if self.final_rng.random() < 1 / 3:
             await self._final_stranded_writes()
             await self._final_recover_tool()
-        # Sometimes one shard more or fewer: keys move, so the journals replay into the
-        # store first. Not over a record the store refuses for good: a shard-count change
-        # cannot start while any journal holds one (it would be stranded).
+        # Sometimes one shard more or fewer, after a failed host left writes in the journals:
+        # keys move, so the journals replay into the store first. Not over a record the store
+        # refuses for good: a shard-count change cannot start while any journal holds one (it
+        # would be stranded).
         if self.final_rng.random() < 0.5 and not self.store_faults.poisoned | self.store_refuses:
+            await self._final_stranded_writes()
             shards = self.config.shards
             shards += -1 if shards > 1 and self.final_rng.random() < 0.5 else 1
             self.config = attrs.evolve(self.config, shards=shards)
