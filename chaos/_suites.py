@@ -197,7 +197,9 @@ def run_suite(
     thread = threading.Thread(target=kills, name="chaos-kills", daemon=True)
     thread.start()
     try:
-        floor = suite.min_simulations if duration is None else 0  # an explicit budget rules
+        # An explicit budget rules, and so does a server store's (its simulations take
+        # seconds each: a floor would take minutes).
+        floor = suite.min_simulations if duration is None and not options.store else 0
         sim_records = _simulations(suite, seed, mix, options, deadline, progress,
                                    finished, stop, shrink=not fail_fast, floor=floor)
     except BaseException:
