@@ -168,7 +168,7 @@ class SimStore:
     ) -> None:
         self.kind = kind
         #: Does the store refuse :data:`STORE_REFUSED_KEY` for good?
-        self.refuses = refuses or kind == "postgresql"
+        self.refuses = refuses
         self.audit = StoreAudit()
         self._raw = factory
         self.memory = memory
@@ -179,21 +179,13 @@ class SimStore:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Store]:
-        # SQLite and the memory store: one connection for every check (a connect is a schema
-        # transaction; checks run after every acknowledgement). PostgreSQL: a fresh one each
-        # time, so no transaction of the checker's ever holds an old snapshot.
-        if self.kind != "postgresql":
-            if self._checker is None:
-                self._checker = self._raw()
-                self._checker.connect()
-            yield self._checker
-            return
-        connection = self._raw()
-        connection.connect()
-        try:
-            yield connection
-        finally:
-            connection.close()
+        # One connection for every check: a connect is a schema transaction, and checks run
+        # after every acknowledgement. (PostgreSQL's reads each run in a transaction of their
+        # own, committed at once, so the checker never holds an old snapshot or a lock.)
+        if self._checker is None:
+            self._checker = self._raw()
+            self._checker.connect()
+        yield self._checker
 
     def rows(self) -> dict[str, StoreRecord]:
         """Every row, as committed now (tombstones as ``value=None``)."""
@@ -214,7 +206,7 @@ class SimStore:
 @contextlib.contextmanager
 def open_sim_store(kind: str, *, refuse: bool = False) -> Iterator[SimStore]:
     """A fresh, empty store of ``kind`` for one run; removed afterwards. With ``refuse``, a
-    SQLite store refuses :data:`STORE_REFUSED_KEY` for good (PostgreSQL always does)."""
+    real store (SQLite, PostgreSQL) refuses :data:`STORE_REFUSED_KEY` for good."""
     check_sim_store(kind)
     if kind == "memory":
         memory = MemoryStore()
@@ -235,8 +227,13 @@ def open_sim_store(kind: str, *, refuse: bool = False) -> Iterator[SimStore]:
         return
     table = f"wb_sim_{uuid.uuid4().hex[:12]}"
     try:
-        _refuse_for_good(kind, table)
-        yield SimStore("postgresql", lambda: _InlinePostgres(kind, table), None)  # type: ignore[arg-type,return-value]
+        if refuse:
+            _refuse_for_good(kind, table)
+        else:
+            _create_tables(kind, table)
+        yield SimStore(  # type: ignore[arg-type]
+            "postgresql", lambda: _InlinePostgres(kind, table), None, refuses=refuse  # type: ignore[return-value]
+        )
     finally:
         _drop_tables(kind, table)
 
@@ -263,12 +260,16 @@ def _sqlite_refuses_for_good(path: Path) -> None:
         store.close()
 
 
-def _refuse_for_good(url: str, table: str) -> None:
+def _create_tables(url: str, table: str) -> None:
     from writebehind._store_pg import PostgresStore
 
     store = PostgresStore(url, table=table)
     store.connect()  # creates the tables
     store.close()
+
+
+def _refuse_for_good(url: str, table: str) -> None:
+    _create_tables(url, table)
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as db:
