@@ -67,6 +67,9 @@ def test_a_broken_runtime_fails_the_machine_and_the_failure_shrinks() -> None:
                 max_examples=200, stateful_step_count=30, deadline=None, database=None,
                 phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False,
                 suppress_health_check=[HealthCheck.too_slow],
+                # The shrunk program's length depends on where the search started: one fixed
+                # start keeps this test from failing one run in many on a longer program.
+                derandomize=True,
             ),
         )
     # A put and a crash (of an actor or the process) whose restart skips replay; the read
