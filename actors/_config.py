@@ -19,7 +19,7 @@ from ._inspector_protocol import is_loopback, parse_address
 from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
 from ._store import store_limits
 
-#: When ``put``/``delete`` return: the type of :attr:`Config.ack` (see the contract).
+#: When ``put``/``delete`` return: the type of ``Config.ack`` (see the contract).
 AckMode = Literal["memory", "journal", "fsync", "store"]
 #: Every ack mode, weakest first.
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
