@@ -542,7 +542,7 @@ class _Simulation:
         """The store, read directly, must hold every acknowledged write now."""
         # Refused for good: quarantined (a closed cache no longer lists its quarantine; the
         # liveness phase checks that the cache did quarantine each refusal).
-        quarantined = {key for key, _version in self.store_faults.poisoned} | self.store_refuses
+        quarantined = self._refused_keys()
         if cache is not None:
             quarantined |= {key for key, _v, _r in cache.quarantined()}
         for loss in self._store_verdict(quarantined).lost:
@@ -604,12 +604,16 @@ class _Simulation:
             self.hold = None
             hold.set()
 
+    def _refused_keys(self) -> set[str]:
+        """Keys with a write the store refused for good (injected, or by the table itself)."""
+        return {key for key, _version in self.store_faults.poisoned} | self.store_refuses
+
     async def _check_coherent(self, cache: Any) -> None:
         """Once quiet and flushed, the cache serves what the store holds, key by key: a value
         the cache keeps (clean) while the store holds another is a stale read waiting for
         whoever asks next, whatever the order of writes that left it there."""
-        refused = {key for key, _v in self.store_faults.poisoned} | self.unstorable
-        refused |= self.store_refuses | {key for key, _v, _r in cache.quarantined()}
+        refused = self._refused_keys() | self.unstorable
+        refused |= {key for key, _v, _r in cache.quarantined()}
         for key, history in self.model.by_key.items():
             if key in refused:
                 continue
@@ -673,7 +677,7 @@ class _Simulation:
                 continue  # a crash meanwhile may excuse a miss: the liveness phase judges
             # Refused for good since the flush began: quarantined, maybe already superseded
             # (a newer write takes a key out of quarantine) by a write flush() need not wait for.
-            refused = {key for key, _v in self.store_faults.poisoned} | self.store_refuses
+            refused = self._refused_keys()
             rows = {key: record.value for key, record in self.store.rows().items()}
             for key, low in lows.items():
                 if key in refused:
