@@ -4,9 +4,8 @@ Writes are acknowledged before the backing store has them (as the ack mode says:
 written to the journal, synced, or committed to the store) and flushed later in batches.
 """
 
-from ._cache import Cache, open_cache, serve_cache, shard_of
-from ._config import ACK_MODES, REQUIREMENTS, AckMode, Config
-from ._errors import (
+from ._core._config import ACK_MODES, REQUIREMENTS, AckMode, Config
+from ._core._errors import (
     CacheClosed,
     ConfigError,
     JournalClosed,
@@ -27,8 +26,7 @@ from ._errors import (
     Unstorable,
     WritebehindError,
 )
-from ._inspector import ChaosControl, InspectorServer, InspectorStatistics, serve_inspector
-from ._messages import (
+from ._core._messages import (
     FlushBatch,
     FlushRequest,
     Receipt,
@@ -38,10 +36,8 @@ from ._messages import (
     StoreRecord,
     Superseded,
 )
-from ._metrics import CacheCollector, MetricsServer, serve_metrics
-from ._recover import RecoverReport, recover_journals
-from ._seams import FAULT_POINTS, FaultPointHook, Seams
-from ._stats import (
+from ._core._routing import shard_of
+from ._core._stats import (
     EVENT_KINDS,
     CacheEvent,
     CacheStatistics,
@@ -49,7 +45,14 @@ from ._stats import (
     ShardStatistics,
     StoreStatistics,
 )
-from ._store import SQLiteStore, Store
+from ._inspector._metrics import CacheCollector, MetricsServer, serve_metrics
+from ._inspector._server import ChaosControl, InspectorServer, InspectorStatistics, serve_inspector
+from ._open import open_cache, serve_cache
+from ._runtime._cache import Cache
+from ._runtime._recover import RecoverReport, recover_journals
+from ._runtime._seams import FAULT_POINTS, FaultPointHook, Seams
+from ._stores._protocol import Store
+from ._stores._sqlite import SQLiteStore
 
 __all__ = [
     "ACK_MODES",

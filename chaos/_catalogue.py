@@ -45,12 +45,12 @@ _J = "actors/_journal/_journal.py"
 _CODEC = "actors/_journal/_codec.py"
 _SCAN = "actors/_journal/_scan.py"
 _REC = "actors/_journal/_recovery.py"
-_CORE = "actors/_shard_core.py"
-_SHARD = "actors/_shard.py"
-_SA = "actors/_store_actor.py"
-_SQL = "actors/_store.py"
-_PG = "actors/_store_pg.py"
-_CACHE = "actors/_cache.py"
+_CORE = "actors/_core/_shard_core.py"
+_SHARD = "actors/_runtime/_shard.py"
+_SA = "actors/_runtime/_store_actor.py"
+_SQL = "actors/_stores/_sqlite.py"
+_PG = "actors/_stores/_postgres.py"
+_CACHE = "actors/_runtime/_cache.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- the journal ------------------------------------------------------------------------
@@ -452,7 +452,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the recovery tools -----------------------------------------------------------------
     Mutant(
         name="recover-skips-deletes",
-        area="recover", file="actors/_recover.py",
+        area="recover", file="actors/_runtime/_recover.py",
         find="r.version) for r in recovery.records]",
         replace="r.version) for r in recovery.records\n"
         "                       if r.value is not None]",
@@ -461,14 +461,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="recover-last-chunk-off-by-one",
-        area="recover", file="actors/_recover.py",
+        area="recover", file="actors/_runtime/_recover.py",
         find="            for start in range(0, len(pending), batch_size):",
         replace="            for start in range(0, len(pending) - 1, batch_size):",
         rule="recovery writes every pending record before checkpointing the journal",
     ),
     Mutant(
         name="recover-tool-repairs-unasked",
-        area="recover", file="actors/_recover_tool.py",
+        area="recover", file="actors/_cli/_recover.py",
         find="repair=repair or config.repair_journal,",
         replace="repair=True,",
         rule="only the operator decides to cut a corrupt journal; recover refuses damage "

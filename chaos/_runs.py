@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import attrs
 
-from writebehind._config import mask_url
+from writebehind._core._config import mask_url
 from writebehind.harness._kill import run_kill_rounds
 
 Kind = Literal["simulation", "sigkill"]

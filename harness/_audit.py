@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from writebehind import Rejection, Store, StoreRecord
-from writebehind._store import SQLiteStore, StoreFactory
+from writebehind._stores._protocol import StoreFactory
+from writebehind._stores._sqlite import SQLiteStore
 
 from ._memory_store import MemoryStore
 
@@ -57,7 +58,7 @@ class _InlinePostgres:
     blocking = False
 
     def __init__(self, url: str, table: str) -> None:
-        from writebehind._store_pg import PostgresStore
+        from writebehind._stores._postgres import PostgresStore
 
         self._inner = PostgresStore(url, table=table, timeout=30.0)
 
@@ -261,7 +262,7 @@ def _sqlite_refuses_for_good(path: Path) -> None:
 
 
 def _create_tables(url: str, table: str) -> None:
-    from writebehind._store_pg import PostgresStore
+    from writebehind._stores._postgres import PostgresStore
 
     store = PostgresStore(url, table=table)
     store.connect()  # creates the tables

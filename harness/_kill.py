@@ -27,8 +27,9 @@ from typing import Any
 
 import attrs
 
-from writebehind._config import mask_url
-from writebehind._store import sqlite_path, store_factory
+from writebehind._core._config import mask_url
+from writebehind._stores._registry import store_factory
+from writebehind._stores._sqlite import sqlite_path
 
 from ._model import Loss, Model, Verdict
 from ._worker import STORE_ENV

@@ -60,8 +60,8 @@ from writebehind import (
     Unstorable,
     serve_cache,
 )
+from writebehind._cli._recover import recover_with_config
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
-from writebehind._recover_tool import recover_with_config
 
 from ._audit import STORE_REFUSED_KEY, SimStore, open_sim_store
 from ._disk import FaultyDisk

@@ -16,8 +16,8 @@ import attrs
 import trio
 
 from writebehind import Rejection, StoreRecord
+from writebehind._core._shard_core import ShardCore
 from writebehind._journal import Journal
-from writebehind._shard_core import ShardCore
 
 from ._memory_store import _Connection
 

@@ -50,7 +50,7 @@ from writebehind import (
     StoreUnavailable,
     open_cache,
 )
-from writebehind._cache import Cache
+from writebehind._runtime._cache import Cache
 
 BREAK_ENV = "WRITEBEHIND_TEST_BREAK"
 #: The store URL, passed in the environment: a password on the command line shows in ``ps``.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from writebehind import _recover_tool
+from writebehind._cli import _recover as _recover_tool
 from writebehind._cli import is_interrupt, main
 
 # A cache whose flush interval outlasts the test: only a drain puts the writes in the store.

@@ -186,7 +186,7 @@ def test_max_key_bytes_is_bounded_by_what_postgresql_can_index() -> None:
     ],
 )
 def test_a_store_url_shows_no_password(url: str, masked: str) -> None:
-    from writebehind._config import mask_url
+    from writebehind._core._config import mask_url
 
     assert mask_url(url) == masked
     assert masked in repr(Config(store=url))

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import trio
 
-import writebehind._lease as lease_module
+import writebehind._runtime._lease as lease_module
 from writebehind import Config, LeaseHeld, LeaseLost, Seams, SQLiteStore, open_cache, serve_cache
-from writebehind._lease import LeaseClaim, LeaseHolder, LeaseKeeper, decide
+from writebehind._core._lease import LeaseClaim, LeaseHolder, decide
+from writebehind._runtime._lease import LeaseKeeper
 
 
 class WallClock:

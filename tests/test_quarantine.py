@@ -19,8 +19,8 @@ import trio
 
 from writebehind import Config, Seams, SQLiteStore, StoreRecord, Unstorable, serve_cache
 from writebehind._cli import main
-from writebehind._recover_tool import recover_with_config
-from writebehind._store import StoreLimits
+from writebehind._cli._recover import recover_with_config
+from writebehind._core._limits import StoreLimits
 
 LIMIT = 200  # bytes of one SQLite row or value; a 300-byte value is refused for good
 

@@ -4,8 +4,8 @@ import math
 import random
 
 from writebehind import Rejection, StoreRecord, Superseded
+from writebehind._core._shard_core import FlushPolicy, ShardCore
 from writebehind._journal import JournalRecord, RecordKind
-from writebehind._shard_core import FlushPolicy, ShardCore
 
 
 def make(**policy: float) -> ShardCore:

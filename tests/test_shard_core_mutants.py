@@ -10,9 +10,15 @@ import math
 import random
 
 from writebehind import Rejection
+from writebehind._core._messages import StoreRecord
+from writebehind._core._shard_core import (
+    _COMPACT_AFTER,
+    FlushPolicy,
+    Quarantined,
+    ShardCore,
+    _compacted,
+)
 from writebehind._journal import JournalRecord, RecordKind
-from writebehind._messages import StoreRecord
-from writebehind._shard_core import _COMPACT_AFTER, FlushPolicy, Quarantined, ShardCore, _compacted
 
 
 class EdgeRandom(random.Random):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from writebehind import Rejection, StoreRecord, Superseded
-from writebehind._store import SQLiteStore, _chunks
+from writebehind._stores._sqlite import SQLiteStore, _chunks
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 300, 1024, 1025, 3000])

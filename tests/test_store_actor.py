@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from writebehind._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
-from writebehind._seams import Seams
-from writebehind._store_actor import StoreActor
+from writebehind._core._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
+from writebehind._runtime._seams import Seams
+from writebehind._runtime._store_actor import StoreActor
 
 
 class SlowStore:

@@ -28,8 +28,8 @@ from writebehind import (
     StoreUnavailable,
     serve_cache,
 )
+from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._journal._fs import OsFileSystem
-from writebehind._store import EPOCH_SHIFT
 
 
 def config(tmp_path: Path, **kw: Any) -> Config:

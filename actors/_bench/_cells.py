@@ -11,8 +11,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from .._cache import open_cache
-from .._config import Config
+from .._core._config import Config
+from .._open import open_cache
 from ._latency import Latencies
 from ._stores import StoreTarget
 from ._workloads import WORKLOADS, key_chooser, value_pool

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .._journal import bench as journal_bench
-from .._messages import StoreRecord
+from .._core._messages import StoreRecord
+from . import _journal as journal_bench
 from ._latency import Latencies
 from ._stores import StoreTarget
 

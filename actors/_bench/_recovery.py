@@ -19,13 +19,13 @@ from pathlib import Path
 import attrs
 import trio
 
-from .._cache import open_cache
-from .._config import Config
+from .._core._config import Config
+from .._core._messages import Rejection, StoreRecord
+from .._core._shard_core import FlushPolicy, ShardCore
 from .._journal import Journal, RecordKind
 from .._journal._recovery import paused_gc
-from .._messages import Rejection, StoreRecord
-from .._seams import Seams
-from .._shard_core import FlushPolicy, ShardCore
+from .._open import open_cache
+from .._runtime._seams import Seams
 from ._stores import StoreTarget
 
 

@@ -11,7 +11,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from .._config import Config
+from .._core._config import Config
 from ._cells import MODES, CellResult
 from ._runner import BenchRun
 from ._workloads import WORKLOADS, ideal_rows_per_put

@@ -7,8 +7,10 @@ import uuid
 
 import attrs
 
-from .._config import mask_url
-from .._store import Store, sqlite_path, store_factory
+from .._core._config import mask_url
+from .._stores._protocol import Store
+from .._stores._registry import store_factory
+from .._stores._sqlite import sqlite_path
 
 
 @attrs.define

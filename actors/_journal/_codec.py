@@ -20,6 +20,8 @@ import zlib
 
 import attrs
 
+from .._core._limits import MAX_PAYLOAD, RECORD_OVERHEAD
+
 MAGIC = b"WBJOURNL"
 FORMAT_VERSION = 1
 
@@ -34,8 +36,7 @@ _VALUE_LEN = struct.Struct("<I")
 _TOMBSTONE = 0xFFFFFFFF
 _TOMBSTONE_LEN = _VALUE_LEN.pack(_TOMBSTONE)
 MIN_PAYLOAD = _FIXED.size + _VALUE_LEN.size  # 24
-# Anything longer is a damaged length field, not a record: refuse before trusting it.
-MAX_PAYLOAD = 1 << 30
+assert MIN_PAYLOAD == RECORD_OVERHEAD  # the configuration's size check counts on it
 
 
 _LENGTH_KIND = struct.Struct("<IB")  # what the CRC covers before the payload

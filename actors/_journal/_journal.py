@@ -21,7 +21,7 @@ from typing import ParamSpec, TypeVar
 import attrs
 import trio
 
-from .._errors import ConfigError, JournalClosed, JournalFailed, JournalFull, JournalLocked
+from .._core._errors import ConfigError, JournalClosed, JournalFailed, JournalFull, JournalLocked
 from ._codec import HEADER_SIZE, JournalRecord, RecordKind, SegmentHeader, encode_frame, salt_seed
 from ._fs import FileSystem, OsFileSystem
 from ._recovery import RecoveryReport, Segment, create_segment, recover

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from .._errors import JournalCorruption
+from .._core._errors import JournalCorruption
 from ._codec import HEADER_SIZE, JournalRecord, Manifest, SegmentHeader
 from ._fs import FileSystem, write_file_atomic
 from ._scan import (

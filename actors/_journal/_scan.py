@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from .._errors import JournalCorruption
+from .._core._errors import JournalCorruption
 from ._codec import (
     FRAME_HEADER_SIZE,
     HEADER_SIZE,

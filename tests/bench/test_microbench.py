@@ -10,9 +10,9 @@ import random
 
 import pytest
 
+from writebehind._core._shard_core import FlushPolicy, ShardCore
 from writebehind._journal import RecordKind, scan_segment
 from writebehind._journal._codec import SegmentHeader, encode_frame, salt_seed
-from writebehind._shard_core import FlushPolicy, ShardCore
 
 pytestmark = pytest.mark.microbench
 N = 2_000

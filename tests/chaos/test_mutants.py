@@ -48,9 +48,11 @@ def test_the_catalogue_is_large_named_uniquely_and_covers_every_area() -> None:
     files = {m.file for m in MUTANTS}
     for path in ("actors/_journal/_journal.py", "actors/_journal/_codec.py",
                  "actors/_journal/_scan.py", "actors/_journal/_recovery.py",
-                 "actors/_shard_core.py", "actors/_shard.py", "actors/_store_actor.py",
-                 "actors/_store.py", "actors/_store_pg.py", "actors/_cache.py",
-                 "actors/_recover.py", "actors/_recover_tool.py"):
+                 "actors/_core/_shard_core.py", "actors/_runtime/_shard.py",
+                 "actors/_runtime/_store_actor.py",
+                 "actors/_stores/_sqlite.py", "actors/_stores/_postgres.py",
+                 "actors/_runtime/_cache.py",
+                 "actors/_runtime/_recover.py", "actors/_cli/_recover.py"):
         assert path in files, path
 
 
@@ -79,7 +81,7 @@ def test_the_copy_is_an_importable_package_with_the_mutant_applied(tmp_path: Pat
     for target in LAYOUT.values():
         assert (tree / target / "__init__.py").is_file()
     assert not list(tree.rglob("__pycache__"))
-    mutated = (tree / "writebehind" / "_shard_core.py").read_text()
+    mutated = (tree / "writebehind" / "_core" / "_shard_core.py").read_text()
     assert mutated == mutant.apply(_source(mutant))
 
 

@@ -22,8 +22,8 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from writebehind import serve_inspector, serve_metrics
-from writebehind._inspector import InspectorServer
-from writebehind._inspector_http import FD_SHARE, connection_cap
+from writebehind._inspector._http import FD_SHARE, connection_cap
+from writebehind._inspector._server import InspectorServer
 
 
 async def wait_for_connections(server: InspectorServer, count: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from writebehind import serve_inspector
-from writebehind._stats import KEPT_EVENTS
+from writebehind._core._stats import KEPT_EVENTS
 
 from ._devtools import open_page
 from .conftest import connect, memory_cache, receive, receive_until, running_inspector

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from writebehind import CacheEvent, CacheStatistics, ShardCrashed
-from writebehind._inspector_protocol import event_message, state_message
+from writebehind._inspector._protocol import event_message, state_message
 
 from .conftest import connect, memory_cache, receive, receive_until, running_inspector
 

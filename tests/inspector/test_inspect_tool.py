@@ -15,8 +15,8 @@ from rich.console import Console
 
 from writebehind import CacheStatistics, ShardStatistics, StoreStatistics, serve_inspector
 from writebehind._cli import main
-from writebehind._inspect_tool import endpoints, render
-from writebehind._inspector_protocol import state_message
+from writebehind._cli._inspect import endpoints, render
+from writebehind._inspector._protocol import state_message
 
 from .conftest import memory_cache
 

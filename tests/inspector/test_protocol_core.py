@@ -7,7 +7,8 @@ import json
 import pytest
 
 from writebehind import CacheEvent, CacheStatistics, ConfigError, ShardStatistics, StoreStatistics
-from writebehind._inspector_protocol import (
+from writebehind._core._addresses import is_loopback, parse_address
+from writebehind._inspector._protocol import (
     MAX_DETAIL_CHARS,
     ClientOutbox,
     Refusal,
@@ -15,8 +16,6 @@ from writebehind._inspector_protocol import (
     check_bind,
     check_handshake,
     event_message,
-    is_loopback,
-    parse_address,
     reply_to,
     state_message,
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from writebehind import CacheStatistics, StoreStatistics
-from writebehind._inspector_rates import RateWindow, Totals, quantile, rates
-from writebehind._stats import LATENCY_BUCKETS, LatencyRecorder, LatencyStatistics
+from writebehind._core._stats import LATENCY_BUCKETS, LatencyRecorder, LatencyStatistics
+from writebehind._inspector._rates import RateWindow, Totals, quantile, rates
 
 
 def latency(*seconds: float) -> LatencyStatistics:

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-import writebehind._inspector_protocol as protocol
+import writebehind._inspector._protocol as protocol
 from writebehind import ConfigError, serve_inspector
 
 from .conftest import memory_cache, running_inspector
@@ -134,10 +134,12 @@ async def test_an_inspector_failure_inside_a_listener_never_reaches_the_cache(
             def broken(*args: object, **kw: object) -> dict[str, object]:
                 raise RuntimeError("inspector bug")
 
-            monkeypatch.setattr("writebehind._inspector.event_message", broken)
+            monkeypatch.setattr("writebehind._inspector._server.event_message", broken)
             cache.record_event("fault", "shard-0", "the cache must not see the bug")
             await cache.put("k", b"v")
-            monkeypatch.setattr("writebehind._inspector.event_message", protocol.event_message)
+            monkeypatch.setattr(
+                "writebehind._inspector._server.event_message", protocol.event_message
+            )
             async with open_websocket_url(server.url) as ws:
                 assert json.loads(await ws.get_message())["type"] == "snapshot"
             nursery.cancel_scope.cancel()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from writebehind._errors import JournalCorruption
+from writebehind._core._errors import JournalCorruption
 from writebehind._journal._codec import (
     HEADER_SIZE,
     INCOMPLETE,

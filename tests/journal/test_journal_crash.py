@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from writebehind._errors import JournalClosed, JournalFailed, JournalFull
+from writebehind._core._errors import JournalClosed, JournalFailed, JournalFull
 from writebehind._journal import Journal, JournalRecord, RecordKind
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash, SimulatedFileSystem
 
@@ -260,7 +260,7 @@ async def test_flip_in_synced_region_refuses_to_open_naming_file_and_offset() ->
         journal.close()
     path = journal.recovery.segments[0]
     fs.flip_byte(path, 60)
-    from writebehind._errors import JournalCorruption
+    from writebehind._core._errors import JournalCorruption
 
     with pytest.raises(JournalCorruption, match=rf"^{path}: offset 36: checksum mismatch, "
                        r"followed by a valid record at offset \d+$"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from writebehind._errors import JournalCorruption, JournalLocked
+from writebehind._core._errors import JournalCorruption, JournalLocked
 from writebehind._journal import Journal, RecordKind, SimulatedFileSystem
 from writebehind._journal._codec import JournalRecord
 

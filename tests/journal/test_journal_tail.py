@@ -246,7 +246,7 @@ def test_the_recover_tool_logs_every_cut(
     end = segment.stat().st_size
     with open(segment, "ab") as f:
         f.write(b"\0" * 100)
-    from writebehind._recover import recover_journals
+    from writebehind._runtime._recover import recover_journals
 
     with caplog.at_level(logging.WARNING, logger="writebehind"):
         store = MemoryStore().factory()

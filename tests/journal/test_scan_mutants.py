@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from writebehind._errors import JournalCorruption
+from writebehind._core._errors import JournalCorruption
 from writebehind._journal._codec import HEADER_SIZE, JournalRecord, RecordKind
 from writebehind._journal._scan import SegmentScan, TornTail, scan_journal, scan_segment
 

@@ -11,7 +11,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from writebehind import CacheCollector, Config, ConfigError, MetricsServer, serve_metrics
-from writebehind._inspector import InspectorServer
+from writebehind._inspector._server import InspectorServer
 
 from .conftest import http_get, memory_cache, parse, scrape_stream, value
 

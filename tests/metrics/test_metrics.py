@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
 from writebehind import CacheCollector, Overloaded, ShardCrashed, shard_of
-from writebehind._stats import LATENCY_BUCKETS, LatencyRecorder, LatencyStatistics
+from writebehind._core._stats import LATENCY_BUCKETS, LatencyRecorder, LatencyStatistics
 
 from .conftest import Samples, StoreTrouble, memory_cache, parse, value
 

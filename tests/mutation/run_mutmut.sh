@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation-test the pure cores with mutmut 3: the shard state machine (actors/_shard_core.py),
+# Mutation-test the pure cores with mutmut 3: the shard state machine (actors/_core/_shard_core.py),
 # the journal frame codec (actors/_journal/_codec.py) and the recovery scan
 # (actors/_journal/_scan.py).
 #
@@ -80,7 +80,7 @@ cat > "$work/pyproject.toml" <<TOML
 [tool.mutmut]
 source_paths = ["src/writebehind/"]
 only_mutate = [
-    "src/writebehind/_shard_core.py",
+    "src/writebehind/_core/_shard_core.py",
     "src/writebehind/_journal/_codec.py",
     "src/writebehind/_journal/_scan.py",
 ]
@@ -102,7 +102,7 @@ echo "running mutmut in $work (a few minutes; the log is mutmut-run.log there)"
 # mutmut may exit non-zero when mutants survive; the report below is the result.
 "$mutmut_cmd" run ${run_args[@]+"${run_args[@]}"} >"$work/mutmut-run.log" 2>&1 || {
     status=$?
-    if [[ ! -e mutants/src/writebehind/_shard_core.py.meta ]]; then
+    if [[ ! -e mutants/src/writebehind/_core/_shard_core.py.meta ]]; then
         tail -c 4000 "$work/mutmut-run.log" >&2
         exit "$status"
     fi
@@ -111,7 +111,7 @@ echo "running mutmut in $work (a few minutes; the log is mutmut-run.log there)"
 "$mutmut_cmd" results --all true >"$work/results.txt"
 echo
 echo "$("$mutmut_cmd" --version): killed / total mutants per file"
-for module in writebehind._shard_core writebehind._journal._codec writebehind._journal._scan; do
+for module in writebehind._core._shard_core writebehind._journal._codec writebehind._journal._scan; do
     awk -v prefix="$module." '
         index($1, prefix) == 1 && substr($1, length(prefix) + 1) !~ /[.]/ {
             total++

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import psycopg
 
 from writebehind import StoreRecord
-from writebehind._store_pg import PostgresStore
+from writebehind._stores._postgres import PostgresStore
 
 
 def unnest(store: PostgresStore, rows: list[StoreRecord]) -> None:

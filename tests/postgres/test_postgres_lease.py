@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from writebehind import Config, LeaseHeld, Seams, open_cache
-from writebehind._lease import LeaseClaim
-from writebehind._store_pg import PostgresStore
+from writebehind._core._lease import LeaseClaim
+from writebehind._stores._postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

@@ -27,7 +27,7 @@ from writebehind import (
     serve_cache,
 )
 from writebehind._cli import main
-from writebehind._store_pg import PostgresStore
+from writebehind._stores._postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

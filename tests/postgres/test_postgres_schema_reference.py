@@ -36,13 +36,13 @@ def documented_columns(page: str, store: str) -> dict[str, dict[str, str]]:
 def test_the_schema_page_lists_every_postgres_column(pg_url: str, pg_table: str) -> None:
     import psycopg
 
-    from writebehind._lease import LeaseClaim
-    from writebehind._store_pg import PostgresStore
+    from writebehind._runtime._lease import new_claim
+    from writebehind._stores._postgres import PostgresStore
 
     store = PostgresStore(pg_url, table=pg_table)
     store.connect()
     try:
-        claim = LeaseClaim.new(time.time())
+        claim = new_claim(time.time())
         assert store.acquire_lease(claim, time.time()) is None  # adds the meta's detail column
         store.release_lease(claim)
     finally:

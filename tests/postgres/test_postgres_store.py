@@ -16,7 +16,7 @@ from writebehind import (
     open_cache,
     serve_cache,
 )
-from writebehind._store_pg import PostgresStore
+from writebehind._stores._postgres import PostgresStore
 from writebehind.harness._kill import pg_restart_command
 
 pytestmark = pytest.mark.postgres

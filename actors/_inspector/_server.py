@@ -20,15 +20,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
-from ._errors import describe
-from ._inspector_http import (
+from .._core._errors import describe
+from .._core._stats import CacheEvent, CacheStatistics
+from ._http import (
     ConnectionBound,
     Replay,
     connection_cap,
@@ -37,7 +37,8 @@ from ._inspector_http import (
     read_head,
     respond,
 )
-from ._inspector_protocol import (
+from ._metrics import METRICS_PATH, CacheCollector, cache_registry, respond_metrics
+from ._protocol import (
     RECENT_EVENTS,
     ClientOutbox,
     Message,
@@ -47,16 +48,13 @@ from ._inspector_protocol import (
     check_handshake,
     encode,
     event_message,
-    parse_address,
     reply_to,
     state_message,
 )
-from ._inspector_rates import RateWindow
-from ._metrics import METRICS_PATH, CacheCollector, cache_registry, respond_metrics
-from ._stats import CacheEvent, CacheStatistics
+from ._rates import RateWindow
 
 if TYPE_CHECKING:
-    from ._cache import Cache
+    from .._runtime._cache import Cache
 
 log = logging.getLogger("writebehind.inspector")
 
@@ -497,19 +495,3 @@ async def serve_inspector(
     ``chaos_control``, ``update_interval``, ...). Runs until cancelled."""
     server = InspectorServer(cache, host, port, **options)
     await server.run(task_status=task_status)
-
-
-async def start_for_cache(cache: Cache, nursery: trio.Nursery) -> InspectorServer | None:
-    """Start the inspector ``Config.inspector`` asks for; a failure is logged, never raised."""
-    assert cache.config.inspector is not None
-    host, port = parse_address(cache.config.inspector, what="Config.inspector")
-    try:
-        server: InspectorServer = await nursery.start(partial(
-            serve_inspector, cache, host, port, token=cache.config.inspector_token,
-        ))
-    except Exception:
-        log.exception("the inspector could not start on %s; the cache runs without it",
-                      cache.config.inspector)
-        return None
-    log.info("inspector: %s", server.page_url)
-    return server

@@ -5,19 +5,17 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import attrs
 
+from ._addresses import is_loopback, parse_address
 from ._errors import ConfigError
-from ._inspector_protocol import is_loopback, parse_address
-from ._journal._codec import MAX_PAYLOAD, MIN_PAYLOAD
-from ._store import store_limits
+from ._limits import MAX_PAYLOAD, RECORD_OVERHEAD, store_limits
 
 #: When ``put``/``delete`` return: the type of ``Config.ack`` (see the contract).
 AckMode = Literal["memory", "journal", "fsync", "store"]
@@ -100,8 +98,9 @@ def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: 
         )
 
 
-def _path(value: str | os.PathLike[str]) -> Path:
-    if isinstance(value, bool) or not isinstance(value, str | os.PathLike):
+def _path(value: str | PurePath) -> Path:
+    # Anything with __fspath__ is a path (os.PathLike's own test, without importing os).
+    if isinstance(value, bool) or not (isinstance(value, str) or hasattr(value, "__fspath__")):
         raise ConfigError(
             f"Config.journal_dir must be a path (str or pathlib.Path), got {value!r} "
             f"({type(value).__name__})"
@@ -323,11 +322,11 @@ class Config:
                 f"Config.segment_bytes must be at least {MIN_SEGMENT_BYTES}, "
                 f"got {self.segment_bytes!r}"
             )
-        if MIN_PAYLOAD + self.max_key_bytes + self.max_value_bytes > MAX_PAYLOAD:
+        if RECORD_OVERHEAD + self.max_key_bytes + self.max_value_bytes > MAX_PAYLOAD:
             raise ConfigError(
                 f"Config.max_value_bytes ({self.max_value_bytes!r}) plus Config.max_key_bytes "
                 f"({self.max_key_bytes!r}) must fit in one journal record: at most "
-                f"{MAX_PAYLOAD - MIN_PAYLOAD} bytes together"
+                f"{MAX_PAYLOAD - RECORD_OVERHEAD} bytes together"
             )
         limits = store_limits(self.store)
         if limits.max_key_bytes is not None and self.max_key_bytes > limits.max_key_bytes:

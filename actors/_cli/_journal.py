@@ -15,12 +15,12 @@ from typing import Any
 
 import trio
 
-from .._errors import JournalCorruption
-from ._codec import JournalRecord, RecordKind, SegmentHeader
-from ._fs import OsFileSystem
-from ._journal import Journal
-from ._recovery import list_segments, read_journal
-from ._scan import MANIFEST_NAME, JournalScan
+from .._core._errors import JournalCorruption
+from .._journal._codec import JournalRecord, RecordKind, SegmentHeader
+from .._journal._fs import OsFileSystem
+from .._journal._journal import Journal
+from .._journal._recovery import list_segments, read_journal
+from .._journal._scan import MANIFEST_NAME, JournalScan
 
 
 def register(subparsers: Any) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 import outcome
 import trio
 
-from ._errors import StoreUnavailable
-from ._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
+from .._core._errors import StoreUnavailable
+from .._core._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
+from .._core._stats import StoreStatistics
+from .._stores._protocol import Store, StoreFactory, WriteOutcome, rejections, supersessions
 from ._seams import Seams
-from ._stats import StoreStatistics
-from ._store import Store, StoreFactory, WriteOutcome, rejections, supersessions
 
 log = logging.getLogger("writebehind")
 

@@ -17,8 +17,8 @@ import time
 
 import trio
 
-from ._codec import RecordKind
-from ._journal import Journal
+from .._journal._codec import RecordKind
+from .._journal._journal import Journal
 
 _VALUE = b"v" * 100
 

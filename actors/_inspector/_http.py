@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._errors import describe
+from .._core._errors import describe
 
 log = logging.getLogger("writebehind.inspector")
 
@@ -84,7 +84,7 @@ class ConnectionBound:
             self._slots.release()
 
 MAX_REQUEST_HEAD = 8192
-PAGE_FILE = "_inspector_page.html"
+PAGE_FILE = "page.html"
 PAGE_HEADERS = (
     "Content-Type: text/html; charset=utf-8\r\n"
     "Cache-Control: no-store\r\n"
@@ -159,4 +159,4 @@ async def respond(
 @functools.cache
 def page() -> bytes:
     """The page: one self-contained file shipped as package data."""
-    return importlib.resources.files("writebehind").joinpath(PAGE_FILE).read_bytes()
+    return importlib.resources.files(__package__).joinpath(PAGE_FILE).read_bytes()

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._store import Store, StoreFactory
+from .._stores._protocol import Store, StoreFactory
 
 #: Every named step of the write and flush path, in the order a write meets them.
 FAULT_POINTS: tuple[str, ...] = (

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import Config
-from ._errors import (
+from .._core._config import Config
+from .._core._errors import (
     CacheClosed,
     JournalError,
     JournalFull,
@@ -31,9 +31,7 @@ from ._errors import (
     StoreUnavailable,
     describe,
 )
-from ._journal import Journal
-from ._journal._recovery import describe_cuts, paused_gc
-from ._messages import (
+from .._core._messages import (
     FlushBatch,
     FlushRequest,
     Receipt,
@@ -42,10 +40,12 @@ from ._messages import (
     StoreNack,
     StoreRecord,
 )
+from .._core._routing import make_version
+from .._core._shard_core import FlushPolicy, ShardCore
+from .._core._stats import RATE_WINDOW, LatencyRecorder, ShardStatistics
+from .._journal import Journal
+from .._journal._recovery import describe_cuts, paused_gc
 from ._seams import Seams
-from ._shard_core import FlushPolicy, ShardCore
-from ._stats import RATE_WINDOW, LatencyRecorder, ShardStatistics
-from ._store import EPOCH_SHIFT
 
 if TYPE_CHECKING:
     from ._store_actor import Outgoing
@@ -440,7 +440,7 @@ class ShardActor:
         journal = self.journal
         assert journal is not None
         self._counter += 1
-        version = self._epoch << EPOCH_SHIFT | self._counter
+        version = make_version(self._epoch, self._counter)
         self._fault_inline("put.before_journal_append")
         try:
             seq = journal.append_encoded(raw_key, value, version)
@@ -486,7 +486,7 @@ class ShardActor:
             if inbox is None:
                 raise ShardCrashed(f"{self.name} is restarting; retry")
             self._counter += 1
-            version = self._epoch << EPOCH_SHIFT | self._counter
+            version = make_version(self._epoch, self._counter)
             self._through_ids -= 1  # negative ids never collide with the core's batches
             batch_id = self._through_ids
             record = StoreRecord(key, value, version)

@@ -17,19 +17,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._config import mask_url
-from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
-from ._lease import LeaseClaim, LeaseHolder, decide
-from ._messages import Rejection, StoreRecord, Superseded
-from ._store import (
-    DISCARD,
-    POSTGRES_MAX_KEY_BYTES,
-    SCHEMA_VERSION,
-    QuarantineRow,
-    StoreLimits,
-    WriteOutcome,
-    _key_filter,
-)
+from .._core._config import mask_url
+from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
+from .._core._lease import LeaseClaim, LeaseHolder, decide
+from .._core._limits import POSTGRES_LIMITS
+from .._core._messages import Rejection, StoreRecord, Superseded
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, _key_filter
 
 # Per-connection staging table for COPY; emptied by every commit.
 _STAGE = "writebehind_stage"
@@ -64,7 +57,7 @@ class PostgresStore:
     """A table of versioned rows, its meta table (schema version, epoch) and a quarantine."""
 
     blocking = True
-    limits = StoreLimits("PostgreSQL", max_key_bytes=POSTGRES_MAX_KEY_BYTES, nul_in_keys=False)
+    limits = POSTGRES_LIMITS
 
     def __init__(self, url: str, *, table: str = "writebehind_entries",
                  timeout: float = 30.0) -> None:

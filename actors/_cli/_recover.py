@@ -8,12 +8,12 @@ from typing import Any
 
 import trio
 
-from ._config import Config
-from ._errors import WritebehindError
-from ._recover import RecoverReport, recover_journals
-from ._seams import Seams
-from ._store import store_factory
-from ._store_actor import call_store
+from .._core._config import Config
+from .._core._errors import WritebehindError
+from .._runtime._recover import RecoverReport, recover_journals
+from .._runtime._seams import Seams
+from .._runtime._store_actor import call_store
+from .._stores._registry import store_factory
 
 
 def register(subparsers: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._stats import CacheStatistics, LatencyStatistics
+from .._core._stats import CacheStatistics, LatencyStatistics
 
 #: Seconds of history a rate or percentile is computed over.
 RATE_WINDOW = 10.0

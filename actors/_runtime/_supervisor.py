@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._errors import TooManyRestarts, describe
+from .._core._errors import TooManyRestarts, describe
 
 log = logging.getLogger("writebehind")
 

@@ -1,126 +1,18 @@
-"""Stores: the synchronous drivers a store actor runs in its own worker thread.
-
-A store keeps, per key, the newest version it was given: writes are versioned upserts that
-only move forward, and deletes are tombstones with versions, so an older write (a replay, a
-retry, a zombie instance) can never undo a newer one. Each start takes a new *epoch* from the
-store's meta table; versions are ``epoch << EPOCH_SHIFT | counter``.
-"""
+"""The embedded default store: SQLite, driven from a store actor's worker thread."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-import attrs
+from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
+from .._core._lease import LeaseClaim, LeaseHolder, decide
+from .._core._limits import SQLITE_LIMITS
+from .._core._messages import Rejection, StoreRecord, Superseded
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, _key_filter
 
-from ._errors import ConfigError, SchemaMismatch, StoreUnavailable
-from ._lease import LeaseClaim, LeaseHolder, decide
-from ._messages import Rejection, StoreRecord, Superseded
-
-EPOCH_SHIFT = 40
-SCHEMA_VERSION = 1
 _MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
-
-
-class Store(Protocol):
-    """What a store actor drives. A ``blocking`` store is called from a worker thread; a
-    non-blocking one (an in-memory simulation) is called inline, so a run stays deterministic.
-    A non-blocking store may also have a ``latency()`` method: the seconds of (trio) time
-    each call spends on the wire, waited before the call.
-
-    Optional, found by name: ``limits`` (what keys it can hold, checked before a write is
-    acknowledged; else the URL's kind decides), ``quarantine_rows()`` and
-    ``resolve_quarantine(action, keys)`` (its quarantine table, for the ``quarantine``
-    command and ``Cache.retry_quarantined``/``discard_quarantined``), and
-    ``acquire_lease``/``renew_lease``/``release_lease`` (one instance per table, see
-    :class:`LeaseHeld`). A failed call raises :class:`StoreUnavailable`, which is retried."""
-
-    blocking: bool
-    # Optionally also ``limits``: a :class:`StoreLimits` saying what keys it can hold, which
-    # the cache checks before acknowledging a write (else the URL's kind decides).
-
-    def connect(self) -> None:
-        """Open the connection, creating the tables if missing (:class:`SchemaMismatch` if
-        they are another version's); called again after a failure to reconnect."""
-        ...
-
-    def take_epoch(self) -> int:
-        """Atomically increment and return the store's epoch."""
-        ...
-
-    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
-        """Write all records in one transaction; return those that did not land as given:
-        refused for good (:class:`Rejection`, quarantined) or not applied because the store
-        holds a newer version of the key (:class:`Superseded`). A record whose very version
-        the store already holds (a retry) landed."""
-        ...
-
-    def read(self, key: str) -> StoreRecord | None:
-        """``key``'s row (a tombstone has ``value`` None), or None if the store has none."""
-        ...
-
-    def read_all(self) -> dict[str, StoreRecord]:
-        """Every row, by key (the harness and tests check a whole store with it)."""
-        ...
-
-    def close(self) -> None:
-        """Close the connection; closing a closed store does nothing."""
-        ...
-
-
-StoreFactory = Callable[[], Store]
-
-#: What :meth:`Store.write_batch` returns: the records that did not land as given.
-WriteOutcome = tuple[Rejection | Superseded, ...]
-
-#: Quarantine resolutions an operator records (``writebehind quarantine``,
-#: ``Cache.discard_quarantined``): a discarded write is answered as superseded from then on.
-DISCARD = "discard"
-
-
-def rejections(outcome: WriteOutcome) -> tuple[Rejection, ...]:
-    return tuple(r for r in outcome if isinstance(r, Rejection))
-
-
-def supersessions(outcome: WriteOutcome) -> tuple[Superseded, ...]:
-    return tuple(r for r in outcome if isinstance(r, Superseded))
-
-
-@attrs.frozen
-class QuarantineRow:
-    """One row of a store's quarantine table: a record it refused for good."""
-
-    key: str  # as stored (PostgreSQL: a NUL shows as the four characters \x00)
-    version: int
-    reason: str
-    at: str
-    resolution: str | None  # None: pending; "discard": an operator gave it up
-
-
-@attrs.frozen
-class StoreLimits:
-    """What the configured store can hold, checked before a write is acknowledged."""
-
-    name: str
-    max_key_bytes: int | None = None  # None: no limit below the journal's own
-    nul_in_keys: bool = True
-
-
-#: PostgreSQL's btree index holds an entry of at most ~2700 bytes (a third of an 8 KiB page,
-#: less the tuple header). Keys are bounded well below it: the index entry also carries the
-#: text header and alignment, and a smaller block size lowers the limit.
-POSTGRES_MAX_KEY_BYTES = 2000
-
-
-def store_limits(url: str) -> StoreLimits:
-    """The limits of the store ``url`` names (a store of unknown kind: none known)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from ._store_pg import PostgresStore
-
-        return PostgresStore.limits
-    return StoreLimits("SQLite" if url.startswith("sqlite://") else "store")
 
 
 def sqlite_path(url: str) -> Path:
@@ -138,7 +30,7 @@ class SQLiteStore:
     """The embedded default: one file, WAL mode, ``synchronous=FULL``."""
 
     blocking = True
-    limits = StoreLimits("SQLite")
+    limits = SQLITE_LIMITS
 
     def __init__(self, path: str | Path, *, table: str = "writebehind_entries",
                  timeout: float = 30.0) -> None:
@@ -428,34 +320,10 @@ class SQLiteStore:
             db.close()
 
 
-def store_factory(
-    url: str, *, table: str = "writebehind_entries", timeout: float = 30.0
-) -> StoreFactory:
-    """A factory of fresh, unconnected stores for ``url`` (one per store actor)."""
-    if url.startswith("sqlite://"):
-        path = sqlite_path(url)
-        return lambda: SQLiteStore(path, table=table, timeout=timeout)
-    if url.startswith(("postgresql://", "postgres://")):
-        from ._store_pg import PostgresStore
-
-        PostgresStore(url, table=table)  # validate the table name now, not in a thread
-        return lambda: PostgresStore(url, table=table, timeout=timeout)
-    raise ConfigError(f"Config.store has an unknown scheme: {url!r}")
-
-
 def _sqlite_refusal(exc: sqlite3.Error) -> bool:
     """Will SQLite refuse this record however often it is retried? (A value over its length
     limit, a constraint; not a busy or locked database, a full disk or an I/O error.)"""
     return isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
-
-
-def _key_filter(keys: Sequence[str] | None, mark: str) -> tuple[str, list[object]]:
-    """`` AND key IN (...)`` and its parameters, or nothing for every key."""
-    if keys is None:
-        return "", []
-    if not keys:
-        return " AND 1 = 0", []
-    return f" AND key IN ({', '.join([mark] * len(keys))})", list(keys)
 
 
 def _chunks(count: int, limit: int) -> list[int]:

@@ -11,13 +11,13 @@ from typing import Any
 import attrs
 import trio
 
-from ._errors import StoreRejected
-from ._journal import Journal, run_io
-from ._journal._fs import FileSystem, OsFileSystem
-from ._journal._recovery import describe_cuts
-from ._journal._scan import MANIFEST_NAME
-from ._messages import Rejection, StoreRecord
-from ._store import Store, rejections
+from .._core._errors import StoreRejected
+from .._core._messages import Rejection, StoreRecord
+from .._journal import Journal, run_io
+from .._journal._fs import FileSystem, OsFileSystem
+from .._journal._recovery import describe_cuts
+from .._journal._scan import MANIFEST_NAME
+from .._stores._protocol import Store, rejections
 from ._store_actor import call_store
 
 log = logging.getLogger("writebehind")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import hmac
-import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -22,8 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from ._errors import ConfigError
-from ._stats import CacheEvent, CacheStatistics
+from .._core._addresses import is_loopback
+from .._core._errors import ConfigError
+from .._core._stats import CacheEvent, CacheStatistics
 
 PROTOCOL_VERSION = 1
 #: Event details are exception descriptions; cut them so one event cannot make a huge message.
@@ -42,31 +42,6 @@ def encode(message: Mapping[str, Any]) -> str:
 
 
 # -- addresses and access ---------------------------------------------------------------------
-
-
-def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[::1]:8765"`` for IPv6) as ``(host, port)``; ConfigError naming
-    ``what`` otherwise."""
-    if not isinstance(text, str) or ":" not in text:
-        raise ConfigError(f"{what} must be 'HOST:PORT' like '127.0.0.1:8765', got {text!r}")
-    host, _, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{what} must be 'HOST:PORT' like '127.0.0.1:8765', got {text!r}")
-    return host, int(port_text)
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for names and addresses that only this machine can reach."""
-    if host is None or host == "":
-        return False  # every interface
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
 
 
 def check_bind(host: str | None, token: str | None) -> None:

@@ -1,4 +1,8 @@
-"""The public service: :func:`open_cache`, :func:`serve_cache` and :class:`Cache`."""
+"""The cache: :class:`Cache`, and running one (``serve_cache``/``open_cache``).
+
+What runs beside a cache (the inspector, the metrics endpoint) lives in a layer above and is
+handed in as *attachments*; ``writebehind.open_cache`` passes the ones ``Config`` asks for.
+"""
 
 from __future__ import annotations
 
@@ -8,53 +12,65 @@ import json
 import logging
 import os
 import random
-import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from ._config import Config, mask_url
-from ._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
-from ._journal import run_io
-from ._journal._fs import FileSystem, OsFileSystem, write_file_atomic
-from ._lease import LeaseKeeper
-from ._messages import Receipt, StoreRecord
-from ._recover import recover_journals
-from ._seams import Seams
-from ._shard import ShardActor
-from ._stats import (
+from .._core._config import Config, mask_url
+from .._core._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
+from .._core._limits import StoreLimits, store_limits
+from .._core._messages import Receipt, StoreRecord
+from .._core._routing import shard_of_utf8
+from .._core._stats import (
     KEPT_EVENTS,
     CacheEvent,
     CacheStatistics,
     LatencyRecorder,
     LatencyStatistics,
 )
-from ._store import DISCARD, Store, StoreLimits, store_factory, store_limits
+from .._journal import run_io
+from .._journal._fs import FileSystem, OsFileSystem, write_file_atomic
+from .._stores._protocol import DISCARD, Store
+from .._stores._registry import store_factory
+from ._lease import LeaseKeeper
+from ._recover import recover_journals
+from ._seams import Seams
+from ._shard import ShardActor
 from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
 
-if TYPE_CHECKING:
-    from ._inspector import InspectorServer
-    from ._metrics import MetricsServer
-
 log = logging.getLogger("writebehind")
 
+
+class Endpoint(Protocol):
+    """A server running beside a cache (the inspector, the metrics endpoint)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+#: Starts something beside a running cache, in its nursery, once its shards serve (the
+#: inspector, the metrics endpoint). It logs rather than raises when it cannot start.
+Attachment = Callable[["Cache", trio.Nursery], Awaitable[None]]
+
 LAYOUT_FILE = "writebehind.json"
-
-
-def shard_of(key: str, shards: int) -> int:
-    """The shard that owns ``key``: CRC-32 of its UTF-8 bytes, modulo the shard count."""
-    return zlib.crc32(key.encode("utf-8")) % shards
 
 
 class Cache:
     """A running cache. Get one from :func:`open_cache` or ``nursery.start(serve_cache, ...)``."""
 
-    def __init__(self, config: Config, seams: Seams) -> None:
+    def __init__(
+        self, config: Config, seams: Seams, attachments: Sequence[Attachment] = ()
+    ) -> None:
         self.config = config
+        self._attachments = tuple(attachments)
         self._seams = seams
         self._rng = random.Random(config.seed)
         self._factory = seams.store_factory or store_factory(
@@ -94,8 +110,8 @@ class Cache:
         self._recent_events: collections.deque[CacheEvent] = collections.deque(
             maxlen=KEPT_EVENTS
         )
-        self.inspector: InspectorServer | None = None  # serving when Config.inspector is set
-        self.metrics: MetricsServer | None = None  # serving when Config.metrics is set
+        self.inspector: Endpoint | None = None  # serving when Config.inspector is set
+        self.metrics: Endpoint | None = None  # serving when Config.metrics is set
         self._ack_latency = LatencyRecorder()
         self._now = trio.lowlevel.current_clock().current_time
         self.status = "starting"
@@ -245,7 +261,7 @@ class Cache:
 
     def _route(self, key: str) -> tuple[ShardActor, bytes]:
         """Validate ``key`` (and that the cache is open); return the shard that owns it
-        (:func:`shard_of`) and the key's UTF-8 bytes, which the journal reuses."""
+        (:func:`~writebehind.shard_of`) and the key's UTF-8 bytes, which the journal reuses."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, got {type(key).__name__}")
         try:
@@ -261,7 +277,7 @@ class Cache:
             )
         if self.status != "running":
             self._check_open()
-        return self._shards[zlib.crc32(raw) % self._shard_count], raw
+        return self._shards[shard_of_utf8(raw, self._shard_count)], raw
 
     def _check_storable(self, key: str, raw: bytes) -> None:
         """Refuse a write of ``key`` the store could never hold (a read of it is a miss)."""
@@ -421,14 +437,8 @@ class Cache:
                     await nursery.start(self._supervisor.supervise, shard)
                 self.status = "running"
                 self._running_since = self._now()
-                if self.config.inspector is not None:
-                    from ._inspector import start_for_cache
-
-                    self.inspector = await start_for_cache(self, nursery)
-                if self.config.metrics is not None:
-                    from ._metrics import start_metrics_for_cache
-
-                    self.metrics = await start_metrics_for_cache(self, nursery)
+                for attach in self._attachments:
+                    await attach(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
                 self.status = "draining"
@@ -563,25 +573,27 @@ async def serve_cache(
     config: Config | None = None,
     *,
     seams: Seams | None = None,
+    attachments: Sequence[Attachment] = (),
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a cache in the caller's nursery: ``cache = await nursery.start(serve_cache, config)``.
-
-    Journals replay before ``start`` returns. Stop it with ``await cache.aclose()`` (drains)
-    or by cancelling the nursery (no drain: what is unflushed stays journaled).
-    """
-    cache = Cache(config or Config(), seams or Seams())
+    """``writebehind.serve_cache`` with the attachments given here."""
+    cache = Cache(config or Config(), seams or Seams(), attachments)
     await cache._serve(task_status)
 
 
 @asynccontextmanager
 async def open_cache(
-    config: Config | None = None, *, seams: Seams | None = None
+    config: Config | None = None,
+    *,
+    seams: Seams | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> AsyncIterator[Cache]:
-    """Run a cache for the ``async with`` block; drains on the way out."""
+    """``writebehind.open_cache`` with the attachments given here."""
     try:
         async with trio.open_nursery() as nursery:
-            cache: Cache = await nursery.start(_serve_for_context, config, seams)
+            cache: Cache = await nursery.start(
+                partial(serve_cache, config, seams=seams, attachments=attachments)
+            )
             try:
                 yield cache
             finally:
@@ -589,9 +601,3 @@ async def open_cache(
                     await cache.aclose()
     except BaseExceptionGroup as group:
         _raise_single(group)
-
-
-async def _serve_for_context(
-    config: Config | None, seams: Seams | None, *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    await serve_cache(config, seams=seams, task_status=task_status)

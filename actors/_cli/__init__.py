@@ -11,24 +11,31 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
+#: The entry-point group through which installed packages add ``writebehind`` subcommands:
+#: each entry is a ``register(subparsers)`` function.
+COMMANDS_GROUP = "writebehind.commands"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
     parser.add_argument("--version", action="version", version=f"writebehind {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import _inspect_tool, _quarantine_tool, _recover_tool
-    from ._journal import _tool
+    from . import _inspect as _inspect_tool
+    from . import _journal as _tool
+    from . import _quarantine as _quarantine_tool
+    from . import _recover as _recover_tool
 
     _tool.register(sub)
     _recover_tool.register(sub)
     _quarantine_tool.register(sub)
     _inspect_tool.register(sub)
-    from ._bench import register as register_bench  # light: measuring modules load on use
+    from .._bench import register as register_bench  # light: measuring modules load on use
 
     register_bench(sub)
-    from writebehind.chaos import _cli as chaos_cli
-
-    chaos_cli.register(sub)
+    # Commands of the packages built on this one (``chaos``) come through their entry points:
+    # the command line sits below them and never imports them by name.
+    for command in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        command.load()(sub)
     return parser
 
 

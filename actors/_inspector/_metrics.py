@@ -13,7 +13,6 @@ import hmac
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,13 +26,13 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from ._errors import ConfigError, describe
-from ._inspector_http import ConnectionBound, connection_cap, parse_head, read_head, respond
-from ._inspector_protocol import is_loopback, parse_address
-from ._stats import CacheStatistics, LatencyStatistics
+from .._core._addresses import is_loopback
+from .._core._errors import ConfigError, describe
+from .._core._stats import CacheStatistics, LatencyStatistics
+from ._http import ConnectionBound, connection_cap, parse_head, read_head, respond
 
 if TYPE_CHECKING:
-    from ._cache import Cache
+    from .._runtime._cache import Cache
 
 log = logging.getLogger("writebehind.metrics")
 
@@ -374,19 +373,3 @@ async def serve_metrics(
         max_connections=max_connections,
     )
     await server.run(task_status=task_status)
-
-
-async def start_metrics_for_cache(cache: Cache, nursery: trio.Nursery) -> MetricsServer | None:
-    """Start the endpoint ``Config.metrics`` asks for; a failure is logged, never raised."""
-    assert cache.config.metrics is not None
-    host, port = parse_address(cache.config.metrics, what="Config.metrics")
-    try:
-        server: MetricsServer = await nursery.start(partial(
-            serve_metrics, cache, host, port, token=cache.config.metrics_token,
-        ))
-    except Exception:
-        log.exception("the metrics endpoint could not start on %s; the cache runs without it",
-                      cache.config.metrics)
-        return None
-    log.info("metrics: %s", server.url)
-    return server

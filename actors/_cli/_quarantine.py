@@ -23,10 +23,11 @@ from typing import Any
 
 import trio
 
-from ._config import Config
-from ._errors import WritebehindError
-from ._store import DISCARD, QuarantineRow, store_factory
-from ._store_actor import call_store
+from .._core._config import Config
+from .._core._errors import WritebehindError
+from .._runtime._store_actor import call_store
+from .._stores._protocol import DISCARD, QuarantineRow
+from .._stores._registry import store_factory
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,33 @@
+"""``HOST:PORT`` addresses the configuration names (the inspector, the metrics endpoint),
+and which of them only this machine can reach."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ._errors import ConfigError
+
+
+def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:8765"`` for IPv6) as ``(host, port)``; ConfigError naming
+    ``what`` otherwise."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"{what} must be 'HOST:PORT' like '127.0.0.1:8765', got {text!r}")
+    host, _, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{what} must be 'HOST:PORT' like '127.0.0.1:8765', got {text!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for names and addresses that only this machine can reach."""
+    if host is None or host == "":
+        return False  # every interface
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere

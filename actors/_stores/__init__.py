@@ -1,0 +1,3 @@
+"""The stores: what a store is (``_protocol``), the embedded SQLite default, PostgreSQL, and
+the registry that maps a ``Config.store`` URL to one. Above the kernel and beside the journal;
+the runtime's store actors drive them from worker threads."""
