@@ -23,6 +23,8 @@ from writebehind import Config, LeaseHeld, LeaseLost, Seams, SQLiteStore, open_c
 from writebehind._core._lease import LeaseClaim, LeaseHolder, decide
 from writebehind._runtime._lease import LeaseKeeper
 
+CAP = 30  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 
 class WallClock:
     """The seam the lease is timed by: seconds since the Unix epoch, moved by the test."""
@@ -105,83 +107,89 @@ def test_sqlite_lease_is_taken_refused_renewed_taken_over_and_released(tmp_path:
 async def test_a_second_live_instance_on_one_table_is_refused_naming_the_holder(
     tmp_path: Path,
 ) -> None:
-    clock = WallClock()
-    seams = Seams(wall_clock=clock)
-    async with open_cache(_config(tmp_path), seams=seams) as first:
-        await first.put("k", b"first")
-        with pytest.raises(LeaseHeld) as info:
-            async with open_cache(_config(tmp_path, "journal2"), seams=seams):
-                pytest.fail("a second instance started on the same table")
-        message = str(info.value)
-        assert "store table 'writebehind_entries' is in use by another writebehind instance" \
-            in message
-        assert f"host {socket.gethostname()}, pid {os.getpid()}, since 2027-01-15 08:00:00 UTC" \
-            in message
-        assert "Stop that instance first, or give this one its own Config.store_table" in message
-        assert info.value.holder.pid == os.getpid()
-        assert await first.get("k") == b"first"  # the refused start harmed nothing
-    # Released on close: the next instance starts at once.
-    async with open_cache(_config(tmp_path, "journal2"), seams=seams) as second:
-        await second.put("k", b"second")
+    with trio.fail_after(CAP):
+        clock = WallClock()
+        seams = Seams(wall_clock=clock)
+        async with open_cache(_config(tmp_path), seams=seams) as first:
+            await first.put("k", b"first")
+            with pytest.raises(LeaseHeld) as info:
+                async with open_cache(_config(tmp_path, "journal2"), seams=seams):
+                    pytest.fail("a second instance started on the same table")
+            message = str(info.value)
+            assert "store table 'writebehind_entries' is in use by another writebehind instance" \
+                in message
+            holder = f"host {socket.gethostname()}, pid {os.getpid()}"
+            assert f"{holder}, since 2027-01-15 08:00:00 UTC" in message
+            assert "Stop that instance first, or give this one its own Config.store_table" \
+                in message
+            assert info.value.holder.pid == os.getpid()
+            assert await first.get("k") == b"first"  # the refused start harmed nothing
+        # Released on close: the next instance starts at once.
+        async with open_cache(_config(tmp_path, "journal2"), seams=seams) as second:
+            await second.put("k", b"second")
 
 
 async def test_another_table_in_the_same_store_is_another_lease(tmp_path: Path) -> None:
-    async with open_cache(_config(tmp_path)):
-        async with open_cache(_config(tmp_path, "other", store_table="other_entries")):
-            pass
+    with trio.fail_after(CAP):
+        async with open_cache(_config(tmp_path)):
+            async with open_cache(_config(tmp_path, "other", store_table="other_entries")):
+                pass
 
 
 async def test_an_expired_lease_of_a_dead_holder_elsewhere_is_taken_over(tmp_path: Path) -> None:
-    clock = WallClock()
-    store = _store(tmp_path)
-    gone = LeaseClaim(token="gone", host="another-host", pid=4242, since=clock.now, ttl=30.0)
-    assert store.acquire_lease(gone, clock.now) is None  # then its host died
-    store.close()
-    seams = Seams(wall_clock=clock)
-    with pytest.raises(LeaseHeld, match=r"host another-host, pid 4242.*expires in 30s"):
-        async with open_cache(_config(tmp_path), seams=seams):
-            pass
-    clock.now += 30.0
-    async with open_cache(_config(tmp_path), seams=seams) as cache:
-        await cache.put("k", b"v")
+    with trio.fail_after(CAP):
+        clock = WallClock()
+        store = _store(tmp_path)
+        gone = LeaseClaim(token="gone", host="another-host", pid=4242, since=clock.now, ttl=30.0)
+        assert store.acquire_lease(gone, clock.now) is None  # then its host died
+        store.close()
+        seams = Seams(wall_clock=clock)
+        with pytest.raises(LeaseHeld, match=r"host another-host, pid 4242.*expires in 30s"):
+            async with open_cache(_config(tmp_path), seams=seams):
+                pass
+        clock.now += 30.0
+        async with open_cache(_config(tmp_path), seams=seams) as cache:
+            await cache.put("k", b"v")
 
 
 async def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
     tmp_path: Path,
 ) -> None:
-    # kill -9 leaves the lease behind; the restarted process must not wait out the TTL.
-    store = _store(tmp_path)
-    dead = LeaseClaim(token="killed", host=socket.gethostname(), pid=_dead_pid(), since=0.0,
-                      ttl=3600.0)
-    assert store.acquire_lease(dead, 1.0) is None
-    store.close()
-    async with open_cache(_config(tmp_path)) as cache:
-        await cache.put("k", b"v")
+    with trio.fail_after(CAP):
+        # kill -9 leaves the lease behind; the restarted process must not wait out the TTL.
+        store = _store(tmp_path)
+        dead = LeaseClaim(token="killed", host=socket.gethostname(), pid=_dead_pid(), since=0.0,
+                          ttl=3600.0)
+        assert store.acquire_lease(dead, 1.0) is None
+        store.close()
+        async with open_cache(_config(tmp_path)) as cache:
+            await cache.put("k", b"v")
 
 
 async def test_an_instance_whose_lease_was_taken_over_stops_with_lease_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lease_module, "LEASE_TTL", 0.3)  # renewed every 0.1 s
-    clock = WallClock()
-    with pytest.raises(BaseException) as info:
-        async with trio.open_nursery() as nursery:
-            cache = await nursery.start(
-                functools.partial(serve_cache, seams=Seams(wall_clock=clock)), _config(tmp_path)
-            )
-            await cache.put("k", b"v")
-            # This instance stalls past its lease (clock jump), and another takes the table.
-            clock.now += 10.0
-            thief = _store(tmp_path)
-            assert thief.acquire_lease(_claim("thief", host="elsewhere"), clock.now) is None
-            thief.close()
-            with trio.fail_after(5):
-                await trio.sleep_forever()
-    lost = info.value
-    while isinstance(lost, BaseExceptionGroup) and len(lost.exceptions) == 1:
-        lost = lost.exceptions[0]
-    assert isinstance(lost, LeaseLost), info.value
-    assert "took over store table 'writebehind_entries' (host elsewhere" in str(lost)
+    with trio.fail_after(CAP):
+        monkeypatch.setattr(lease_module, "LEASE_TTL", 0.3)  # renewed every 0.1 s
+        clock = WallClock()
+        with pytest.raises(BaseException) as info:
+            async with trio.open_nursery() as nursery:
+                cache = await nursery.start(
+                    functools.partial(serve_cache, seams=Seams(wall_clock=clock)), _config(tmp_path)
+                )
+                await cache.put("k", b"v")
+                # This instance stalls past its lease (clock jump), and another takes the table.
+                clock.now += 10.0
+                thief = _store(tmp_path)
+                assert thief.acquire_lease(_claim("thief", host="elsewhere"), clock.now) is None
+                thief.close()
+                with trio.fail_after(5):
+                    await trio.sleep_forever()
+        lost = info.value
+        while isinstance(lost, BaseExceptionGroup) and len(lost.exceptions) == 1:
+            lost = lost.exceptions[0]
+        assert isinstance(lost, LeaseLost), info.value
+        assert "took over store table 'writebehind_entries' (host elsewhere" in str(lost)
 
 
 async def test_keeper_retries_a_store_that_is_down_and_releases_only_its_own(

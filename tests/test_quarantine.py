@@ -22,6 +22,8 @@ from writebehind._cli import main
 from writebehind._cli._recover import recover_with_config
 from writebehind._core._limits import StoreLimits
 
+CAP = 30  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 LIMIT = 200  # bytes of one SQLite row or value; a 300-byte value is refused for good
 
 
@@ -122,25 +124,25 @@ async def test_a_retried_quarantine_record_lands_once_the_cause_is_fixed(tmp_pat
 async def test_recover_quarantines_a_refused_record_and_a_discard_lets_it_pass(
     tmp_path: Path,
 ) -> None:
-    cfg, seams = config(tmp_path, flush_interval=3600.0), tiny_seams(tmp_path)
-    with trio.fail_after(20):
+    with trio.fail_after(CAP):
+        cfg, seams = config(tmp_path, flush_interval=3600.0), tiny_seams(tmp_path)
         async with trio.open_nursery() as nursery:
             cache = await start(nursery, cfg, seams)
             await cache.put("big", b"v" * 300)
             await cache.put("after", b"a")
             nursery.cancel_scope.cancel()  # killed: both stay journaled
-    report = await recover_with_config(cfg, seams=seams)
-    assert [(q.key, "too big" in q.reason) for q in report.quarantined] == [("big", True)]
-    store = store_view(tmp_path)
-    try:
-        assert store.read("after") is not None  # the rest landed
-        assert store.resolve_quarantine("discard", ["big"]) == 1
-    finally:
-        store.close()
-    again = await recover_with_config(cfg, seams=seams)
-    assert again.quarantined == () and again.records == 2
-    third = await recover_with_config(cfg, seams=seams)
-    assert third.records == 0  # the checkpoint passed the discarded record
+        report = await recover_with_config(cfg, seams=seams)
+        assert [(q.key, "too big" in q.reason) for q in report.quarantined] == [("big", True)]
+        store = store_view(tmp_path)
+        try:
+            assert store.read("after") is not None  # the rest landed
+            assert store.resolve_quarantine("discard", ["big"]) == 1
+        finally:
+            store.close()
+        again = await recover_with_config(cfg, seams=seams)
+        assert again.quarantined == () and again.records == 2
+        third = await recover_with_config(cfg, seams=seams)
+        assert third.records == 0  # the checkpoint passed the discarded record
 
 
 def test_quarantine_cli_lists_discards_and_retries(

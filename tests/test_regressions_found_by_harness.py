@@ -21,6 +21,8 @@ from writebehind import (
 from writebehind._journal import SimulatedFileSystem
 from writebehind.harness import MemoryStore
 
+CAP = 30  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 
 class RefusingStore:
     """Refuses every record of one key for good; passes the rest through."""
@@ -45,15 +47,16 @@ def memory_config(tmp_path: Path, **kw: object) -> Config:
 async def test_regression_a_write_through_the_store_refused_is_never_acknowledged(
     tmp_path: Path,
 ) -> None:
-    # ack='store' used to settle a refused record as committed and acknowledge the put.
-    db = MemoryStore()
-    seams = Seams(store_factory=db.factory, wrap_store=lambda s: RefusingStore(s, "poison"))
-    async with open_cache(memory_config(tmp_path, ack="store"), seams=seams) as cache:
-        with pytest.raises(StoreRejected, match="refused 'poison' for good"):
-            await cache.put("poison", b"x")
-        await cache.put("fine", b"y")
-        assert await cache.get("poison") is None
-    assert db.values() == {"fine": b"y"}
+    with trio.fail_after(CAP):
+        # ack='store' used to settle a refused record as committed and acknowledge the put.
+        db = MemoryStore()
+        seams = Seams(store_factory=db.factory, wrap_store=lambda s: RefusingStore(s, "poison"))
+        async with open_cache(memory_config(tmp_path, ack="store"), seams=seams) as cache:
+            with pytest.raises(StoreRejected, match="refused 'poison' for good"):
+                await cache.put("poison", b"x")
+            await cache.put("fine", b"y")
+            assert await cache.get("poison") is None
+        assert db.values() == {"fine": b"y"}
 
 
 class FailingStore:
@@ -85,22 +88,23 @@ class StepCounter(trio.abc.Instrument):
 async def test_regression_a_flush_waiting_out_a_store_backoff_does_not_spin(
     tmp_path: Path,
 ) -> None:
-    # flush() used to be woken by its own kick and kick again at once: a busy loop for the
-    # whole backoff (forever under MockClock's autojump, since time never got idle to jump).
-    db = MemoryStore()
-    failures = [2]
-    seams = Seams(store_factory=db.factory, wrap_store=lambda s: FailingStore(s, failures))
-    cfg = memory_config(tmp_path, shards=1, retry_initial=0.2, retry_max=0.2)
-    async with open_cache(cfg, seams=seams) as cache:
-        await cache.put("a", b"1")
-        counter = StepCounter()
-        trio.lowlevel.add_instrument(counter)
-        try:
-            await cache.flush()
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-    assert db.values() == {"a": b"1"} and failures == [0]
-    assert counter.steps < 500, f"{counter.steps} task steps to wait out two backoffs"
+    with trio.fail_after(CAP):
+        # flush() used to be woken by its own kick and kick again at once: a busy loop for the
+        # whole backoff (forever under MockClock's autojump, since time never got idle to jump).
+        db = MemoryStore()
+        failures = [2]
+        seams = Seams(store_factory=db.factory, wrap_store=lambda s: FailingStore(s, failures))
+        cfg = memory_config(tmp_path, shards=1, retry_initial=0.2, retry_max=0.2)
+        async with open_cache(cfg, seams=seams) as cache:
+            await cache.put("a", b"1")
+            counter = StepCounter()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                await cache.flush()
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+        assert db.values() == {"a": b"1"} and failures == [0]
+        assert counter.steps < 500, f"{counter.steps} task steps to wait out two backoffs"
 
 
 async def test_regression_a_clean_stop_never_leaves_an_older_value_to_replay_over_a_newer_one(
@@ -127,32 +131,35 @@ async def test_regression_a_clean_stop_never_leaves_an_older_value_to_replay_ove
 async def test_regression_a_write_whose_shard_crashed_mid_put_is_never_acknowledged(
     tmp_path: Path,
 ) -> None:
-    # ack='memory' yields once after applying a put. A put that reached a shard whose actor
-    # had just crashed (its incarnation still unwinding) used to be acknowledged after the
-    # crash was over: the dead incarnation's unwritten journal buffer took the write with it.
-    armed = [True]
+    with trio.fail_after(CAP):
+        # ack='memory' yields once after applying a put. A put that reached a shard whose actor
+        # had just crashed (its incarnation still unwinding) used to be acknowledged after the
+        # crash was over: the dead incarnation's unwritten journal buffer took the write with it.
+        armed = [True]
 
-    def crash_flusher(point: str, actor: str) -> None:
-        if point == "flush.building_batch" and armed[0]:
-            armed[0] = False
-            raise RuntimeError("injected")
+        def crash_flusher(point: str, actor: str) -> None:
+            if point == "flush.building_batch" and armed[0]:
+                armed[0] = False
+                raise RuntimeError("injected")
 
-    db = MemoryStore()
-    seams = Seams(store_factory=db.factory, fault_point=crash_flusher)
-    cfg = memory_config(
-        tmp_path, ack="memory", shards=1, batch_size=1, flush_threshold=1, flush_interval=60.0
-    )
-    crashed = [False]
-    acked_after_crash: list[str] = []
-    async with open_cache(cfg, seams=seams) as cache:
-        cache.add_listener(lambda e: crashed.__setitem__(0, True) if e.kind == "crash" else None)
-        for i in range(20):
-            try:
-                await cache.put(f"k{i}", b"v")
-            except ShardCrashed:
-                continue
-            if crashed[0]:
-                acked_after_crash.append(f"k{i}")
-        assert crashed[0] and acked_after_crash
-        # No crash after these acknowledgements: every one must read back.
-        assert [k for k in acked_after_crash if await cache.get(k) != b"v"] == []
+        db = MemoryStore()
+        seams = Seams(store_factory=db.factory, fault_point=crash_flusher)
+        cfg = memory_config(
+            tmp_path, ack="memory", shards=1, batch_size=1, flush_threshold=1, flush_interval=60.0
+        )
+        crashed = [False]
+        acked_after_crash: list[str] = []
+        async with open_cache(cfg, seams=seams) as cache:
+            cache.add_listener(
+                lambda e: crashed.__setitem__(0, True) if e.kind == "crash" else None
+            )
+            for i in range(20):
+                try:
+                    await cache.put(f"k{i}", b"v")
+                except ShardCrashed:
+                    continue
+                if crashed[0]:
+                    acked_after_crash.append(f"k{i}")
+            assert crashed[0] and acked_after_crash
+            # No crash after these acknowledgements: every one must read back.
+            assert [k for k in acked_after_crash if await cache.get(k) != b"v"] == []

@@ -24,7 +24,9 @@ async def fill(disk: FaultyDisk, shard: int, count: int) -> None:
         journal.close()
 
 
-async def test_every_flip_the_harness_makes_is_detected_at_open() -> None:
+async def test_every_flip_the_harness_makes_is_detected_at_open(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     for seed in range(30):
         disk = FaultyDisk(seed)
         await fill(disk, 0, 1 + seed * 7)  # from one record to several segments
@@ -38,7 +40,7 @@ async def test_every_flip_the_harness_makes_is_detected_at_open() -> None:
         journal.close()
 
 
-async def test_fsync_errors_and_a_full_disk_fire_once() -> None:
+def test_fsync_errors_and_a_full_disk_fire_once() -> None:
     disk = FaultyDisk()
     disk.makedirs("/d")
     fd = disk.open_append("/d/f", create=True)

@@ -21,6 +21,7 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--remote-debugging-port=0", "--window-size=1280,900",
 ]
+STARTUP_TIMEOUT = 30  # seconds for Chromium to write DevToolsActivePort: a cold start is slow
 
 
 def chromium_or_skip() -> str:
@@ -98,10 +99,11 @@ async def open_page(url: str, profile: Path) -> AsyncIterator[Page]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        while not port_file.exists() or len(port_file.read_text().split()) < 2:
-            if process.poll() is not None:
-                raise RuntimeError(f"chromium exited with {process.returncode} at start")
-            await trio.sleep(0.05)
+        with trio.fail_after(STARTUP_TIMEOUT):
+            while not port_file.exists() or len(port_file.read_text().split()) < 2:
+                if process.poll() is not None:
+                    raise RuntimeError(f"chromium exited with {process.returncode} at start")
+                await trio.sleep(0.05)
         port, path = port_file.read_text().split()[:2]
         async with open_websocket_url(
             f"ws://127.0.0.1:{port}{path}", max_message_size=64 << 20

@@ -35,13 +35,16 @@ def rect_of(selector: str) -> str:
         return {{x: r.x, y: r.y, width: r.width, height: r.height}}; }})()"""
 
 
-async def poll(page: Page, expression: str) -> Any:
-    """Evaluate ``expression`` until it is truthy; return its value."""
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        await trio.sleep(0.05)
+async def poll(page: Page, expression: str, timeout: float = 30) -> Any:
+    """Evaluate ``expression`` until it is truthy; return its value. Fails after ``timeout``
+    seconds, naming the expression that never held."""
+    with trio.move_on_after(timeout):
+        while True:
+            value = await page.evaluate(expression)
+            if value:
+                return value
+            await trio.sleep(0.05)
+    raise AssertionError(f"not true after {timeout} s: {expression}")
 
 
 async def test_the_page_shows_live_values_that_change(tmp_path: Path) -> None:

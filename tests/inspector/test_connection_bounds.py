@@ -26,9 +26,10 @@ from writebehind._inspector._http import FD_SHARE, connection_cap
 from writebehind._inspector._server import InspectorServer
 
 
-async def wait_for_connections(server: InspectorServer, count: int) -> None:
-    while server.statistics().connections != count:
-        await trio.sleep(0.01)
+async def wait_for_connections(server: InspectorServer, count: int, timeout: float = 10) -> None:
+    with trio.fail_after(timeout):  # fails at the wait that stuck, not at the test's cap
+        while server.statistics().connections != count:
+            await trio.sleep(0.01)
 
 
 def partial_inspector(**options: Any) -> Callable[..., Awaitable[None]]:

@@ -176,7 +176,9 @@ async def test_sync_interval_syncs_without_a_waiter(autojump_clock: trio.abc.Clo
         journal.close()
 
 
-async def test_eio_on_fsync_fails_the_journal_and_nobody_is_told_durable() -> None:
+async def test_eio_on_fsync_fails_the_journal_and_nobody_is_told_durable(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     fs = SimulatedFileSystem()
     journal = await Journal.open(DIR, shard_id=1, fs=fs)
     with pytest.RaisesGroup(
@@ -206,7 +208,9 @@ async def test_eio_on_fsync_fails_the_journal_and_nobody_is_told_durable() -> No
     again.close()
 
 
-async def test_enospc_refuses_new_records_and_synced_records_stay_readable() -> None:
+async def test_enospc_refuses_new_records_and_synced_records_stay_readable(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     # ENOSPC at rotation (the segment's space is reserved as it is created): new records are
     # refused with JournalFull, the journal itself goes on. (tests/journal/test_journal_full.py
     # has the rest: checkpoints while full, resuming, a write that meets ENOSPC.)
@@ -233,7 +237,9 @@ async def test_enospc_refuses_new_records_and_synced_records_stay_readable() -> 
         again.close()
 
 
-async def test_close_wakes_pending_waiters_with_journal_closed() -> None:
+async def test_close_wakes_pending_waiters_with_journal_closed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     journal = await Journal.open(DIR, shard_id=1, fs=SimulatedFileSystem())
     seq = journal.append_nowait(RecordKind.PUT, "k", b"v", 1)  # run() never started
     async with trio.open_nursery() as nursery:
@@ -249,7 +255,9 @@ async def test_close_wakes_pending_waiters_with_journal_closed() -> None:
         journal.append_nowait(RecordKind.PUT, "k", b"v", 1)
 
 
-async def test_flip_in_synced_region_refuses_to_open_naming_file_and_offset() -> None:
+async def test_flip_in_synced_region_refuses_to_open_naming_file_and_offset(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     fs = SimulatedFileSystem()
     journal = await Journal.open(DIR, shard_id=1, fs=fs)
     async with trio.open_nursery() as nursery:

@@ -25,6 +25,8 @@ from writebehind.harness import MemoryStore
 
 from .helpers import SALT, make_records, segment_bytes
 
+CAP = 30  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 
 async def _fill(directory: Path | str, count: int, **kw: object) -> list[str]:
     """Append ``count`` synced puts with small segments; return the segment paths."""
@@ -106,67 +108,72 @@ def test_count_valid_frames_counts_the_records_in_cut_bytes() -> None:
 async def test_a_deleted_newest_segment_is_refused_by_open_check_and_dump(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await _fill(tmp_path, 60)
-    on_disk = _segments(tmp_path)
-    assert len(on_disk) >= 3 and (tmp_path / MANIFEST_NAME).exists()
-    on_disk[-1].unlink()
-    with pytest.raises(JournalCorruption, match=r"records from seq \d+ on are lost") as info:
-        await Journal.open(tmp_path, shard_id=0)
-    assert info.value.path == str(on_disk[-1])
-    capsys.readouterr()
-    assert main(["journal", "check", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
-    assert f"corrupt: {on_disk[-1]}: offset 0: segment is missing" in out
-    assert "recover --config" in out
-    assert main(["journal", "dump", str(tmp_path)]) == 1
+    with trio.fail_after(CAP):
+        await _fill(tmp_path, 60)
+        on_disk = _segments(tmp_path)
+        assert len(on_disk) >= 3 and (tmp_path / MANIFEST_NAME).exists()
+        on_disk[-1].unlink()
+        with pytest.raises(JournalCorruption, match=r"records from seq \d+ on are lost") as info:
+            await Journal.open(tmp_path, shard_id=0)
+        assert info.value.path == str(on_disk[-1])
+        capsys.readouterr()
+        assert main(["journal", "check", str(tmp_path)]) == 1
+        out = capsys.readouterr().out
+        assert f"corrupt: {on_disk[-1]}: offset 0: segment is missing" in out
+        assert "recover --config" in out
+        assert main(["journal", "dump", str(tmp_path)]) == 1
 
 
 async def test_every_segment_deleted_is_still_a_journal_to_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await _fill(tmp_path, 3)
-    for segment in _segments(tmp_path):
-        segment.unlink()
-    assert main(["journal", "check", str(tmp_path)]) == 1
-    assert "no readable segment is left" in capsys.readouterr().out
+    with trio.fail_after(CAP):
+        await _fill(tmp_path, 3)
+        for segment in _segments(tmp_path):
+            segment.unlink()
+        assert main(["journal", "check", str(tmp_path)]) == 1
+        assert "no readable segment is left" in capsys.readouterr().out
 
 
 async def test_repair_sets_the_manifest_aside_and_reports_what_it_names(tmp_path: Path) -> None:
-    await _fill(tmp_path, 60)
-    _segments(tmp_path)[-1].unlink()
-    journal = await Journal.open(tmp_path, shard_id=0, repair=True)
-    journal.close()
-    (repair,) = journal.recovery.repairs
-    assert "segment is missing" in repair.reason
-    assert repair.side_files == (str(tmp_path / "MANIFEST.corrupt-0"),)
-    # The repaired directory has a manifest again, naming what is now the newest segment.
-    manifest = Manifest.decode((tmp_path / MANIFEST_NAME).read_bytes())
-    assert isinstance(manifest, Manifest)
-    assert _segments(tmp_path)[-1].name == f"{manifest.newest_seq:020d}.wal"
-    journal = await Journal.open(tmp_path, shard_id=0)
-    journal.close()
+    with trio.fail_after(CAP):
+        await _fill(tmp_path, 60)
+        _segments(tmp_path)[-1].unlink()
+        journal = await Journal.open(tmp_path, shard_id=0, repair=True)
+        journal.close()
+        (repair,) = journal.recovery.repairs
+        assert "segment is missing" in repair.reason
+        assert repair.side_files == (str(tmp_path / "MANIFEST.corrupt-0"),)
+        # The repaired directory has a manifest again, naming what is now the newest segment.
+        manifest = Manifest.decode((tmp_path / MANIFEST_NAME).read_bytes())
+        assert isinstance(manifest, Manifest)
+        assert _segments(tmp_path)[-1].name == f"{manifest.newest_seq:020d}.wal"
+        journal = await Journal.open(tmp_path, shard_id=0)
+        journal.close()
 
 
 async def test_repair_counts_the_records_it_drops(tmp_path: Path) -> None:
-    await _fill(tmp_path, 60)
-    first = _segments(tmp_path)[0]
-    data = bytearray(first.read_bytes())
-    data[600] ^= 1  # in the third record
-    first.write_bytes(bytes(data))
-    journal = await Journal.open(tmp_path, shard_id=0, repair=True)
-    journal.close()
-    (repair,) = journal.recovery.repairs
-    assert len(journal.recovery.records) == 2
-    assert repair.dropped_records == 60 - 2 - 1  # the damaged record is no record at all
+    with trio.fail_after(CAP):
+        await _fill(tmp_path, 60)
+        first = _segments(tmp_path)[0]
+        data = bytearray(first.read_bytes())
+        data[600] ^= 1  # in the third record
+        first.write_bytes(bytes(data))
+        journal = await Journal.open(tmp_path, shard_id=0, repair=True)
+        journal.close()
+        (repair,) = journal.recovery.repairs
+        assert len(journal.recovery.records) == 2
+        assert repair.dropped_records == 60 - 2 - 1  # the damaged record is no record at all
 
 
 async def test_an_old_journal_without_a_manifest_opens_and_gets_one(tmp_path: Path) -> None:
-    await _fill(tmp_path, 60)
-    (tmp_path / MANIFEST_NAME).unlink()
-    journal = await Journal.open(tmp_path, shard_id=0)
-    journal.close()
-    assert len(journal.recovery.records) == 60
-    assert (tmp_path / MANIFEST_NAME).exists()
+    with trio.fail_after(CAP):
+        await _fill(tmp_path, 60)
+        (tmp_path / MANIFEST_NAME).unlink()
+        journal = await Journal.open(tmp_path, shard_id=0)
+        journal.close()
+        assert len(journal.recovery.records) == 60
+        assert (tmp_path / MANIFEST_NAME).exists()
 
 
 # -- power loss never looks like a lost tail -------------------------------------------------

@@ -18,6 +18,8 @@ from writebehind import Config, JournalCorruption, open_cache
 from writebehind._cli import main
 from writebehind._journal import Journal, OsFileSystem, RecordKind
 
+CAP = 30  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 
 def _journal(directory: Path, count: int = 60) -> list[Path]:
     async def fill() -> None:
@@ -57,13 +59,14 @@ def test_read_file_refuses_what_is_not_a_regular_file_without_blocking(tmp_path:
 async def test_open_refuses_a_segment_that_is_not_a_file_naming_it(
     tmp_path: Path, kind: str, which: int
 ) -> None:
-    segment = (await trio.to_thread.run_sync(_journal, tmp_path))[which]
-    _replace(segment, kind)
-    with trio.fail_after(10):
-        with pytest.raises(JournalCorruption, match="not a regular file") as info:
-            await Journal.open(tmp_path, shard_id=0)
-    assert info.value.path == str(segment)
-    assert str(info.value).startswith(f"{segment}: offset 0: cannot read this journal file")
+    with trio.fail_after(CAP):
+        segment = (await trio.to_thread.run_sync(_journal, tmp_path))[which]
+        _replace(segment, kind)
+        with trio.fail_after(10):
+            with pytest.raises(JournalCorruption, match="not a regular file") as info:
+                await Journal.open(tmp_path, shard_id=0)
+        assert info.value.path == str(segment)
+        assert str(info.value).startswith(f"{segment}: offset 0: cannot read this journal file")
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
@@ -82,32 +85,33 @@ def test_check_and_dump_report_it_and_exit_1_without_hanging(tmp_path: Path, kin
 
 
 async def test_repair_moves_it_aside(tmp_path: Path) -> None:
-    segments = await trio.to_thread.run_sync(_journal, tmp_path)
-    _replace(segments[-1], "directory")
-    journal = await Journal.open(tmp_path, shard_id=0, repair=True)
-    journal.close()
-    (repair,) = journal.recovery.repairs
-    assert f"{segments[-1]}.corrupt-0" in repair.side_files
-    assert Path(f"{segments[-1]}.corrupt-0").is_dir()
-    assert main(["journal", "check", str(tmp_path)]) == 0
+    with trio.fail_after(CAP):
+        segments = await trio.to_thread.run_sync(_journal, tmp_path)
+        _replace(segments[-1], "directory")
+        journal = await Journal.open(tmp_path, shard_id=0, repair=True)
+        journal.close()
+        (repair,) = journal.recovery.repairs
+        assert f"{segments[-1]}.corrupt-0" in repair.side_files
+        assert Path(f"{segments[-1]}.corrupt-0").is_dir()
+        assert main(["journal", "check", str(tmp_path)]) == 0
 
 
 async def test_the_cache_refuses_to_start_with_a_journal_error(
     tmp_path: Path,
 ) -> None:
-    config = Config(store=f"sqlite:///{tmp_path}/db.sqlite", journal_dir=tmp_path / "j",
-                    shards=1, flush_interval=3600, max_restarts=1)
-    async with open_cache(config) as cache:
-        await cache.put("k", b"v")
-    segment = sorted((tmp_path / "j" / "shard-0000").glob("*.wal"))[-1]
-    _replace(segment, "fifo")
-    with trio.fail_after(30):
+    with trio.fail_after(CAP):
+        config = Config(store=f"sqlite:///{tmp_path}/db.sqlite", journal_dir=tmp_path / "j",
+                        shards=1, flush_interval=3600, max_restarts=1)
+        async with open_cache(config) as cache:
+            await cache.put("k", b"v")
+        segment = sorted((tmp_path / "j" / "shard-0000").glob("*.wal"))[-1]
+        _replace(segment, "fifo")
         with pytest.raises(BaseException) as info:
             async with open_cache(config):
                 pass
-    leaves = _leaves(info.value)
-    assert leaves and all(isinstance(x, JournalCorruption) for x in leaves), leaves
-    assert str(segment) in str(leaves[0])
+        leaves = _leaves(info.value)
+        assert leaves and all(isinstance(x, JournalCorruption) for x in leaves), leaves
+        assert str(segment) in str(leaves[0])
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -3,12 +3,15 @@
 from pathlib import Path
 
 import pytest
+import trio
 
 from writebehind import Config, LeaseHeld, Seams, open_cache
 from writebehind._core._lease import LeaseClaim
 from writebehind._stores._postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
+
+CAP = 60  # seconds: a hung test fails, naming itself, instead of blocking CI
 
 
 def _claim(token: str, host: str) -> LeaseClaim:
@@ -43,14 +46,15 @@ def test_postgres_lease_is_taken_refused_renewed_taken_over_and_released(
 async def test_a_second_instance_on_one_postgres_table_is_refused(
     pg_url: str, pg_table: str, tmp_path: Path
 ) -> None:
-    def config(name: str) -> Config:
-        return Config(store=pg_url, store_table=pg_table, journal_dir=tmp_path / name)
+    with trio.fail_after(CAP):
+        def config(name: str) -> Config:
+            return Config(store=pg_url, store_table=pg_table, journal_dir=tmp_path / name)
 
-    seams = Seams(wall_clock=lambda: 1_800_000_000.0)
-    async with open_cache(config("a"), seams=seams) as first:
-        await first.put("k", b"v")
-        with pytest.raises(LeaseHeld, match=f"store table '{pg_table}' is in use"):
-            async with open_cache(config("b"), seams=seams):
-                pass
-    async with open_cache(config("b"), seams=seams) as second:
-        assert await second.get("k") == b"v"
+        seams = Seams(wall_clock=lambda: 1_800_000_000.0)
+        async with open_cache(config("a"), seams=seams) as first:
+            await first.put("k", b"v")
+            with pytest.raises(LeaseHeld, match=f"store table '{pg_table}' is in use"):
+                async with open_cache(config("b"), seams=seams):
+                    pass
+        async with open_cache(config("b"), seams=seams) as second:
+            assert await second.get("k") == b"v"

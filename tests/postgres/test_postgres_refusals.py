@@ -29,6 +29,8 @@ from writebehind import (
 from writebehind._cli import main
 from writebehind._stores._postgres import PostgresStore
 
+CAP = 60  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 pytestmark = pytest.mark.postgres
 
 
@@ -159,12 +161,12 @@ def test_recover_quarantines_a_refused_record_says_so_and_discard_unpins_the_jou
 async def test_a_cache_quarantines_a_replayed_refusal_and_discarding_it_moves_the_checkpoint(
     pg_url: str, pg_table: str, tmp_path: Path
 ) -> None:
-    await trio.to_thread.run_sync(_journal_with, tmp_path, [("bad\0key", b"2"), ("ok", b"1")])
-    cfg = Config(
-        store=pg_url, store_table=pg_table, journal_dir=tmp_path / "journal", shards=1,
-        flush_interval=0.01,
-    )
-    with trio.fail_after(30):
+    with trio.fail_after(CAP):
+        await trio.to_thread.run_sync(_journal_with, tmp_path, [("bad\0key", b"2"), ("ok", b"1")])
+        cfg = Config(
+            store=pg_url, store_table=pg_table, journal_dir=tmp_path / "journal", shards=1,
+            flush_interval=0.01,
+        )
         async with trio.open_nursery() as nursery:
             cache: Any = await nursery.start(serve_cache, cfg)
             await cache.flush()  # returns: the refusal is quarantined
@@ -174,11 +176,11 @@ async def test_a_cache_quarantines_a_replayed_refusal_and_discarding_it_moves_th
             while cache.statistics().shards[0].persisted_seq < 2:
                 await trio.sleep(0.01)
             await cache.aclose()
-    s = store(pg_url, pg_table)
-    try:
-        assert [r.resolution for r in s.quarantine_rows()] == ["discard"]
-    finally:
-        s.close()
+        s = store(pg_url, pg_table)
+        try:
+            assert [r.resolution for r in s.quarantine_rows()] == ["discard"]
+        finally:
+            s.close()
 
 
 def test_sqlite_store_is_unaffected(tmp_path: Path) -> None:

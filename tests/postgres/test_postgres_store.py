@@ -19,6 +19,8 @@ from writebehind import (
 from writebehind._stores._postgres import PostgresStore
 from writebehind.harness._kill import pg_restart_command
 
+CAP = 60  # seconds: a hung test fails, naming itself, instead of blocking CI
+
 pytestmark = pytest.mark.postgres
 
 
@@ -97,90 +99,94 @@ def pg_config(tmp_path: Path, url: str, table: str, **kw: Any) -> Config:
 async def test_the_cache_flushes_to_postgres(
     tmp_path: Path, pg_url: str, pg_table: str, ack: str
 ) -> None:
-    async with open_cache(pg_config(tmp_path, pg_url, pg_table, ack=ack)) as cache:
-        for i in range(200):
-            await cache.put(f"k{i % 50}", b"v%d" % i)
-        await cache.delete("k0")
-        await cache.flush()
-        assert await cache.get("k1") == b"v151"
-    s = store(pg_url, pg_table)
-    rows = s.read_all()
-    s.close()
-    assert rows["k49"].value == b"v199" and rows["k0"].value is None
+    with trio.fail_after(CAP):
+        async with open_cache(pg_config(tmp_path, pg_url, pg_table, ack=ack)) as cache:
+            for i in range(200):
+                await cache.put(f"k{i % 50}", b"v%d" % i)
+            await cache.delete("k0")
+            await cache.flush()
+            assert await cache.get("k1") == b"v151"
+        s = store(pg_url, pg_table)
+        rows = s.read_all()
+        s.close()
+        assert rows["k49"].value == b"v199" and rows["k0"].value is None
 
 
 async def test_unflushed_writes_replay_into_postgres(
     tmp_path: Path, pg_url: str, pg_table: str
 ) -> None:
-    cfg = pg_config(tmp_path, pg_url, pg_table, flush_interval=600.0)
-    async with trio.open_nursery() as nursery:
-        cache = await nursery.start(serve_cache, cfg)
-        for i in range(100):
-            await cache.put(f"k{i}", b"v")
-        nursery.cancel_scope.cancel()
-    async with open_cache(cfg):
-        pass
-    s = store(pg_url, pg_table)
-    assert len(s.read_all()) == 100
-    s.close()
+    with trio.fail_after(CAP):
+        cfg = pg_config(tmp_path, pg_url, pg_table, flush_interval=600.0)
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(serve_cache, cfg)
+            for i in range(100):
+                await cache.put(f"k{i}", b"v")
+            nursery.cancel_scope.cancel()
+        async with open_cache(cfg):
+            pass
+        s = store(pg_url, pg_table)
+        assert len(s.read_all()) == 100
+        s.close()
 
 
 async def test_killed_backends_lose_nothing_acknowledged(
     tmp_path: Path, pg_url: str, pg_table: str
 ) -> None:
-    import psycopg
+    with trio.fail_after(CAP):
+        import psycopg
 
-    cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.01, retry_max=0.1)
-    admin = await trio.to_thread.run_sync(lambda: psycopg.connect(pg_url, autocommit=True))
-    killed = 0
+        cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.01, retry_max=0.1)
+        admin = await trio.to_thread.run_sync(lambda: psycopg.connect(pg_url, autocommit=True))
+        killed = 0
 
-    def kill_backends() -> int:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            (f"writebehind:{pg_table}",),
-        ).fetchall()
-        return sum(bool(r[0]) for r in rows)
+        def kill_backends() -> int:
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = %s",
+                (f"writebehind:{pg_table}",),
+            ).fetchall()
+            return sum(bool(r[0]) for r in rows)
 
-    try:
-        async with open_cache(cfg) as cache:
-            for round_ in range(5):
-                for i in range(100):
-                    await cache.put(f"k{i}", b"r%d" % round_)
-                await trio.sleep(0.1)  # let a flush be in flight or just done
-                killed += await trio.to_thread.run_sync(kill_backends)
-            await cache.flush()
-            stats = cache.statistics()
-    finally:
-        admin.close()
-    assert killed >= 5
-    assert stats.stores[0].errors >= 1  # the store actor saw the drops and reconnected
-    s = store(pg_url, pg_table)
-    rows = s.read_all()
-    s.close()
-    assert {k: r.value for k, r in rows.items()} == {f"k{i}": b"r4" for i in range(100)}
-    assert stats.stores[0].status == "running"
+        try:
+            async with open_cache(cfg) as cache:
+                for round_ in range(5):
+                    for i in range(100):
+                        await cache.put(f"k{i}", b"r%d" % round_)
+                    await trio.sleep(0.1)  # let a flush be in flight or just done
+                    killed += await trio.to_thread.run_sync(kill_backends)
+                await cache.flush()
+                stats = cache.statistics()
+        finally:
+            admin.close()
+        assert killed >= 5
+        assert stats.stores[0].errors >= 1  # the store actor saw the drops and reconnected
+        s = store(pg_url, pg_table)
+        rows = s.read_all()
+        s.close()
+        assert {k: r.value for k, r in rows.items()} == {f"k{i}": b"r4" for i in range(100)}
+        assert stats.stores[0].status == "running"
 
 
 async def test_two_instances_on_one_table_the_older_epoch_loses(
     tmp_path: Path, pg_url: str, pg_table: str
 ) -> None:
-    old = pg_config(tmp_path / "old", pg_url, pg_table, flush_interval=600.0)
-    new = pg_config(tmp_path / "new", pg_url, pg_table)
-    now = [1_800_000_000.0]
-    seams = Seams(wall_clock=lambda: now[0])  # the store lease's clock
-    async with trio.open_nursery() as nursery:
-        zombie = await nursery.start(functools.partial(serve_cache, seams=seams), old)
-        await zombie.put("k", b"zombie")
-        now[0] += 3600  # the zombie stalled past its lease: the new instance takes over
-        async with open_cache(new, seams=seams) as fresh:
-            await fresh.put("k", b"fresh")
-            await fresh.flush()
-        await zombie.flush()
-        await zombie.aclose()
-    s = store(pg_url, pg_table)
-    assert s.read("k") == StoreRecord("k", b"fresh", s.read("k").version)  # type: ignore[union-attr]
-    s.close()
+    with trio.fail_after(CAP):
+        old = pg_config(tmp_path / "old", pg_url, pg_table, flush_interval=600.0)
+        new = pg_config(tmp_path / "new", pg_url, pg_table)
+        now = [1_800_000_000.0]
+        seams = Seams(wall_clock=lambda: now[0])  # the store lease's clock
+        async with trio.open_nursery() as nursery:
+            zombie = await nursery.start(functools.partial(serve_cache, seams=seams), old)
+            await zombie.put("k", b"zombie")
+            now[0] += 3600  # the zombie stalled past its lease: the new instance takes over
+            async with open_cache(new, seams=seams) as fresh:
+                await fresh.put("k", b"fresh")
+                await fresh.flush()
+            await zombie.flush()
+            await zombie.aclose()
+        s = store(pg_url, pg_table)
+        assert s.read("k") == StoreRecord("k", b"fresh", s.read("k").version)  # type: ignore[union-attr]
+        s.close()
 
 
 async def test_a_server_restart_while_writes_flow_loses_nothing(
@@ -189,47 +195,49 @@ async def test_a_server_restart_while_writes_flow_loses_nothing(
     command = pg_restart_command()
     if command is None:
         pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster")
-    cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.05, retry_max=0.5)
-    async with open_cache(cfg) as cache:
-        acked: dict[str, bytes] = {}
+    with trio.fail_after(2 * CAP):  # a server restart, then the flush's retries
+        cfg = pg_config(tmp_path, pg_url, pg_table, retry_initial=0.05, retry_max=0.5)
+        async with open_cache(cfg) as cache:
+            acked: dict[str, bytes] = {}
 
-        async def writer() -> None:
-            for i in range(3000):
-                await cache.put(f"k{i % 300}", b"v%d" % i)
-                acked[f"k{i % 300}"] = b"v%d" % i
-                await trio.sleep(0.001)
+            async def writer() -> None:
+                for i in range(3000):
+                    await cache.put(f"k{i % 300}", b"v%d" % i)
+                    acked[f"k{i % 300}"] = b"v%d" % i
+                    await trio.sleep(0.001)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer)
-            await trio.sleep(0.3)
-            await trio.run_process(command)
-        with trio.fail_after(60):
-            await cache.flush()
-        stats = cache.statistics()
-    s = store(pg_url, pg_table)
-    rows = s.read_all()
-    s.close()
-    assert {k: r.value for k, r in rows.items()} == acked
-    assert stats.stores[0].errors >= 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                await trio.sleep(0.3)
+                await trio.run_process(command)
+            with trio.fail_after(60):
+                await cache.flush()
+            stats = cache.statistics()
+        s = store(pg_url, pg_table)
+        rows = s.read_all()
+        s.close()
+        assert {k: r.value for k, r in rows.items()} == acked
+        assert stats.stores[0].errors >= 1
 
 
 async def test_reads_survive_a_dropped_reader_connection(
     tmp_path: Path, pg_url: str, pg_table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import psycopg
+    with trio.fail_after(CAP):
+        import psycopg
 
-    cfg = pg_config(tmp_path, pg_url, pg_table, max_entries=1, shards=1)
-    async with open_cache(cfg) as cache:
-        await cache.put("a", b"1")
-        await cache.put("b", b"2")
-        await cache.flush()
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = %s", (f"writebehind:{pg_table}",),
-            ).fetchone()
-        assert killed is not None and killed[0] >= 2
-        await trio.sleep(0.1)
-        assert await cache.get("a") == b"1"  # evicted (max_entries=1): reads through
-        assert await cache.get("b") == b"2"
-    assert "the store reader failed" in caplog.text
+        cfg = pg_config(tmp_path, pg_url, pg_table, max_entries=1, shards=1)
+        async with open_cache(cfg) as cache:
+            await cache.put("a", b"1")
+            await cache.put("b", b"2")
+            await cache.flush()
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s", (f"writebehind:{pg_table}",),
+                ).fetchone()
+            assert killed is not None and killed[0] >= 2
+            await trio.sleep(0.1)
+            assert await cache.get("a") == b"1"  # evicted (max_entries=1): reads through
+            assert await cache.get("b") == b"2"
+        assert "the store reader failed" in caplog.text
