@@ -227,7 +227,8 @@ class FaultyDisk(SimulatedFileSystem):
         # append over the cut: only what is left of what it found must be durable.
         cut = {}
         for path in self._names:
-            head, sep, offset = path.rpartition(".torn-")
+            head, sep, suffix = path.rpartition(".torn-")
+            offset = suffix.partition(".")[0]  # "<offset>" or "<offset>.<n>" (a later tear)
             fresh = path not in found_at or torn_before.get(path) != bytes(self._names[path].data)
             if sep and fresh and offset.isdigit():
                 cut[head] = min(cut.get(head, int(offset)), int(offset))

@@ -245,6 +245,16 @@ def paused_gc() -> Iterator[None]:
 
 
 @paused_gc()
+def _free_name(fs: FileSystem, path: str) -> str:
+    """``path``, or ``path.2``, ``path.3``... if taken: a second tear at the same offset (the
+    process died again before writing past it) keeps the first copy too, for forensics."""
+    candidate, n = path, 1
+    while fs.exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
+
+
 def recover(
     fs: FileSystem,
     directory: str,
@@ -277,7 +287,7 @@ def recover(
     ]
     if scan.torn_tail is not None:
         torn = scan.torn_tail
-        torn_copy = f"{torn.path}.torn-{torn.offset}"
+        torn_copy = _free_name(fs, f"{torn.path}.torn-{torn.offset}")
         fs.write_file(torn_copy, files[-1][1][torn.offset :])
         fs.fsync_dir(directory)
         if scan.segments[-1].header is None:

@@ -115,6 +115,26 @@ async def test_torn_tail_is_cut_and_kept_in_a_side_file(tmp_path: Path) -> None:
         again.close()
 
 
+async def test_a_second_tear_at_the_same_offset_keeps_both_side_files(tmp_path: Path) -> None:
+    with trio.fail_after(CAP):
+        journal = await Journal.open(tmp_path, shard_id=0)
+        last = await fill(journal, 3)
+        journal.close()
+        segment = tmp_path / "00000000000000000001.wal"
+        size = segment.stat().st_size
+        tears = []
+        for n in (30, 20):  # the process dies twice before writing past the same offset
+            torn = JournalRecord(last + 1, RecordKind.PUT, "torn", b"y" * 50, 1).encode(0)[:n]
+            with open(segment, "ab") as f:
+                f.write(torn)
+            tears.append(torn)
+            again = await Journal.open(tmp_path, shard_id=0)
+            again.close()
+        assert again.recovery.torn_tail_copy == f"{segment}.torn-{size}.2"
+        assert (tmp_path / f"00000000000000000001.wal.torn-{size}").read_bytes() == tears[0]
+        assert (tmp_path / f"00000000000000000001.wal.torn-{size}.2").read_bytes() == tears[1]
+
+
 async def test_corruption_is_refused_naming_file_and_offset_until_repair(tmp_path: Path) -> None:
     with trio.fail_after(CAP):
         journal = await Journal.open(tmp_path, shard_id=0)
