@@ -18,8 +18,16 @@ from typing import Any
 import pytest
 import trio
 
-import writebehind._runtime._lease as lease_module
-from writebehind import Config, LeaseHeld, LeaseLost, Seams, SQLiteStore, open_cache, serve_cache
+from writebehind import (
+    Config,
+    ConfigError,
+    LeaseHeld,
+    LeaseLost,
+    Seams,
+    SQLiteStore,
+    open_cache,
+    serve_cache,
+)
 from writebehind._core._lease import LeaseClaim, LeaseHolder, decide
 from writebehind._runtime._lease import LeaseKeeper
 
@@ -167,15 +175,15 @@ async def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
 
 
 async def test_an_instance_whose_lease_was_taken_over_stops_with_lease_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     with trio.fail_after(CAP):
-        monkeypatch.setattr(lease_module, "LEASE_TTL", 0.3)  # renewed every 0.1 s
         clock = WallClock()
         with pytest.raises(BaseException) as info:
             async with trio.open_nursery() as nursery:
                 cache = await nursery.start(
-                    functools.partial(serve_cache, seams=Seams(wall_clock=clock)), _config(tmp_path)
+                    functools.partial(serve_cache, seams=Seams(wall_clock=clock)),
+                    _config(tmp_path, lease_ttl=1.0),  # renewed every third of a second
                 )
                 await cache.put("k", b"v")
                 # This instance stalls past its lease (clock jump), and another takes the table.
@@ -216,3 +224,26 @@ async def test_keeper_retries_a_store_that_is_down_and_releases_only_its_own(
     assert trio.current_time() == pytest.approx(40.0)
     await keeper.release()
     assert calls[-1] == "release_lease"
+
+
+def test_the_lease_ttl_is_a_setting_with_a_floor(tmp_path: Path) -> None:
+    assert _config(tmp_path).lease_ttl == 30.0
+    assert _config(tmp_path, lease_ttl=5).lease_ttl == 5
+    with pytest.raises(ConfigError, match=r"^Config.lease_ttl must be at least 1.0 seconds .*"
+                       r"got 0.5$"):
+        _config(tmp_path, lease_ttl=0.5)
+
+
+async def test_the_keeper_renews_at_a_third_of_the_configured_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    renewals: list[float] = []
+
+    async def call(method: str, *args: Any) -> None:
+        if method == "renew_lease":
+            renewals.append(trio.current_time())
+
+    keeper = LeaseKeeper(call, "t", clock=lambda: 0.0, ttl=6.0)
+    with trio.move_on_after(7):
+        await keeper.keep()
+    assert renewals == [2.0, 4.0, 6.0]

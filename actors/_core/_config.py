@@ -15,6 +15,7 @@ import attrs
 
 from ._addresses import is_loopback, parse_address
 from ._errors import ConfigError
+from ._lease import LEASE_TTL, MIN_LEASE_TTL
 from ._limits import MAX_PAYLOAD, RECORD_OVERHEAD, store_limits
 
 #: When ``put``/``delete`` return: the type of ``Config.ack`` (see the contract).
@@ -229,6 +230,10 @@ class Config:
             with :class:`TooManyRestarts`. Range: >= 1. Default: `5`.
         restart_period (float): The window of ``max_restarts``, in seconds. Range: > 0,
             finite. Default: `10.0`.
+        lease_ttl (float): Seconds the store table's lease lasts without renewal (renewed
+            every third of it): how long a crashed instance on another host keeps its table
+            from a new start, and how far the hosts' clocks may disagree. Range: >= 1,
+            finite. Default: `30.0`.
         drain_timeout (float): Seconds a stop spends flushing; what is left replays at the
             next start. Range: > 0; ``inf``: no limit. Default: `30.0`.
         store_timeout (float): Seconds a store call may take (SQLite's busy timeout;
@@ -290,6 +295,7 @@ class Config:
     retry_max: float = attrs.field(default=5.0, validator=_positive)
     max_restarts: int = attrs.field(default=5, validator=_positive_int)
     restart_period: float = attrs.field(default=10.0, validator=_positive)
+    lease_ttl: float = attrs.field(default=LEASE_TTL, validator=_positive)
     drain_timeout: float = attrs.field(default=30.0, validator=_positive_or_inf)
     store_timeout: float = attrs.field(default=30.0, validator=_positive)
     repair_journal: bool = attrs.field(
@@ -334,6 +340,11 @@ class Config:
                 f"Config.max_key_bytes={self.max_key_bytes!r} is over what the "
                 f"{limits.name} store can index ({limits.max_key_bytes} bytes of UTF-8 per "
                 f"key); set it to at most {limits.max_key_bytes} (hash longer keys)"
+            )
+        if self.lease_ttl < MIN_LEASE_TTL:
+            raise ConfigError(
+                f"Config.lease_ttl must be at least {MIN_LEASE_TTL} seconds (it is renewed "
+                f"every third of it, through the store), got {self.lease_ttl!r}"
             )
         if self.retry_max < self.retry_initial:
             raise ConfigError(

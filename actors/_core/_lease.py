@@ -15,6 +15,8 @@ import attrs
 
 #: How long a lease lasts without renewal, in seconds; it is renewed every third of that.
 LEASE_TTL = 30.0
+#: Shorter leases would be renewed more often than a store round trip can be trusted to take.
+MIN_LEASE_TTL = 1.0
 
 
 @attrs.frozen

@@ -382,7 +382,7 @@ class Cache:
             # One live instance per table, before anything is written to it (two would
             # overwrite each other's newer writes: the later epoch always wins).
             lease = LeaseKeeper(self._reader_call, self.config.store_table,
-                                clock=self._seams.wall_clock)
+                                clock=self._seams.wall_clock, ttl=self.config.lease_ttl)
             await lease.acquire()
             self._lease = lease
         # The store itself says what it can hold (a harness's store stands in for the URL's).
