@@ -163,8 +163,23 @@ class OsFileSystem:
             os.close(fd)
 
     def write_file(self, path: str, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # As read_file: a FIFO (or anything but a file) left at our path must neither hang
+        # the open nor be written through; O_NOFOLLOW keeps a planted link from redirecting it.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.ENXIO, errno.EISDIR, errno.ELOOP):
+                raise
+            kind = "a symbolic link" if exc.errno == errno.ELOOP else _file_kind(
+                os.lstat(path).st_mode
+            )
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", path) from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(mode)})", path)
+            os.ftruncate(fd, 0)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

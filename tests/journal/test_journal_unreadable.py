@@ -54,6 +54,25 @@ def test_read_file_refuses_what_is_not_a_regular_file_without_blocking(tmp_path:
         OsFileSystem().read_file(str(directory))
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink"])
+def test_write_file_refuses_what_is_not_a_regular_file_without_blocking(
+    tmp_path: Path, kind: str
+) -> None:
+    target = tmp_path / "MANIFEST.tmp"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)  # no reader: a blocking open for writing would wait for one forever
+    else:
+        (tmp_path / "elsewhere").write_bytes(b"keep")
+        target.symlink_to(tmp_path / "elsewhere")
+    expected = {"directory": "a directory", "fifo": "a FIFO", "symlink": "a symbolic link"}
+    with pytest.raises(OSError, match=rf"not a regular file \({expected[kind]}\)"):
+        OsFileSystem().write_file(str(target), b"data")
+    if kind == "symlink":
+        assert (tmp_path / "elsewhere").read_bytes() == b"keep"
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 @pytest.mark.parametrize("which", [0, -1], ids=["oldest", "newest"])
 async def test_open_refuses_a_segment_that_is_not_a_file_naming_it(
