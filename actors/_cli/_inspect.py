@@ -111,30 +111,46 @@ def _wall(state: Mapping[str, Any], trio_time: Any) -> float | None:
     return float(wall - (now - trio_time))
 
 
-def header(state: Mapping[str, Any]) -> list[Text]:
-    """The two header lines: the cache and its store; its rates and latencies."""
+def header(state: Mapping[str, Any], width: int | None = None) -> list[Text]:
+    """The header: the cache and its store, then its rates, latencies and what needs a look.
+    Two lines, or more on a narrow terminal (``width``): every figure stays on screen rather
+    than the alerts and quarantine counts falling off the end."""
     cache = state.get("cache", {})
     store = cache.get("store")
-    where = f"  store {store} ({cache.get('store_table', '?')})" if store else ""
-    first = Text.assemble(
-        ("writebehind ", "bold"), f"cache {cache.get('status', '?')}",
-        f"  ack {cache.get('ack', '?')}  up {_uptime(cache.get('uptime'))}{where}",
-        no_wrap=True, overflow="ellipsis",
-    )
+    first = [Text.assemble(("writebehind ", "bold"), f"cache {cache.get('status', '?')}"),
+             Text(f"ack {cache.get('ack', '?')}"), Text(f"up {_uptime(cache.get('uptime'))}")]
+    if store:
+        first.append(Text(f"store {store} ({cache.get('store_table', '?')})"))
     rates = state.get("rates") or {}
     ack, flush = rates.get("ack_latency") or {}, rates.get("flush_latency") or {}
-    second = Text.assemble(
-        ("puts/s ", "dim"), (_rate(rates.get("puts_per_second")), "bold"),
-        ("  rows/s ", "dim"), (_rate(rates.get("rows_per_second")), "bold"),
-        ("  batches/s ", "dim"), (_rate(rates.get("batches_per_second")), "bold"),
-        ("  ack p50/p99 ", "dim"), f"{_seconds(ack.get('p50'))}/{_seconds(ack.get('p99'))}",
-        ("  flush p50/p99 ", "dim"),
-        f"{_seconds(flush.get('p50'))}/{_seconds(flush.get('p99'))}",
-        f"  unpersisted {_cell(cache.get('unpersisted'))}",
-        f"  quarantined {_cell(cache.get('quarantined'))}  alerts {_cell(cache.get('alerts'))}",
-        no_wrap=True, overflow="ellipsis",
-    )
-    return [first, second]
+    second = [
+        Text.assemble(("puts/s ", "dim"), (_rate(rates.get("puts_per_second")), "bold")),
+        Text.assemble(("rows/s ", "dim"), (_rate(rates.get("rows_per_second")), "bold")),
+        Text.assemble(("batches/s ", "dim"), (_rate(rates.get("batches_per_second")), "bold")),
+        Text.assemble(("ack p50/p99 ", "dim"),
+                      f"{_seconds(ack.get('p50'))}/{_seconds(ack.get('p99'))}"),
+        Text.assemble(("flush p50/p99 ", "dim"),
+                      f"{_seconds(flush.get('p50'))}/{_seconds(flush.get('p99'))}"),
+        Text(f"unpersisted {_cell(cache.get('unpersisted'))}"),
+        Text(f"quarantined {_cell(cache.get('quarantined'))}"),
+        Text(f"alerts {_cell(cache.get('alerts'))}"),
+    ]
+    return _pack(first, width) + _pack(second, width)
+
+
+def _pack(parts: list[Text], width: int | None) -> list[Text]:
+    """``parts`` two spaces apart, on as few lines of ``width`` as they fit (one part too
+    long for a line of its own, a long store URL, ends in an ellipsis)."""
+    lines = [Text(no_wrap=True, overflow="ellipsis")]
+    for part in parts:
+        line = lines[-1]
+        if line.plain and width is not None and len(line) + 2 + len(part) > width:
+            line = Text(no_wrap=True, overflow="ellipsis")
+            lines.append(line)
+        if line.plain:
+            line.append("  ")
+        line.append_text(part)
+    return lines
 
 
 def _lag(actor: Mapping[str, Any]) -> int:
@@ -222,20 +238,22 @@ def render(
     state: Mapping[str, Any], events: Iterable[Mapping[str, Any]], *,
     height: int | None = None, width: int | None = None,
 ) -> Group:
-    """One screen: two header lines, the actor table, the latest events (newest last). With a
+    """One screen: the header lines, the actor table, the latest events (newest last). With a
     ``height`` and ``width`` (the terminal's), everything fits: the header first, then the
     table (the shards most worth a look when not all fit, the columns that matter most when
     not all do), then as many events as fit."""
     events = list(events)
     actors = list(state.get("actors", []))
+    top = header(state, width)
     event_lines = len(events)
     rows: int | None = None
     if height is not None:
-        event_lines = min(event_lines, max(MIN_EVENTS, height - 2 - TABLE_FRAME - len(actors)))
-        rows = max(1, height - 2 - TABLE_FRAME - event_lines)
+        room = height - len(top) - TABLE_FRAME  # for table rows and events
+        event_lines = min(event_lines, max(MIN_EVENTS, room - len(actors)))
+        rows = max(1, room - event_lines)
     shown, hidden = shown_actors(actors, rows)
     if height is not None:
-        event_lines = min(len(events), max(0, height - 2 - TABLE_FRAME - len(shown)
+        event_lines = min(len(events), max(0, height - len(top) - TABLE_FRAME - len(shown)
                                            - (1 if hidden else 0)))
     table_rows = [_row(state, actor) for actor in shown]
     if hidden:
@@ -255,7 +273,7 @@ def render(
         feed.append(f"{event.get('kind', '?'):>12} ", style="bold")
         feed.append(f"{event.get('actor', '')}: {event.get('detail', '')}\n")
     feed.rstrip()
-    return Group(*header(state), _table(table_rows, width), feed)
+    return Group(*top, _table(table_rows, width), feed)
 
 
 def _take(message: dict[str, Any], state: dict[str, Any],
