@@ -7,6 +7,7 @@ the log's tail, and the cut bytes are first copied to a side file and synced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import secrets
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
-from .._core._errors import JournalCorruption
+from .._core._errors import JournalCorruption, JournalFull
 from ._codec import HEADER_SIZE, JournalRecord, Manifest, SegmentHeader
 from ._fs import FileSystem, write_file_atomic
 from ._scan import (
@@ -308,7 +309,17 @@ def recover(
             pass  # the disk is full: the journal then refuses new records until space returns
     else:
         header = SegmentHeader(shard_id=shard_id, salt=salt, first_seq=scan.next_seq)
-        path, fd = create_segment(fs, directory, header, reserve=reserve)  # and the manifest
+        try:
+            path, fd = create_segment(fs, directory, header, reserve=reserve)  # and manifest
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise JournalFull(
+                f"no space left on device for the first journal segment in {directory} "
+                f"(it reserves {reserve} bytes: Config.segment_bytes and room for the batch "
+                "that crosses it): free space on that disk, or point Config.journal_dir at "
+                "one with room, then start again"
+            ) from exc
         segments.append(Segment(path, header.first_seq, HEADER_SIZE))
     last = segments[-1]
     manifest = scan.manifest

@@ -162,3 +162,18 @@ def test_os_reserve_allocates_without_changing_the_size(tmp_path: Path) -> None:
     finally:
         fs.close(fd)
     assert Path(path).read_bytes() == b"headermore"
+
+
+async def test_a_first_segment_on_a_full_disk_is_refused_with_what_to_do(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Before: a bare "OSError: [Errno 28]" in an exception group, naming no path.
+    fs, db = SimulatedFileSystem(), MemoryStore()
+    fs.space_left = 0
+    config = Config(store="sqlite:///unused.db", journal_dir="/j", shards=1, segment_bytes=4096)
+    with pytest.raises(JournalFull, match=r"^no space left on device for the first journal "
+                       r"segment in /j/shard-0000 \(it reserves \d+ bytes.*free space on that "
+                       r"disk, or point Config.journal_dir at one with room, then start again$"):
+        async with open_cache(config, seams=Seams(store_factory=db.factory, filesystem=fs)):
+            pytest.fail("the cache started without a journal segment")
+    assert "MANIFEST" not in fs.listdir("/j/shard-0000")  # no segment was named the newest
