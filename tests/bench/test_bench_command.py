@@ -22,6 +22,8 @@ PER_RUN_KEYS = {
 LIMIT_KEYS = {
     "fdatasync_p50_ms", "fdatasync_p99_ms", "fdatasync_per_s", "trio_round_trip_s",
     "group_commit_64w_acks_s", "group_commit_1w_acks_s", "journal_alone_64w_acks_s",
+    "group_commit_64w_p50_ms", "group_commit_64w_p99_ms", "group_commit_1w_p50_ms",
+    "group_commit_1w_p99_ms",
     "store_batch_rows_s", "store_one_row_tx_s",
 }
 
@@ -54,8 +56,12 @@ def _check_figures(data: dict[str, Any]) -> None:
     assert data["recovery"][0]["records_per_s"] > 0
     assert data["flush"]["rows"] == 2_000 and data["flush"]["rows_s"] > 0
     assert data["memory_per_million_keys_mib"] > 0
-    verdicts = {t["verdict"] for t in data["targets"]}
-    assert verdicts <= {"PASS", "MISS"} and len(data["targets"]) == 8
+    assert len(data["targets"]) == 8
+    for target in data["targets"]:
+        if target["name"].startswith("put_many"):  # no put_many cell in this run yet
+            continue
+        assert target["verdict"] in {"PASS", "MISS"}, target
+    assert data["disk_regime"] in {"fast", "slow"}
 
 
 def test_tiny_run_on_sqlite_writes_json_and_png(tmp_path: Path) -> None:
