@@ -50,6 +50,7 @@ _SHARD = "actors/_runtime/_shard.py"
 _SA = "actors/_runtime/_store_actor.py"
 _SQL = "actors/_stores/_sqlite.py"
 _PG = "actors/_stores/_postgres.py"
+_SQLTEXT = "actors/_stores/_sql.py"  # the statements both stores run
 _CACHE = "actors/_runtime/_cache.py"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -362,11 +363,11 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the stores -------------------------------------------------------------------------
     Mutant(
         name="sqlite-guard-any-change",
-        area="sqlite", file=_SQL,
-        find='                f"WHERE excluded.version > {t}.version"',
-        replace='                f"WHERE excluded.version <> {t}.version"',
-        rule="a SQLite upsert only moves a key's version forward: an older write (a retry, a "
-        "reordered batch) never overwrites a newer one",
+        area="sqlite", file=_SQLTEXT,
+        find='        f"WHERE excluded.version > {table}.version"',
+        replace='        f"WHERE excluded.version <> {table}.version"',
+        rule="a SQLite upsert (its SQL shared with PostgreSQL) only moves a key's version "
+        "forward: an older write (a retry, a reordered batch) never overwrites a newer one",
     ),
     Mutant(
         name="sqlite-synchronous-normal",
@@ -385,9 +386,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="pg-tombstone-always-wins",
-        area="postgres", file=_PG, needs="postgres",
-        find='            f"WHERE excluded.version > {t}.version"',
-        replace='            f"WHERE excluded.version > {t}.version OR excluded.deleted"',
+        area="postgres", file=_SQLTEXT, needs="postgres",
+        find='        f"WHERE excluded.version > {table}.version"',
+        replace='        f"WHERE excluded.version > {table}.version OR excluded.deleted"',
         rule="a delete is versioned like a put: an older tombstone never removes a newer value",
     ),
     Mutant(

@@ -26,17 +26,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from writebehind import (
     FAULT_POINTS,
-    CacheClosed,
     Config,
     ConfigError,
     JournalFull,
     Overloaded,
     Seams,
-    ShardCrashed,
     StoreRejected,
     StoreUnavailable,
     serve_cache,
 )
+from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._journal._fs import CRASH_MODES
 
 from ._audit import open_sim_store
@@ -291,7 +290,7 @@ class CacheMachine(RuleBasedStateMachine):
                 await self.cache.delete(key)
             else:
                 await self.cache.put(key, value)
-        except (ShardCrashed, CacheClosed, StoreUnavailable):
+        except UNCERTAIN_OUTCOME:
             self.model.uncertain(op)
         except (Overloaded, StoreRejected, JournalFull):
             self.model.refused(op)
@@ -303,7 +302,7 @@ class CacheMachine(RuleBasedStateMachine):
         for key in self.keys:
             try:
                 found = await self.cache.get(key)
-            except (ShardCrashed, CacheClosed, StoreUnavailable):
+            except UNCERTAIN_OUTCOME:
                 continue
             loss = self.model.check_read(key, found)
             if loss is not None and not self.model.excused(key):
@@ -325,7 +324,7 @@ class CacheMachine(RuleBasedStateMachine):
         async def read() -> None:
             try:
                 found = await self.cache.get(key)
-            except (ShardCrashed, CacheClosed, StoreUnavailable):
+            except UNCERTAIN_OUTCOME:
                 return
             loss = self.model.check_read(key, found)
             assert loss is None or self.model.excused(key), f"stale read: {loss!r}"

@@ -46,14 +46,12 @@ import trio
 import trio.testing
 
 from writebehind import (
-    CacheClosed,
     Config,
     JournalCorruption,
     JournalError,
     JournalFull,
     Overloaded,
     Seams,
-    ShardCrashed,
     StoreRejected,
     StoreUnavailable,
     TooManyRestarts,
@@ -61,6 +59,7 @@ from writebehind import (
     serve_cache,
 )
 from writebehind._cli._recover import recover_with_config
+from writebehind._core._errors import UNCERTAIN_OUTCOME, leaves
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
 
 from ._audit import STORE_REFUSED_KEY, SimStore, open_sim_store
@@ -449,7 +448,7 @@ class _Simulation:
             if cache is None:
                 self.last_start_error = _describe(error)
                 self.last_start_injected = all(
-                    isinstance(leaf, InjectedFault) for leaf in _leaves(error)
+                    isinstance(leaf, InjectedFault) for leaf in leaves(error, skip=trio.Cancelled)
                 )
         if self.pending_crash is not None:
             kind, mode = self.pending_crash
@@ -491,7 +490,7 @@ class _Simulation:
         )
 
     def _classify(self, error: BaseException) -> None:
-        for leaf in _leaves(error):
+        for leaf in leaves(error, skip=trio.Cancelled):
             if isinstance(leaf, KeyboardInterrupt | SystemExit):
                 raise error
             if isinstance(leaf, TooManyRestarts):
@@ -597,7 +596,7 @@ class _Simulation:
                 self.liveness_at.pop(0)
             self.liveness_due = trio.Event()
             self.events["liveness_checks"] += 1
-        except (CacheClosed, ShardCrashed, StoreUnavailable):
+        except UNCERTAIN_OUTCOME:
             pass  # the cache was already going down (an escalation): the next life tries
         finally:
             self.injector.quiet = False
@@ -669,7 +668,7 @@ class _Simulation:
             self.flushing = called = trio.current_time()
             try:
                 await cache.flush()
-            except (ShardCrashed, CacheClosed, StoreUnavailable):
+            except UNCERTAIN_OUTCOME:
                 continue
             finally:
                 self.flushing = None
@@ -779,7 +778,7 @@ class _Simulation:
         start = model.read_started(key)
         try:
             found = await cache.get(key)
-        except (ShardCrashed, CacheClosed, StoreUnavailable):
+        except UNCERTAIN_OUTCOME:
             return
         loss = model.check_read(key, found, start)
         if loss is not None and not model.read_excused(key, start):
@@ -793,7 +792,7 @@ class _Simulation:
                 receipt = await cache.delete(key)
             else:
                 receipt = await cache.put(key, value)
-        except (ShardCrashed, CacheClosed, StoreUnavailable):
+        except UNCERTAIN_OUTCOME:
             model.uncertain(op)
         except Unstorable as exc:
             model.refused(op)
@@ -884,10 +883,10 @@ class _Simulation:
                         nursery.cancel_scope.cancel()
                     break
                 except BaseException as exc:  # a problem, unless a flip was detected; retried
-                    leaves = _leaves(exc)
-                    if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in leaves):
+                    found = leaves(exc, skip=trio.Cancelled)
+                    if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in found):
                         raise
-                    if self.disk.flips and all(isinstance(x, JournalCorruption) for x in leaves):
+                    if self.disk.flips and all(isinstance(x, JournalCorruption) for x in found):
                         self.events["corruption_detected"] += 1
                         self.disk.restore_flips()
                         continue
@@ -933,10 +932,10 @@ class _Simulation:
                 await cache.aclose()
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
-            leaves = _leaves(exc)
-            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in leaves):
+            found = leaves(exc, skip=trio.Cancelled)
+            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in found):
                 raise
-            if not leaves or not all(isinstance(x, JournalCorruption) for x in leaves):
+            if not found or not all(isinstance(x, JournalCorruption) for x in found):
                 self.problems.append(
                     f"a start over a damaged journal ({damage!r}) failed with "
                     f"{_describe(exc)}, not with JournalCorruption"
@@ -973,7 +972,8 @@ class _Simulation:
                             await self._write(cache, key, value)
                 nursery.cancel_scope.cancel()  # the host fails: no drain
         except BaseException as exc:
-            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in _leaves(exc)):
+            found = leaves(exc, skip=trio.Cancelled)
+            if any(isinstance(x, KeyboardInterrupt | SystemExit) for x in found):
                 raise
             self.problems.append(f"a start before the recover tool failed: {_describe(exc)}")
         finally:
@@ -1104,15 +1104,8 @@ async def _serve(config: Config, seams: Seams, *, task_status: Any) -> None:
     await serve_cache(config, seams=seams, task_status=task_status)
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    if isinstance(exc, trio.Cancelled):
-        return []
-    return [exc]
-
-
 def _describe(exc: BaseException) -> str:
-    leaves = _leaves(exc) or [exc]
-    return "; ".join(f"{type(e).__name__}: {e}" for e in leaves)
+    return "; ".join(
+        f"{type(e).__name__}: {e}" for e in leaves(exc, skip=trio.Cancelled) or [exc]
+    )
 

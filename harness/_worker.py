@@ -44,12 +44,11 @@ from writebehind import (
     Overloaded,
     Rejection,
     Seams,
-    ShardCrashed,
     Store,
     StoreRecord,
-    StoreUnavailable,
     open_cache,
 )
+from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
 
 BREAK_ENV = "WRITEBEHIND_TEST_BREAK"
@@ -131,12 +130,11 @@ async def _writer(
                     await cache.delete(key)
                 else:
                     await cache.put(key, value)
-            except (ShardCrashed, StoreUnavailable) as exc:
+            except UNCERTAIN_OUTCOME as exc:
                 log.line("U", op, type(exc).__name__)
+                if isinstance(exc, CacheClosed):
+                    return
                 continue
-            except CacheClosed as exc:
-                log.line("U", op, type(exc).__name__)
-                return
             except (Overloaded, JournalFull, TypeError, ValueError) as exc:
                 log.line("R", op, type(exc).__name__)
                 continue

@@ -14,7 +14,6 @@ from writebehind._core._messages import StoreRecord
 from writebehind._core._shard_core import (
     _COMPACT_AFTER,
     FlushPolicy,
-    Quarantined,
     ShardCore,
     _compacted,
 )
@@ -124,7 +123,7 @@ def test_a_rewrite_lifts_the_quarantine_and_its_ack_releases_the_mark() -> None:
     core = make()
     core.write("a", b"huge", 1, 1, 0.0)
     core.on_ack(flush(core), (Rejection("a", 1, "too large"),))
-    assert core.quarantine == {"a": Quarantined("a", 1, "too large")}
+    assert core.quarantine == {"a": Rejection("a", 1, "too large")}
     assert core.entries["a"].quarantined
     core.write("a", b"small", 2, 2, 1.0)
     assert core.quarantine == {}

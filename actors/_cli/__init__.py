@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
+from .._core._errors import leaves
+
 #: The entry-point group through which installed packages add ``writebehind`` subcommands:
 #: each entry is a ``register(subparsers)`` function.
 COMMANDS_GROUP = "writebehind.commands"
@@ -93,23 +95,10 @@ def sigterm_as_sigint() -> Iterator[list[int]]:
 
 def is_interrupt(exc: BaseException) -> bool:
     """Whether ``exc`` is a KeyboardInterrupt, alone or in a group with only cancellations."""
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    if not isinstance(exc, BaseExceptionGroup):
-        return False
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        else:
-            leaves.append(current)
     import trio
 
-    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves) and all(
-        isinstance(leaf, KeyboardInterrupt | trio.Cancelled) for leaf in leaves
-    )
+    found = leaves(exc, skip=trio.Cancelled)
+    return bool(found) and all(isinstance(leaf, KeyboardInterrupt) for leaf in found)
 
 
 if __name__ == "__main__":

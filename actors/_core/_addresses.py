@@ -1,5 +1,6 @@
 """``HOST:PORT`` addresses the configuration names (the inspector, the metrics endpoint),
-and which of them only this machine can reach."""
+which of them only this machine can reach, and where a client here dials a server bound to
+one."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: it may resolve anywhere
+
+
+def dial_netloc(host: str, port: int) -> str:
+    """The ``HOST:PORT`` of a URL that reaches, from this machine, a server bound to ``host``:
+    one bound to every interface is reached at 127.0.0.1; an IPv6 address goes in brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -8,6 +8,9 @@
 - The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`,
   :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`.
 - The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
+
+:data:`UNCERTAIN_OUTCOME` names the errors after which a write may or may not have happened;
+:func:`leaves` flattens an exception group.
 """
 
 from __future__ import annotations
@@ -112,6 +115,24 @@ class ShardCrashed(WritebehindError):
 
 class TooManyRestarts(WritebehindError):
     """An actor crashed more often than the restart intensity allows; the service stopped."""
+
+
+#: The errors that leave a write's outcome unknown (it may or may not have happened): the
+#: shard crashed with it in flight, the cache closed under it, or the store failed mid-way.
+#: A caller that keeps score counts such a write as uncertain, neither landed nor refused.
+UNCERTAIN_OUTCOME: tuple[type[WritebehindError], ...] = (
+    ShardCrashed, CacheClosed, StoreUnavailable,
+)
+
+
+def leaves(
+    exc: BaseException, *, skip: type[BaseException] | tuple[type[BaseException], ...] = ()
+) -> list[BaseException]:
+    """The errors in ``exc``, groups flattened depth first (``[exc]`` if it is no group),
+    leaving out those of the ``skip`` kinds (trio's ``Cancelled``, say)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner, skip=skip)]
+    return [] if isinstance(exc, skip) else [exc]
 
 
 def describe(exc: BaseException) -> str:

@@ -85,15 +85,6 @@ class InFlight:
     oldest_since: float
 
 
-@attrs.frozen
-class Quarantined:
-    """A record the store refused for good."""
-
-    key: str
-    version: int
-    reason: str
-
-
 @attrs.define
 class FlushPolicy:
     """When to build the next batch, and how long to back off after a failed one."""
@@ -134,7 +125,7 @@ class ShardCore:
         self.clean: dict[str, None] = {}
         self.inflight: dict[int, InFlight] = {}
         self.inflight_records = 0
-        self.quarantine: dict[str, Quarantined] = {}
+        self.quarantine: dict[str, Rejection] = {}
         # With hold_until_durable: the journal's durable sequence (ack='journal': written,
         # 'fsync': synced), and the dirty keys whose newest record is above it (a subset of
         # ``dirty``, never sent) with (seq, key) of those records in journal order.
@@ -352,7 +343,7 @@ class ShardCore:
         flight = self._pop_flight(batch_id)
         if flight is None:
             return
-        refused = {(r.key, r.version): r.reason for r in rejected}
+        refused = {(r.key, r.version): r for r in rejected}
         stale = {(s.key, s.version) for s in superseded}
         self.failures = 0
         self.retry_at = -math.inf
@@ -368,11 +359,11 @@ class ShardCore:
                 self.drop_superseded(key, version)
                 continue
             if refused:
-                reason = refused.get((key, version))
-                if reason is not None:
+                rejection = refused.get((key, version))
+                if rejection is not None:
                     if entry.version == version and key not in dirty:
                         entry.quarantined = True
-                        self.quarantine[key] = Quarantined(key, version, reason)
+                        self.quarantine[key] = rejection
                     continue
             persisted += 1
             if version > entry.persisted_version:

@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from .._core._addresses import is_loopback
+from .._core._addresses import dial_netloc, is_loopback
 from .._core._errors import ConfigError, describe
 from .._core._stats import CacheStatistics, LatencyStatistics
 from ._http import ConnectionBound, connection_cap, parse_head, read_head, respond
@@ -296,9 +296,7 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        return f"http://{netloc}{METRICS_PATH}"
+        return f"http://{dial_netloc(self.host, self.port)}{METRICS_PATH}"
 
     @property
     def connections(self) -> int:

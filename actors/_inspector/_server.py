@@ -26,6 +26,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
+from .._core._addresses import dial_netloc
 from .._core._errors import describe
 from .._core._stats import CacheEvent, CacheStatistics
 from ._http import (
@@ -172,11 +173,11 @@ class InspectorServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._netloc()}/ws"
+        return f"ws://{dial_netloc(self.host, self.port)}/ws"
 
     @property
     def page_url(self) -> str:
-        return f"http://{self._netloc()}/"
+        return f"http://{dial_netloc(self.host, self.port)}/"
 
     def attach(self, cache: Cache | None) -> None:
         """Show ``cache`` from now on (None: show "detached" until a cache is attached)."""
@@ -476,10 +477,6 @@ class InspectorServer:
             except ValueError:
                 pass
             self._listening = None
-
-    def _netloc(self) -> str:
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
 
 async def serve_inspector(

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 import trio
 
 from .._core._config import Config, mask_url
-from .._core._errors import CacheClosed, ConfigError, ShardCrashed, StoreUnavailable, Unstorable
+from .._core._errors import (
+    CacheClosed,
+    ConfigError,
+    ShardCrashed,
+    StoreUnavailable,
+    Unstorable,
+    leaves,
+)
 from .._core._limits import StoreLimits, store_limits
 from .._core._messages import Receipt, StoreRecord
 from .._core._routing import shard_of_utf8
@@ -546,26 +553,17 @@ def _raise_single(
 
     With ``journal_dir``: OS errors about that directory (a shard could not open its
     journal there) become the :class:`ConfigError` that says what to do."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-
-    walk(group)
-    if journal_dir is not None and leaves:
+    found = leaves(group, skip=trio.Cancelled)
+    if journal_dir is not None and found:
         errors = [
             _journal_dir_error(journal_dir, leaf) if isinstance(leaf, OSError) else None
-            for leaf in leaves
+            for leaf in found
         ]
         first = errors[0]
         if first is not None and all(errors):
-            raise first from leaves[0]
-    if len(leaves) == 1 or (leaves and first_of and all(isinstance(x, first_of) for x in leaves)):
-        raise leaves[0]
+            raise first from found[0]
+    if len(found) == 1 or (found and first_of and all(isinstance(x, first_of) for x in found)):
+        raise found[0]
     raise group
 
 

@@ -22,7 +22,8 @@ from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
 from .._core._lease import LeaseClaim, LeaseHolder, decide
 from .._core._limits import POSTGRES_LIMITS
 from .._core._messages import Rejection, StoreRecord, Superseded
-from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, _key_filter
+from . import _sql
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome
 
 # Per-connection staging table for COPY; emptied by every commit.
 _STAGE = "writebehind_stage"
@@ -145,8 +146,7 @@ class PostgresStore:
     def take_epoch(self) -> int:
         return int(self._run(
             "take an epoch",
-            f"UPDATE {self.table}_meta SET value = value + 1 WHERE name = 'epoch' "
-            "RETURNING value",
+            _sql.take_epoch(self.table),
             (),
         )[0][0])
 
@@ -163,15 +163,6 @@ class PostgresStore:
                 raise self._fail(what, exc) from None
             raise
 
-    def _upsert_sql(self, source: str) -> str:
-        t = self.table
-        return (
-            f"INSERT INTO {t} (key, value, version, deleted) {source} "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-            "version = excluded.version, deleted = excluded.deleted "
-            f"WHERE excluded.version > {t}.version"
-        )
-
     def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         import psycopg
 
@@ -187,7 +178,7 @@ class PostgresStore:
                     copy.set_types(["text", "bytea", "int8", "bool"])
                     for r in rows:
                         copy.write_row((r.key, r.value, r.version, r.value is None))
-                cur.execute(self._upsert_sql(f"SELECT * FROM {_STAGE}"))
+                cur.execute(_sql.upsert(self.table, f"SELECT * FROM {_STAGE}"))
                 if cur.rowcount >= len(rows):
                     return ()
                 # Some did not apply: which of them lost to a newer version (not a retry of
@@ -217,7 +208,7 @@ class PostgresStore:
                     try:
                         with db.transaction():  # a savepoint per record
                             cur.execute(
-                                self._upsert_sql("VALUES (%s, %s, %s, %s)"),
+                                _sql.upsert(t, _sql.values(1, "%s")),
                                 (row.key, row.value, row.version, row.value is None),
                             )
                             if cur.rowcount == 0:
@@ -244,8 +235,7 @@ class PostgresStore:
                         rejected.append(Rejection(row.key, row.version, reason))
                         if found is None:
                             cur.execute(
-                                f"INSERT INTO {t}_quarantine (key, value, version, reason) "
-                                "VALUES (%s, %s, %s, %s)",
+                                _sql.quarantine(t, "%s"),
                                 (key, row.value, row.version, reason),
                             )
         except psycopg.Error as exc:
@@ -265,17 +255,10 @@ class PostgresStore:
     def resolve_quarantine(self, action: str, keys: Sequence[str] | None = None) -> int:
         """``discard``: mark pending rows (of ``keys``, or all) given up; ``retry``: delete
         rows (pending or discarded), so the next write of the record is tried afresh."""
-        t = self.table
-        where, params = _key_filter(
+        where, params = _sql.key_filter(
             None if keys is None else [_stored_key(k) for k in keys], "%s"
         )
-        if action == DISCARD:
-            sql = f"UPDATE {t}_quarantine SET resolution = 'discard' WHERE resolution IS NULL"
-        elif action == "retry":
-            sql = f"DELETE FROM {t}_quarantine WHERE true"
-        else:
-            raise ValueError(f"unknown quarantine action {action!r}: 'discard' or 'retry'")
-        sql += where + " RETURNING 1"
+        sql = _sql.resolve_quarantine(self.table, action) + where + " RETURNING 1"
         return len(self._run(f"{action} quarantined records", sql, params))
 
     def read(self, key: str) -> StoreRecord | None:

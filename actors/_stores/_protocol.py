@@ -93,11 +93,3 @@ class QuarantineRow:
     at: str
     resolution: str | None  # None: pending; "discard": an operator gave it up
 
-
-def _key_filter(keys: Sequence[str] | None, mark: str) -> tuple[str, list[object]]:
-    """`` AND key IN (...)`` and its parameters, or nothing for every key."""
-    if keys is None:
-        return "", []
-    if not keys:
-        return " AND 1 = 0", []
-    return f" AND key IN ({', '.join([mark] * len(keys))})", list(keys)

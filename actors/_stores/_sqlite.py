@@ -10,7 +10,8 @@ from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
 from .._core._lease import LeaseClaim, LeaseHolder, decide
 from .._core._limits import SQLITE_LIMITS
 from .._core._messages import Rejection, StoreRecord, Superseded
-from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, _key_filter
+from . import _sql
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome
 
 _MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
 
@@ -104,10 +105,7 @@ class SQLiteStore:
             )
 
     def take_epoch(self) -> int:
-        row = self._conn().execute(
-            f"UPDATE {self.table}_meta SET value = value + 1 WHERE name = 'epoch' "
-            "RETURNING value"
-        ).fetchone()
+        row = self._conn().execute(_sql.take_epoch(self.table)).fetchone()
         return int(row[0])
 
     def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
@@ -203,10 +201,7 @@ class SQLiteStore:
         too big for this table too: then only the key, version and reason are kept (the
         journal keeps the record itself)."""
         db = self._conn()
-        sql = (
-            f"INSERT INTO {self.table}_quarantine (key, value, version, reason) "
-            "VALUES (?, ?, ?, ?)"
-        )
+        sql = _sql.quarantine(self.table, "?")
         db.execute("SAVEPOINT quarantine")
         try:
             db.execute(sql, (record.key, record.value, record.version, reason))
@@ -228,14 +223,9 @@ class SQLiteStore:
     def resolve_quarantine(self, action: str, keys: Sequence[str] | None = None) -> int:
         """``discard``: mark pending rows (of ``keys``, or all) given up; ``retry``: delete
         rows (pending or discarded), so the next write of the record is tried afresh."""
-        db, t = self._conn(), self.table
-        where, params = _key_filter(keys, "?")
-        if action == DISCARD:
-            sql = f"UPDATE {t}_quarantine SET resolution = 'discard' WHERE resolution IS NULL"
-        elif action == "retry":
-            sql = f"DELETE FROM {t}_quarantine WHERE 1 = 1"
-        else:
-            raise ValueError(f"unknown quarantine action {action!r}: 'discard' or 'retry'")
+        db = self._conn()
+        where, params = _sql.key_filter(keys, "?")
+        sql = _sql.resolve_quarantine(self.table, action)
         try:
             return int(db.execute(sql + where, params).rowcount)
         except sqlite3.Error as exc:
@@ -244,14 +234,7 @@ class SQLiteStore:
     def _upsert(self, rows: int) -> str:
         sql = self._statements.get(rows)
         if sql is None:
-            t = self.table
-            sql = self._statements[rows] = (
-                f"INSERT INTO {t} (key, value, version, deleted) VALUES "
-                + ",".join(("(?, ?, ?, ?)",) * rows)
-                + " ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "version = excluded.version, deleted = excluded.deleted "
-                f"WHERE excluded.version > {t}.version"
-            )
+            sql = self._statements[rows] = _sql.upsert(self.table, _sql.values(rows, "?"))
         return sql
 
     def read(self, key: str) -> StoreRecord | None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from writebehind import CacheEvent, CacheStatistics, ConfigError, ShardStatistics, StoreStatistics
-from writebehind._core._addresses import is_loopback, parse_address
+from writebehind._core._addresses import dial_netloc, is_loopback, parse_address
 from writebehind._inspector._protocol import (
     MAX_DETAIL_CHARS,
     ClientOutbox,
@@ -68,6 +68,14 @@ def test_a_bad_address_names_the_field_and_the_value(text: str) -> None:
 )
 def test_only_loopback_counts_as_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("host", "netloc"), [
+    ("127.0.0.1", "127.0.0.1:80"), ("0.0.0.0", "127.0.0.1:80"), ("", "127.0.0.1:80"),
+    ("::", "127.0.0.1:80"), ("::1", "[::1]:80"), ("db.example", "db.example:80"),
+])
+def test_a_url_dials_a_wildcard_bind_on_loopback_and_brackets_ipv6(host: str, netloc: str) -> None:
+    assert dial_netloc(host, 80) == netloc
 
 
 def test_binding_beyond_loopback_without_a_token_is_refused_with_the_reason() -> None:
