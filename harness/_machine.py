@@ -37,7 +37,7 @@ from writebehind import (
     StoreUnavailable,
     serve_cache,
 )
-from writebehind._journal._fs import CRASH_MODES
+from writebehind._journal._fs import CRASH_MODES, CrashMode
 
 from ._audit import open_sim_store
 from ._disk import FaultyDisk
@@ -45,6 +45,7 @@ from ._faulty_store import StoreFaults
 from ._model import Model
 from ._plan import STORE_KINDS, FaultInjector, FaultPlan
 from ._simulation import BASE_CONFIG, InjectedFault
+from ._trio_scheduler import reseed_trio_scheduler
 
 T = TypeVar("T")
 STEP_LIMIT = 600.0  # simulated seconds one step may take before it counts as a hang
@@ -270,9 +271,7 @@ class CacheMachine(RuleBasedStateMachine):
         # Trio shuffles tasks woken together with a Random that Hypothesis seeds once per
         # example. Reseeding it from the step itself keeps each step's interleaving the same
         # when the shrinker deletes *other* steps, so failures shrink to short programs.
-        from trio._core import _run
-
-        _run._r.seed(f"{name}{args!r}")
+        reseed_trio_scheduler(f"{name}{args!r}")
 
         async def bounded() -> T:
             if self.cache is None or self.cache.status == "stopped":
@@ -359,14 +358,14 @@ class CacheMachine(RuleBasedStateMachine):
         self.injector.armed.append(kind)
 
     @rule(kind=st.sampled_from(("process", "power")), mode=st.sampled_from(CRASH_MODES))
-    def restart(self, kind: str, mode: str) -> None:
+    def restart(self, kind: str, mode: CrashMode) -> None:
         """Kill the process (and, for ``power``, lose unsynced disk data), then start again."""
 
         async def crash_and_start() -> None:
             await self._stop()
             self.model.crash("power" if kind == "power" else "process", trio.current_time())
             if kind == "power":
-                self.disk.crash(mode)  # type: ignore[arg-type]
+                self.disk.crash(mode)
             await self._start()
 
         self._step("restart", crash_and_start, kind, mode)

@@ -68,6 +68,7 @@ from ._disk import FaultyDisk
 from ._faulty_store import StoreFaults
 from ._model import Loss, Model, Verdict
 from ._plan import FaultInjector, FaultPlan
+from ._trio_scheduler import seeded_trio_scheduler
 
 WRITERS = 4
 READERS = 4
@@ -188,7 +189,7 @@ def simulate(
     # shard count, which a journal holding a refused record prevents).
     with tempfile.TemporaryDirectory(prefix="writebehind-sim-") as tmp, open_sim_store(
         store, refuse=plan.seed % 2 == 0
-    ) as sim_store, patch(), _seeded_trio(plan.seed), quiet_runtime_logs():
+    ) as sim_store, patch(), seeded_trio_scheduler(f"trio/{plan.seed}"), quiet_runtime_logs():
         sim = _Simulation(
             plan, ack, operations, shards, dict(config or {}), Path(tmp), name, sim_store,
             store,
@@ -228,26 +229,6 @@ def stuck_report() -> str:
         f"operations finished, {sim.active_ops} in progress, liveness phase "
         f"{len(sim.liveness_at)} pending"
     )
-
-
-@contextlib.contextmanager
-def _seeded_trio(seed: int) -> Iterator[None]:
-    # Trio orders the tasks it wakes together with its module-level Random, after the order
-    # they were woken in, which for equal deadlines depends on memory addresses (a tie broken
-    # by id()). Its deterministic mode (what it uses under Hypothesis) sorts each batch by
-    # task creation before shuffling with that Random; with the Random seeded from the plan,
-    # a run replays exactly. Both are put back afterwards.
-    from trio._core import _run
-
-    state = _run._r.getstate()
-    deterministic = _run._ALLOW_DETERMINISTIC_SCHEDULING
-    _run._r.seed(f"trio/{seed}")
-    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        _run._ALLOW_DETERMINISTIC_SCHEDULING = deterministic  # type: ignore[misc]
-        _run._r.setstate(state)
 
 
 @contextlib.contextmanager
@@ -378,7 +359,9 @@ class _Simulation:
     # -- the run -------------------------------------------------------------------------------
 
     async def run(self) -> SimulationResult:
-        self.clock = trio.lowlevel.current_clock()  # type: ignore[assignment]
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, trio.testing.MockClock), "simulate() runs it under MockClock"
+        self.clock = clock
         failed_starts = 0
         injected = True  # every failed start of the streak failed of an injected fault alone
         # A run that found a problem stops its workload there: more of it proves nothing more
