@@ -26,7 +26,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from writebehind import (
     FAULT_POINTS,
+    Cache,
     CacheClosed,
+    CacheEvent,
     Config,
     ConfigError,
     JournalFull,
@@ -202,7 +204,7 @@ class CacheMachine(RuleBasedStateMachine):
             filesystem=self.disk,
             store_factory=self.db.factory,
         )
-        self.cache: Any = None
+        self.cache: Cache | None = None
         self._scope: trio.CancelScope | None = None
         self._stopped: trio.Event | None = None
         self.loop = GuestLoop()
@@ -230,11 +232,11 @@ class CacheMachine(RuleBasedStateMachine):
         self.cache = await self._serve()
         self.cache.add_listener(self._on_event)
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: CacheEvent) -> None:
         if event.kind == "crash" and event.actor.startswith("shard-"):
             self.model.crash("actor", event.time)  # ack='memory' loses its unwritten journal
 
-    async def _serve(self) -> Any:
+    async def _serve(self) -> Cache:
         assert self.loop.nursery is not None
         scope = self._scope = trio.CancelScope()
         stopped = self._stopped = trio.Event()
@@ -259,7 +261,15 @@ class CacheMachine(RuleBasedStateMachine):
             finally:
                 stopped.set()
 
-        return await self.loop.nursery.start(serve)
+        cache = await self.loop.nursery.start(serve)
+        assert isinstance(cache, Cache)  # what serve_cache reports started
+        return cache
+
+    @property
+    def _live(self) -> Cache:
+        # Steps run after _step's bounded() has (re)started the cache.
+        assert self.cache is not None, "a step runs with the cache started"
+        return self.cache
 
     async def _stop(self) -> None:
         if self._scope is not None and self._stopped is not None:
@@ -287,9 +297,9 @@ class CacheMachine(RuleBasedStateMachine):
         op = self.model.issue(key, value, trio.current_time())
         try:
             if value is None:
-                await self.cache.delete(key)
+                await self._live.delete(key)
             else:
-                await self.cache.put(key, value)
+                await self._live.put(key, value)
         except (ShardCrashed, CacheClosed, StoreUnavailable):
             self.model.uncertain(op)
         except (Overloaded, StoreRejected, JournalFull):
@@ -301,7 +311,7 @@ class CacheMachine(RuleBasedStateMachine):
         problems = []
         for key in self.keys:
             try:
-                found = await self.cache.get(key)
+                found = await self._live.get(key)
             except (ShardCrashed, CacheClosed, StoreUnavailable):
                 continue
             loss = self.model.check_read(key, found)
@@ -323,7 +333,7 @@ class CacheMachine(RuleBasedStateMachine):
     def get(self, key: str) -> None:
         async def read() -> None:
             try:
-                found = await self.cache.get(key)
+                found = await self._live.get(key)
             except (ShardCrashed, CacheClosed, StoreUnavailable):
                 return
             loss = self.model.check_read(key, found)
@@ -334,8 +344,8 @@ class CacheMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         async def flush_and_compare() -> None:
-            await self.cache.flush()
-            quarantined = {key for key, _v, _r in self.cache.quarantined()}
+            await self._live.flush()
+            quarantined = {key for key, _v, _r in self._live.quarantined()}
             rows = {key: record.value for key, record in self.db.rows().items()}
             verdict = self.model.check_store(rows)
             lost = [x for x in verdict.lost if x.key not in quarantined]
