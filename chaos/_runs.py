@@ -62,18 +62,19 @@ def progress_watch(
         yield alarm
         return
     started = time.monotonic()
-    last = [marker(), started]
+    last_marker, last_change = marker(), started
 
     def check(signum: int, frame: object) -> None:
+        nonlocal last_marker, last_change
         now = time.monotonic()
         if not alarm.fired:
             current = marker()
-            if current != last[0]:
-                last[:] = [current, now]
+            if current != last_marker:
+                last_marker, last_change = current, now
                 if now - started < cap:
                     return
                 alarm.why = f"it ran past {cap:g}s of wall time while progressing"
-            elif now - last[1] >= stall:
+            elif now - last_change >= stall:
                 alarm.why = f"no progress for {stall:g}s of wall time: {describe()}"
             else:
                 return

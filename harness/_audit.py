@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from writebehind import Rejection, Store, StoreRecord
-from writebehind._stores._protocol import StoreFactory
+from writebehind import Store, StoreRecord
+from writebehind._stores._protocol import StoreFactory, WriteOutcome
 from writebehind._stores._sqlite import SQLiteStore
 
 from ._memory_store import MemoryStore
@@ -40,9 +41,7 @@ class _InlineSQLite(SQLiteStore):
     def settings_problem(self) -> str | None:
         """No simulation cuts the store's power, so its promise to keep a commit is checked
         where it is made: the connection's durability settings."""
-        db = self._conn()
-        (synchronous,) = db.execute("PRAGMA synchronous").fetchone()
-        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        synchronous, mode = self.durability_settings()
         if synchronous < 2 or mode != "wal":  # FULL (2) or EXTRA (3), in WAL mode
             return (
                 f"SQLite runs with synchronous={synchronous}, journal_mode={mode}: a commit "
@@ -101,21 +100,22 @@ class StoreAudit:
         last = self.versions.get(key)
         if record is None:
             if last is not None:
-                self._problem(f"the store lost key {key!r} (it held version {last})")
+                self.add_problem(f"the store lost key {key!r} (it held version {last})")
             return
         if last is not None and record.version < last:
-            self._problem(
+            self.add_problem(
                 f"the store's version of {key!r} went backwards: {last} -> {record.version}"
             )
         seen = self.values.setdefault((key, record.version), record.value)
         if seen != record.value:
-            self._problem(
+            self.add_problem(
                 f"the store held two values for {key!r} version {record.version}: "
                 f"{seen!r} and {record.value!r}"
             )
         self.versions[key] = max(record.version, last or 0)
 
-    def _problem(self, text: str) -> None:
+    def add_problem(self, text: str) -> None:
+        """Report ``text`` (the first twenty problems are kept)."""
         if len(self.problems) < 20:
             self.problems.append(f"store audit: {text}")
 
@@ -137,7 +137,7 @@ class AuditedStore:
         check = getattr(self.inner, "settings_problem", None)
         problem = check() if check is not None else None
         if problem is not None and not self.audit.settings_checked:
-            self.audit._problem(problem)
+            self.audit.add_problem(problem)
         self.audit.settings_checked = True
 
     def close(self) -> None:
@@ -152,7 +152,7 @@ class AuditedStore:
     def read_all(self) -> dict[str, StoreRecord]:
         return self.inner.read_all()
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         rejected = self.inner.write_batch(records)
         self.audit.batches += 1
         for key in dict.fromkeys(r.key for r in records):
@@ -211,7 +211,7 @@ def open_sim_store(kind: str, *, refuse: bool = False) -> Iterator[SimStore]:
     check_sim_store(kind)
     if kind == "memory":
         memory = MemoryStore()
-        sim = SimStore(kind, memory.factory, memory)  # type: ignore[arg-type]
+        sim = SimStore(kind, memory.factory, memory)
         yield sim
         sim.close()
         return
@@ -232,8 +232,8 @@ def open_sim_store(kind: str, *, refuse: bool = False) -> Iterator[SimStore]:
             _refuse_for_good(kind, table)
         else:
             _create_tables(kind, table)
-        yield SimStore(  # type: ignore[arg-type]
-            "postgresql", lambda: _InlinePostgres(kind, table), None, refuses=refuse  # type: ignore[return-value]
+        yield SimStore(
+            "postgresql", lambda: _InlinePostgres(kind, table), None, refuses=refuse
         )
     finally:
         _drop_tables(kind, table)
@@ -249,16 +249,14 @@ STORE_REFUSED_KEY = "w2.k5"
 def _sqlite_refuses_for_good(path: Path) -> None:
     store = SQLiteStore(path)
     store.connect()  # creates the tables
-    try:
-        db = store._conn()
+    store.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         for event in ("INSERT", "UPDATE"):
             db.execute(
                 f"CREATE TRIGGER {store.table}_refused_{event.lower()} BEFORE {event} ON "
                 f"{store.table} WHEN NEW.key = '{STORE_REFUSED_KEY}' BEGIN "
                 "SELECT RAISE(ABORT, 'the simulation refuses this key for good'); END"
             )
-    finally:
-        store.close()
 
 
 def _create_tables(url: str, table: str) -> None:

@@ -69,14 +69,23 @@ class FaultyDisk(SimulatedFileSystem):
 
     def _cut(self, kind: str) -> bool:
         """Cut the power here if ``kind`` fires: from now on every operation fails."""
-        if self.injector is None or self._frozen or not self.injector.fire(kind):
-            return False
+        mode = self._fires(kind)
+        if mode is not None:
+            self._power_cut(mode)
+        return mode is not None
+
+    def _fires(self, kind: str) -> CrashMode | None:
+        """How the power is lost if a cut of ``kind`` fires here; None if none does."""
+        if self.injector is None or self.powered_off or not self.injector.fire(kind):
+            return None
         mode = self._cut_rng.choice(CRASH_MODES)
         self.injector.count(f"{kind}:{mode}")
-        self._frozen = True
+        return mode
+
+    def _power_cut(self, mode: CrashMode) -> None:
+        self.cut_power()
         if self.on_power_cut is not None:
             self.on_power_cut(mode)
-        return True
 
     def _off(self, what: str) -> SimulatedCrash:
         return SimulatedCrash(f"the power was cut at {what}")
@@ -94,15 +103,16 @@ class FaultyDisk(SimulatedFileSystem):
         self._cut("power_loss.after_sync")  # the sync completed; nothing after it will
 
     def _rotation_step(self, what: str, step: Callable[[], object]) -> object:
-        if not self._cut("power_loss.rotation"):
+        mode = self._fires("power_loss.rotation")
+        if mode is None:
             return step()
         if self._cut_rng.random() < 0.5:
+            self._power_cut(mode)
             raise self._off(f"{what}, before it ran")
-        self._frozen = False  # a cut *after* the step: it happens, then the machine is off
         try:
-            return step()
+            return step()  # a cut *after* the step: it happens, then the machine is off
         finally:
-            self._frozen = True
+            self._power_cut(mode)
 
     def open_append(self, path: str, *, create: bool = False) -> int:
         if not create:
@@ -122,7 +132,7 @@ class FaultyDisk(SimulatedFileSystem):
     def fsync_dir(self, path: str) -> None:
         self._rotation_step(f"an fsync of {path}",
                             lambda: super(FaultyDisk, self).fsync_dir(path))
-        self._check_durable_journal(self._norm(path))
+        self._check_durable_journal(self.normpath(path))
 
     def _check_durable_journal(self, directory: str) -> None:
         """Crash consistency: the journal a power loss would leave *now* (synced bytes under
@@ -131,13 +141,14 @@ class FaultyDisk(SimulatedFileSystem):
         name = posixpath.basename(directory)
         if self.on_inconsistent is None or self.flips or not name.startswith("shard-"):
             return
+        durable_names = self.files(durable_names=True)
         files = sorted(
             (path, inode.durable)
-            for path, inode in self._durable_names.items()
+            for path, inode in durable_names.items()
             if posixpath.dirname(path) == directory and SEGMENT_RE.match(posixpath.basename(path))
         )
         manifest_path = posixpath.join(directory, MANIFEST_NAME)
-        manifest_inode = self._durable_names.get(manifest_path)
+        manifest_inode = durable_names.get(manifest_path)
         manifest = None if manifest_inode is None else (manifest_path, manifest_inode.durable)
         try:
             scan_journal(files, shard_id=int(name.removeprefix("shard-")), manifest=manifest)
@@ -149,8 +160,8 @@ class FaultyDisk(SimulatedFileSystem):
     def holds(self, root: str, needle: bytes, *, durable: bool) -> bool:
         """Whether some file under ``root`` holds ``needle``: in what survives a power loss
         (``durable``: synced bytes under synced names) or a process crash (what was written)."""
-        prefix = self._norm(root) + "/"
-        names = self._durable_names if durable and self._model_dirents else self._names
+        prefix = self.normpath(root) + "/"
+        names = self.files(durable_names=durable and self.model_dirents)
         for path, inode in names.items():
             if path.startswith(prefix) and needle in (inode.durable if durable else inode.data):
                 return True
@@ -182,7 +193,7 @@ class FaultyDisk(SimulatedFileSystem):
 
     def segments(self, root: str) -> list[str]:
         """Every journal segment under ``root`` (``shard-NNNN/*.wal``), sorted."""
-        found = []
+        found: list[str] = []
         if not self.exists(root):
             return found
         for shard in self.listdir(root):
@@ -198,14 +209,14 @@ class FaultyDisk(SimulatedFileSystem):
 
     def sizes(self, root: str) -> dict[str, int]:
         """The length of every file under ``root`` now."""
-        prefix = self._norm(root) + "/"
-        return {p: len(inode.data) for p, inode in self._names.items() if p.startswith(prefix)}
+        prefix = self.normpath(root) + "/"
+        return {p: len(inode.data) for p, inode in self.files().items() if p.startswith(prefix)}
 
     def torn_copies(self, root: str) -> dict[str, bytes]:
         """The content of every ``.torn-<offset>`` side file under ``root`` now."""
-        prefix = self._norm(root) + "/"
+        prefix = self.normpath(root) + "/"
         return {
-            p: bytes(inode.data) for p, inode in self._names.items()
+            p: bytes(inode.data) for p, inode in self.files().items()
             if p.startswith(prefix) and ".torn-" in posixpath.basename(p)
         }
 
@@ -218,30 +229,31 @@ class FaultyDisk(SimulatedFileSystem):
         taken with ``found_at``) tells a side file recovery rewrote (a second tear at the
         same offset) from one it left alone."""
         torn_before = torn_before or {}
-        prefix = self._norm(root) + "/"
+        prefix = self.normpath(root) + "/"
+        files = self.files()
 
         def ours(path: str) -> bool:  # a lock file's content is the holder's pid: not data
             return path.startswith(prefix) and posixpath.basename(path) != "LOCK"
 
         # Recovery cuts a torn tail (keeping it in ``<segment>.torn-<offset>``) and may then
         # append over the cut: only what is left of what it found must be durable.
-        cut = {}
-        for path in self._names:
+        cut: dict[str, int] = {}
+        for path in files:
             head, sep, suffix = path.rpartition(".torn-")
             offset = suffix.partition(".")[0]  # "<offset>" or "<offset>.<n>" (a later tear)
-            fresh = path not in found_at or torn_before.get(path) != bytes(self._names[path].data)
+            fresh = path not in found_at or torn_before.get(path) != bytes(files[path].data)
             if sep and fresh and offset.isdigit():
                 cut[head] = min(cut.get(head, int(offset)), int(offset))
         found = []
-        for path, inode in self._names.items():
+        for path, inode in files.items():
             if ours(path) and path in found_at:
                 n = min(found_at[path], cut.get(path, found_at[path]), len(inode.data))
                 if inode.durable[:n] != bytes(inode.data[:n]):
                     lost = n - min(n, len(inode.durable))
                     found.append(f"{path}: {lost or 'some'} of its first {n} bytes unsynced")
-        if self._model_dirents:
-            names = {p for p in self._names if ours(p)}
-            durable = {p for p in self._durable_names if ours(p)}
+        if self.model_dirents:
+            names = {p for p in files if ours(p)}
+            durable = {p for p in self.files(durable_names=True) if ours(p)}
             # (A removal not yet durable is harmless: what comes back was already persisted.)
             found += [f"{p}: created, its directory not synced" for p in sorted(names - durable)]
         return found
@@ -305,10 +317,10 @@ class FaultyDisk(SimulatedFileSystem):
         if not candidates:
             return None
         path, start, end = rng.choice(candidates)
-        inode = self._inode(path)
-        self._originals.setdefault(path, (bytes(inode.data), inode.durable))
-        del inode.data[start:end]
-        inode.durable = inode.durable[:start] + inode.durable[end:]
+        inode = self.files()[self.normpath(path)]
+        data, durable = bytes(inode.data), inode.durable
+        self._originals.setdefault(path, (data, durable))
+        self.set_content(path, data[:start] + data[end:], durable[:start] + durable[end:])
         flip = Flip(path, start, 0, length=end - start)
         self.flips.append(flip)
         return flip
@@ -325,8 +337,7 @@ class FaultyDisk(SimulatedFileSystem):
                 # included nothing else): restored once, for every drop in it.
                 original = self._originals.pop(flip.path, None)
                 if original is not None:
-                    inode = self._inode(flip.path)
-                    inode.data, inode.durable = bytearray(original[0]), original[1]
+                    self.set_content(flip.path, *original)
                 undone += 1
             elif flip.offset < self.size(flip.path):
                 self.flip_byte(flip.path, flip.offset, flip.mask)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from writebehind import Rejection, Store, StoreRecord, StoreUnavailable
+from writebehind._stores._protocol import WriteOutcome
 
 from ._plan import FaultInjector
 
@@ -74,7 +75,20 @@ class StoreFaults:
                 store.write_batch(batch)
         return len(held)
 
-    def _stall(self, blocking: bool) -> None:
+    def hold(self, records: Sequence[StoreRecord]) -> None:
+        """Keep a batch on the "wire" (``store.reorder``): it lands after a later one."""
+        with self._lock:
+            self.held.append(tuple(records))
+
+    def poison_one(self, records: Sequence[StoreRecord]) -> None:
+        """Refuse one of ``records`` for good from now on (``store.reject``)."""
+        victim = self._rng.choice(list(records))
+        with self._lock:
+            self.poisoned.add((victim.key, victim.version))
+
+    def stall(self, blocking: bool) -> None:
+        """Hold a call up for a while (``store.slow``): simulated time, or a short real
+        stall for a blocking store."""
         seconds = self._rng.uniform(*SLOW_SECONDS)
         if self.pause is not None:
             self.pause(seconds)
@@ -119,7 +133,7 @@ class FaultyStore:
     def read_all(self) -> dict[str, StoreRecord]:
         return self.inner.read_all()
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         faults = self.faults
         if faults.outage:
             raise StoreUnavailable("the store is down (store.outage)")
@@ -130,17 +144,14 @@ class FaultyStore:
         if fire("store.unavailable"):
             raise StoreUnavailable("injected: the store is unavailable (store.unavailable)")
         if fire("store.slow"):
-            faults._stall(self.blocking)
+            faults.stall(self.blocking)
         if fire("store.reorder"):
-            with faults._lock:
-                faults.held.append(tuple(records))
+            faults.hold(records)
             raise StoreUnavailable(
                 "injected: timed out while the batch is still on its way (store.reorder)"
             )
         if records and fire("store.reject"):
-            victim = faults._rng.choice(list(records))
-            with faults._lock:
-                faults.poisoned.add((victim.key, victim.version))
+            faults.poison_one(records)
         refused = tuple(
             Rejection(r.key, r.version, "injected: refused for good (store.reject)")
             for r in records

@@ -26,6 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from writebehind import (
     FAULT_POINTS,
+    Cache,
+    CacheEvent,
     Config,
     ConfigError,
     JournalFull,
@@ -36,7 +38,7 @@ from writebehind import (
     serve_cache,
 )
 from writebehind._core._errors import UNCERTAIN_OUTCOME
-from writebehind._journal._fs import CRASH_MODES
+from writebehind._journal._fs import CRASH_MODES, CrashMode
 
 from ._audit import open_sim_store
 from ._disk import FaultyDisk
@@ -44,6 +46,7 @@ from ._faulty_store import StoreFaults
 from ._model import Model
 from ._plan import STORE_KINDS, FaultInjector, FaultPlan
 from ._simulation import BASE_CONFIG, InjectedFault
+from ._trio_scheduler import reseed_trio_scheduler
 
 T = TypeVar("T")
 STEP_LIMIT = 600.0  # simulated seconds one step may take before it counts as a hang
@@ -200,7 +203,7 @@ class CacheMachine(RuleBasedStateMachine):
             filesystem=self.disk,
             store_factory=self.db.factory,
         )
-        self.cache: Any = None
+        self.cache: Cache | None = None
         self._scope: trio.CancelScope | None = None
         self._stopped: trio.Event | None = None
         self.loop = GuestLoop()
@@ -228,11 +231,11 @@ class CacheMachine(RuleBasedStateMachine):
         self.cache = await self._serve()
         self.cache.add_listener(self._on_event)
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: CacheEvent) -> None:
         if event.kind == "crash" and event.actor.startswith("shard-"):
             self.model.crash("actor", event.time)  # ack='memory' loses its unwritten journal
 
-    async def _serve(self) -> Any:
+    async def _serve(self) -> Cache:
         assert self.loop.nursery is not None
         scope = self._scope = trio.CancelScope()
         stopped = self._stopped = trio.Event()
@@ -257,7 +260,15 @@ class CacheMachine(RuleBasedStateMachine):
             finally:
                 stopped.set()
 
-        return await self.loop.nursery.start(serve)
+        cache = await self.loop.nursery.start(serve)
+        assert isinstance(cache, Cache)  # what serve_cache reports started
+        return cache
+
+    @property
+    def _live(self) -> Cache:
+        # Steps run after _step's bounded() has (re)started the cache.
+        assert self.cache is not None, "a step runs with the cache started"
+        return self.cache
 
     async def _stop(self) -> None:
         if self._scope is not None and self._stopped is not None:
@@ -269,9 +280,7 @@ class CacheMachine(RuleBasedStateMachine):
         # Trio shuffles tasks woken together with a Random that Hypothesis seeds once per
         # example. Reseeding it from the step itself keeps each step's interleaving the same
         # when the shrinker deletes *other* steps, so failures shrink to short programs.
-        from trio._core import _run
-
-        _run._r.seed(f"{name}{args!r}")
+        reseed_trio_scheduler(f"{name}{args!r}")
 
         async def bounded() -> T:
             if self.cache is None or self.cache.status == "stopped":
@@ -287,9 +296,9 @@ class CacheMachine(RuleBasedStateMachine):
         op = self.model.issue(key, value, trio.current_time())
         try:
             if value is None:
-                await self.cache.delete(key)
+                await self._live.delete(key)
             else:
-                await self.cache.put(key, value)
+                await self._live.put(key, value)
         except UNCERTAIN_OUTCOME:
             self.model.uncertain(op)
         except (Overloaded, StoreRejected, JournalFull):
@@ -301,7 +310,7 @@ class CacheMachine(RuleBasedStateMachine):
         problems = []
         for key in self.keys:
             try:
-                found = await self.cache.get(key)
+                found = await self._live.get(key)
             except UNCERTAIN_OUTCOME:
                 continue
             loss = self.model.check_read(key, found)
@@ -323,7 +332,7 @@ class CacheMachine(RuleBasedStateMachine):
     def get(self, key: str) -> None:
         async def read() -> None:
             try:
-                found = await self.cache.get(key)
+                found = await self._live.get(key)
             except UNCERTAIN_OUTCOME:
                 return
             loss = self.model.check_read(key, found)
@@ -334,8 +343,8 @@ class CacheMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         async def flush_and_compare() -> None:
-            await self.cache.flush()
-            quarantined = {key for key, _v, _r in self.cache.quarantined()}
+            await self._live.flush()
+            quarantined = {key for key, _v, _r in self._live.quarantined()}
             rows = {key: record.value for key, record in self.db.rows().items()}
             verdict = self.model.check_store(rows)
             lost = [x for x in verdict.lost if x.key not in quarantined]
@@ -358,14 +367,14 @@ class CacheMachine(RuleBasedStateMachine):
         self.injector.armed.append(kind)
 
     @rule(kind=st.sampled_from(("process", "power")), mode=st.sampled_from(CRASH_MODES))
-    def restart(self, kind: str, mode: str) -> None:
+    def restart(self, kind: str, mode: CrashMode) -> None:
         """Kill the process (and, for ``power``, lose unsynced disk data), then start again."""
 
         async def crash_and_start() -> None:
             await self._stop()
             self.model.crash("power" if kind == "power" else "process", trio.current_time())
             if kind == "power":
-                self.disk.crash(mode)  # type: ignore[arg-type]
+                self.disk.crash(mode)
             await self._start()
 
         self._step("restart", crash_and_start, kind, mode)

@@ -22,8 +22,8 @@ class MemoryStore:
         self.transactions = 0
         self.connected = False
 
-    def factory(self) -> MemoryStore:
-        return _Connection(self)  # type: ignore[return-value]
+    def factory(self) -> _Connection:
+        return _Connection(self)
 
     def read_all(self) -> dict[str, StoreRecord]:
         return dict(self.rows)
@@ -43,20 +43,21 @@ class _Connection:
     def connect(self) -> None:
         self.open = True
 
-    def _check(self) -> MemoryStore:
+    def checked(self) -> MemoryStore:
+        """The shared store, if this connection is open (StoreUnavailable if not)."""
         if not self.open:
             raise StoreUnavailable("memory store connection is closed")
         return self.db
 
     def take_epoch(self) -> int:
-        db = self._check()
+        db = self.checked()
         db.epoch += 1
         return db.epoch
 
     def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection | Superseded, ...]:
         """Versioned upserts; a record older than the stored version is answered as
         superseded (as the real stores do), so the shard drops its stale entry."""
-        db = self._check()
+        db = self.checked()
         for record in records:
             old = db.rows.get(record.key)
             if old is None or record.version > old.version:
@@ -68,10 +69,10 @@ class _Connection:
         )
 
     def read(self, key: str) -> StoreRecord | None:
-        return self._check().rows.get(key)
+        return self.checked().rows.get(key)
 
     def read_all(self) -> dict[str, StoreRecord]:
-        return dict(self._check().rows)
+        return dict(self.checked().rows)
 
     def close(self) -> None:
         self.open = False

@@ -46,6 +46,8 @@ import trio
 import trio.testing
 
 from writebehind import (
+    Cache,
+    CacheEvent,
     Config,
     JournalCorruption,
     JournalError,
@@ -67,6 +69,7 @@ from ._disk import FaultyDisk
 from ._faulty_store import StoreFaults
 from ._model import Loss, Model, Verdict
 from ._plan import FaultInjector, FaultPlan
+from ._trio_scheduler import seeded_trio_scheduler
 
 WRITERS = 4
 READERS = 4
@@ -187,7 +190,7 @@ def simulate(
     # shard count, which a journal holding a refused record prevents).
     with tempfile.TemporaryDirectory(prefix="writebehind-sim-") as tmp, open_sim_store(
         store, refuse=plan.seed % 2 == 0
-    ) as sim_store, patch(), _seeded_trio(plan.seed), quiet_runtime_logs():
+    ) as sim_store, patch(), seeded_trio_scheduler(f"trio/{plan.seed}"), quiet_runtime_logs():
         sim = _Simulation(
             plan, ack, operations, shards, dict(config or {}), Path(tmp), name, sim_store,
             store,
@@ -227,26 +230,6 @@ def stuck_report() -> str:
         f"operations finished, {sim.active_ops} in progress, liveness phase "
         f"{len(sim.liveness_at)} pending"
     )
-
-
-@contextlib.contextmanager
-def _seeded_trio(seed: int) -> Iterator[None]:
-    # Trio orders the tasks it wakes together with its module-level Random, after the order
-    # they were woken in, which for equal deadlines depends on memory addresses (a tie broken
-    # by id()). Its deterministic mode (what it uses under Hypothesis) sorts each batch by
-    # task creation before shuffling with that Random; with the Random seeded from the plan,
-    # a run replays exactly. Both are put back afterwards.
-    from trio._core import _run
-
-    state = _run._r.getstate()
-    deterministic = _run._ALLOW_DETERMINISTIC_SCHEDULING
-    _run._r.seed(f"trio/{seed}")
-    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        _run._ALLOW_DETERMINISTIC_SCHEDULING = deterministic  # type: ignore[misc]
-        _run._r.setstate(state)
 
 
 @contextlib.contextmanager
@@ -368,7 +351,7 @@ class _Simulation:
         if self.scope is not None:
             self.scope.cancel()
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: CacheEvent) -> None:
         if event.kind == "crash" and event.actor.startswith("shard-"):
             # Whatever crashed it (a fault point, a failed fsync, a failed epoch request): in
             # ack='memory' a restarted shard loses what its journal had not written yet.
@@ -377,7 +360,9 @@ class _Simulation:
     # -- the run -------------------------------------------------------------------------------
 
     async def run(self) -> SimulationResult:
-        self.clock = trio.lowlevel.current_clock()  # type: ignore[assignment]
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, trio.testing.MockClock), "simulate() runs it under MockClock"
+        self.clock = clock
         failed_starts = 0
         injected = True  # every failed start of the streak failed of an injected fault alone
         # A run that found a problem stops its workload there: more of it proves nothing more
@@ -483,7 +468,7 @@ class _Simulation:
             self.pending_crash = ("process", None)
         return True
 
-    def _count_restarts(self, cache: Any) -> None:
+    def _count_restarts(self, cache: Cache) -> None:
         stats = cache.statistics()
         self.events["actor_restarts"] += sum(s.restarts for s in stats.shards) + sum(
             s.restarts for s in stats.stores
@@ -537,7 +522,7 @@ class _Simulation:
         finally:
             connection.close()
 
-    def _check_store(self, when: str, cache: Any = None) -> None:
+    def _check_store(self, when: str, cache: Cache | None = None) -> None:
         """The store, read directly, must hold every acknowledged write now."""
         # Refused for good: quarantined (a closed cache no longer lists its quarantine; the
         # liveness phase checks that the cache did quarantine each refusal).
@@ -549,7 +534,7 @@ class _Simulation:
                 self.problems.append(f"{when}, the store lacks an acknowledged write: {loss!r}")
                 return
 
-    async def _liveness(self, cache: Any) -> None:
+    async def _liveness(self, cache: Cache) -> None:
         """Faults stop and the store heals: without a restart, ``flush()`` must return (and so
         must a flush the flusher started while faults ran), and the store must then hold
         every acknowledged write."""
@@ -564,7 +549,7 @@ class _Simulation:
             await self._liveness_phase(cache)
             await trio.sleep(self.plan.tick)  # never a tight loop, whatever the phase met
 
-    async def _liveness_phase(self, cache: Any) -> None:
+    async def _liveness_phase(self, cache: Cache) -> None:
         self.hold = hold = trio.Event()
         try:
             with trio.move_on_after(LIVENESS_LIMIT) as limit:
@@ -607,7 +592,7 @@ class _Simulation:
         """Keys with a write the store refused for good (injected, or by the table itself)."""
         return {key for key, _version in self.store_faults.poisoned} | self.store_refuses
 
-    async def _check_coherent(self, cache: Any) -> None:
+    async def _check_coherent(self, cache: Cache) -> None:
         """Once quiet and flushed, the cache serves what the store holds, key by key: a value
         the cache keeps (clean) while the store holds another is a stale read waiting for
         whoever asks next, whatever the order of writes that left it there."""
@@ -631,7 +616,7 @@ class _Simulation:
                 )
                 return
 
-    def _check_refusals_quarantined(self, when: str, cache: Any) -> None:
+    def _check_refusals_quarantined(self, when: str, cache: Cache) -> None:
         """A write the store refused for good is quarantined, never taken as persisted."""
         quarantined = {(key, version) for key, version, _r in cache.quarantined()}
         for key, history in self.model.by_key.items():
@@ -650,7 +635,7 @@ class _Simulation:
                 )
                 return
 
-    async def _flusher(self, cache: Any) -> None:
+    async def _flusher(self, cache: Cache) -> None:
         """``flush()`` while faults run: once it returns, every write acknowledged before the
         call is in the store (or quarantined, or lost to a crash its ack mode allows)."""
         rng = self.injector.rng("flusher")
@@ -734,7 +719,7 @@ class _Simulation:
         while self.hold is not None:
             await self.hold.wait()
 
-    async def _writer(self, w: int, cache: Any) -> None:
+    async def _writer(self, w: int, cache: Cache) -> None:
         rng = self.writer_rngs[w]
         while self.started_ops < self.operations:
             await self._paused()
@@ -761,7 +746,7 @@ class _Simulation:
             self.last_progress = trio.current_time()
             await trio.sleep(rng.expovariate(1 / THINK_TIME))
 
-    async def _reader(self, r: int, cache: Any) -> None:
+    async def _reader(self, r: int, cache: Cache) -> None:
         """Reads of any key, overlapping its owner's writes (and evictions, and flushes)."""
         rng = self.reader_rngs[r]
         while self.started_ops < self.operations:
@@ -773,7 +758,7 @@ class _Simulation:
                 self.active_ops -= 1
             await trio.sleep(rng.expovariate(1 / THINK_TIME))
 
-    async def _read(self, cache: Any, key: str) -> None:
+    async def _read(self, cache: Cache, key: str) -> None:
         model = self.model
         start = model.read_started(key)
         try:
@@ -784,7 +769,7 @@ class _Simulation:
         if loss is not None and not model.read_excused(key, start):
             self.read_violations.append(loss)
 
-    async def _write(self, cache: Any, key: str, value: bytes | None) -> None:
+    async def _write(self, cache: Cache, key: str, value: bytes | None) -> None:
         model = self.model
         op = model.issue(key, value, trio.current_time())
         try:
@@ -1009,16 +994,16 @@ class _Simulation:
             return
         self._check_store("after writebehind recover")
 
-    async def _read_back(self, cache: Any) -> None:
+    async def _read_back(self, cache: Cache) -> None:
         for key in self.keys:
             await self._read(cache, key)
 
-    async def _fresh_writes(self, cache: Any, tag: str) -> None:
+    async def _fresh_writes(self, cache: Cache, tag: str) -> None:
         for i, key in enumerate(self.keys):
             value = None if i % 5 == 4 else f"{key}={tag}".encode()
             await self._write(cache, key, value)
 
-    async def _final_flush(self, cache: Any) -> None:
+    async def _final_flush(self, cache: Cache) -> None:
         """After recovery every key reads back, and flush() leaves the store complete."""
         await self._read_back(cache)
         with trio.move_on_after(FINAL_FLUSH_LIMIT) as timeout:
@@ -1049,13 +1034,13 @@ class _Simulation:
             )
         return verdict
 
-    async def _final_drain(self, cache: Any) -> None:
+    async def _final_drain(self, cache: Cache) -> None:
         """Fresh writes, then a clean close: the drain alone must leave the store complete."""
         await self._fresh_writes(cache, "drained")
         await cache.aclose()
         self._check_store("after a clean close (the drain)", cache)
 
-    async def _final_outage(self, cache: Any) -> None:
+    async def _final_outage(self, cache: Cache) -> None:
         """Fresh writes, then a clean close while the store is down and a power loss: the
         drain times out and the journal must keep every write for the next start, synced (in
         every ack mode but store, which has no journal)."""
@@ -1086,7 +1071,7 @@ def _key(writer: int, k: int) -> str:
     return f"w{writer}.k{k}" + ("\0" if (writer, k) == (WRITERS - 1, KEYS_PER_WRITER - 1) else "")
 
 
-def _stuck(cache: Any) -> str:
+def _stuck(cache: Cache) -> str:
     """What was pending, per shard: enough to see what a hang waits on."""
     try:
         stats = cache.statistics()

@@ -62,7 +62,7 @@ def _mark_everything(self: ShardCore) -> int:
 def _write_unconditionally(
     self: _Connection, records: Sequence[StoreRecord]
 ) -> tuple[Rejection, ...]:
-    db = self._check()
+    db = self.checked()
     for record in records:
         db.rows[record.key] = record
     db.transactions += 1

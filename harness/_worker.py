@@ -42,7 +42,6 @@ from writebehind import (
     Config,
     JournalFull,
     Overloaded,
-    Rejection,
     Seams,
     Store,
     StoreRecord,
@@ -50,6 +49,7 @@ from writebehind import (
 )
 from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
+from writebehind._stores._protocol import WriteOutcome
 
 BREAK_ENV = "WRITEBEHIND_TEST_BREAK"
 #: The store URL, passed in the environment: a password on the command line shows in ``ps``.
@@ -100,7 +100,7 @@ class _DroppingStore:
         self.blocking = inner.blocking
         self._count = 0
 
-    def write_batch(self, records: Sequence[StoreRecord]) -> tuple[Rejection, ...]:
+    def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         kept = []
         for record in records:
             self._count += 1

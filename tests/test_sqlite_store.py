@@ -59,6 +59,17 @@ def test_a_retried_batch_is_not_superseded_by_its_own_versions(tmp_path: Path) -
         store.close()
 
 
+def test_durability_settings_are_what_the_connection_runs_with(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", table="t")
+    store.connect()
+    try:
+        assert store.durability_settings() == (2, "wal")  # synchronous=FULL
+        store._conn().execute("PRAGMA synchronous=NORMAL")
+        assert store.durability_settings() == (1, "wal")
+    finally:
+        store.close()
+
+
 def _tiny_limit(store: SQLiteStore, limit: int) -> None:
     db = store._conn()
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)

@@ -14,6 +14,8 @@ import os
 import posixpath
 import random
 import stat
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -264,6 +266,17 @@ class _Inode:
     reserved: int = 0  # bytes from the start with space allocated (see reserve)
 
 
+class SimulatedFile(Protocol):
+    """A file of a :class:`SimulatedFileSystem`, as :meth:`SimulatedFileSystem.files` shows
+    it (read-only: :meth:`SimulatedFileSystem.set_content` changes it)."""
+
+    @property
+    def data(self) -> bytearray: ...  # the content now
+
+    @property
+    def durable(self) -> bytes: ...  # what a power loss keeps (at least)
+
+
 def _oserror(code: int, path: str = "") -> OSError:
     return OSError(code, os.strerror(code), path or None)
 
@@ -353,6 +366,38 @@ class SimulatedFileSystem:
         """How many bytes of ``path`` a crash could lose."""
         inode = self._inode(path)
         return len(inode.data) - len(inode.durable)
+
+    # -- for a fault-injection harness: the power, and every file as a power loss sees it --
+
+    @property
+    def powered_off(self) -> bool:
+        """Whether the power is cut: every mutating operation fails until :meth:`crash`."""
+        return self._frozen
+
+    def cut_power(self) -> None:
+        """Cut the power now (at a step the harness chose): every mutating operation fails
+        until :meth:`crash`."""
+        self._frozen = True
+
+    @property
+    def model_dirents(self) -> bool:
+        """Whether a directory entry is durable only once its directory is synced."""
+        return self._model_dirents
+
+    def normpath(self, path: str) -> str:
+        """``path`` as the keys of :meth:`files` name it: absolute and normalised."""
+        return self._norm(path)
+
+    def files(self, *, durable_names: bool = False) -> Mapping[str, SimulatedFile]:
+        """Every file by its path (:meth:`normpath`): under the names it has now, or with
+        ``durable_names``, under those a power loss would leave. A read-only view."""
+        return MappingProxyType(self._durable_names if durable_names else self._names)
+
+    def set_content(self, path: str, data: bytes, durable: bytes) -> None:
+        """Replace what ``path`` holds now and what a power loss keeps of it (a harness
+        damaging or restoring a file): not an operation, so it neither counts nor crashes."""
+        inode = self._inode(path)
+        inode.data, inode.durable = bytearray(data), durable
 
     # -- FileSystem ---------------------------------------------------------------------
 

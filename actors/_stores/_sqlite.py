@@ -104,6 +104,14 @@ class SQLiteStore:
                 f"speaks {SCHEMA_VERSION}; upgrade writebehind or point it at another file"
             )
 
+    def durability_settings(self) -> tuple[int, str]:
+        """The connection's ``PRAGMA synchronous`` (2 is FULL) and ``journal_mode``: whether
+        a commit it acknowledges survives a power loss."""
+        db = self._conn()
+        (synchronous,) = db.execute("PRAGMA synchronous").fetchone()
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        return int(synchronous), str(mode)
+
     def take_epoch(self) -> int:
         row = self._conn().execute(_sql.take_epoch(self.table)).fetchone()
         return int(row[0])
