@@ -282,8 +282,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="shard-read-through-caches-stale",
         area="shard", file=_SHARD,
-        find="        if record is not None and core is reader and core.mutation_count() == before"
-        ":",
+        find=(
+            "        if record is not None and core is reader"
+            " and core.mutation_count() == before:"
+        ),
         replace="        if record is not None:",
         rule="a read-through caches what it read only if no write (or eviction) of the shard "
         "happened meanwhile: a stale read must not become the cached value",
