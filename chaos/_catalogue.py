@@ -283,7 +283,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="shard-read-through-caches-stale",
         area="shard", file=_SHARD,
-        find="        if record is not None and core is reader and core.mutations == before:",
+        find=(
+            "        if record is not None and core is reader"
+            " and core.mutation_count() == before:"
+        ),
         replace="        if record is not None:",
         rule="a read-through caches what it read only if no write (or eviction) of the shard "
         "happened meanwhile: a stale read must not become the cached value",
@@ -291,8 +294,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="shard-epoch-reused-on-restart",
         area="shard", file=_SHARD,
-        find="                epoch = await self._take_epoch()",
-        replace="                epoch = self._epoch or await self._take_epoch()",
+        find="                epoch = await self._epochs.take_epoch()",
+        replace="                epoch = self._epoch or await self._epochs.take_epoch()",
         rule="each shard incarnation takes a new epoch, so its versions are above every "
         "version the previous incarnation journaled",
     ),
@@ -315,14 +318,14 @@ MUTANTS: tuple[Mutant, ...] = (
         name="shard-flush-watches-dead-incarnation",
         area="shard", file=_SHARD,
         find="""\
-            core.flush_requested = True
+            core.request_flush()
             self._kick()
             await self._progress.wait()
             core = await self._ready_core()
 
     def statistics""",
         replace="""\
-            core.flush_requested = True
+            core.request_flush()
             self._kick()
             await self._progress.wait()
             await self._ready_core()
@@ -409,7 +412,7 @@ MUTANTS: tuple[Mutant, ...] = (
         # Even ack='memory'""",
         replace="""\
                 for shard in self._shards:
-                    if shard.core is not None and shard.core.dirty:
+                    if shard.core is not None and shard.core.statistics().dirty:
                         nursery.start_soon(shard.flush)
         # Even ack='memory'""",
         rule="a clean stop drains every shard, including one whose writes are all in flight",

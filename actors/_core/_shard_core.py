@@ -85,6 +85,22 @@ class InFlight:
     oldest_since: float
 
 
+@attrs.frozen
+class CoreStatistics:
+    """What :meth:`ShardCore.statistics` reports (times are the core's ``now``)."""
+
+    entries: int
+    dirty: int
+    inflight_batches: int
+    unpersisted: int
+    oldest_dirty_since: float | None
+    failures: int  # consecutive failed batches
+    batches_acked: int
+    records_persisted: int
+    evictions: int
+    quarantined: int
+
+
 @attrs.define
 class FlushPolicy:
     """When to build the next batch, and how long to back off after a failed one."""
@@ -151,8 +167,9 @@ class ShardCore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def write(self, key: str, value: bytes | None, version: int, seq: int, now: float) -> None:
-        """Apply a put (or a delete, when ``value`` is None) that the journal holds at ``seq``."""
+    def write(self, key: str, value: bytes | None, version: int, seq: int, now: float) -> int:
+        """Apply a put (or a delete, when ``value`` is None) that the journal holds at ``seq``;
+        returns how many keys are dirty now (what the actor's flush trigger looks at)."""
         self.mutations += 1
         entry = self.entries.get(key)
         if entry is None:
@@ -160,7 +177,7 @@ class ShardCore:
         else:
             if version <= entry.version:
                 self.note_seq(seq)  # journaled but superseded: the mark may pass it
-                return  # an older write never undoes a newer one
+                return len(self.dirty)  # an older write never undoes a newer one
             if entry.dirty_since is None:
                 entry.dirty_since = now
                 self.clean.pop(key, None)
@@ -168,13 +185,19 @@ class ShardCore:
                 entry.quarantined = False
                 del self.quarantine[key]
             entry.value, entry.version, entry.seq = value, version, seq
-        self.dirty[key] = None
+        dirty = self.dirty
+        dirty[key] = None
         if seq:
             self._pending.append((seq, key))
             self.last_seq = max(self.last_seq, seq)
             if self.hold_until_durable and seq > self.durable_seq:
                 self.journaling[key] = None
                 self._undurable.append((seq, key))
+        return len(dirty)
+
+    def durable_mark(self) -> int:
+        """The journal sequence the core knows to be durable (see :meth:`note_durable`)."""
+        return self.durable_seq
 
     def note_durable(self, seq: int) -> int:
         """The journal holds every record up to ``seq`` as durably as the ack mode promises:
@@ -225,6 +248,27 @@ class ShardCore:
         """Record a journal sequence that carries no write (so the mark can pass it)."""
         self.last_seq = max(self.last_seq, seq)
 
+    # -- reads --------------------------------------------------------------------------------
+
+    def read(self, key: str) -> Entry | None:
+        """``key``'s entry (its ``value`` None is a tombstone), or None on a miss; a hit on a
+        clean entry makes it the most recently used (the last to be evicted)."""
+        entry = self.entries.get(key)
+        if entry is not None and key in self.clean:
+            clean = self.clean
+            del clean[key]
+            clean[key] = None
+        return entry
+
+    def peek(self, key: str) -> Entry | None:
+        """``key``'s entry, or None, leaving the eviction order as it is."""
+        return self.entries.get(key)
+
+    def mutation_count(self) -> int:
+        """Bumped by every write and eviction: a read-through may cache what it read only
+        if this has not moved since the read began."""
+        return self.mutations
+
     def load_clean(self, record: StoreRecord) -> None:
         """Keep what a read-through found in the store, unless a write got there first."""
         if record.key in self.entries:
@@ -260,6 +304,11 @@ class ShardCore:
     def unpersisted(self) -> int:
         """Entries written but not confirmed by the store (dirty plus in flight)."""
         return len(self.dirty) + self.inflight_records
+
+    def request_flush(self) -> None:
+        """Someone waits for the store (a flush, a full shard): send what is dirty now,
+        without waiting for the interval or the threshold."""
+        self.flush_requested = True
 
     def oldest_dirty_since(self) -> float | None:
         """When the oldest unpersisted write became dirty (first in flight or first dirty)."""
@@ -412,6 +461,10 @@ class ShardCore:
             self.inflight_records -= len(flight.records)
         return flight
 
+    def quarantined(self) -> list[Rejection]:
+        """Every record the store refused for good, oldest refusal first."""
+        return list(self.quarantine.values())
+
     def retry_quarantine(self, now: float, keys: Container[str] | None = None) -> int:
         """Put every quarantined record (of ``keys``, if given) back in the dirty set."""
         count = 0
@@ -488,6 +541,21 @@ class ShardCore:
         if entry is not None and entry.persisted_version >= version:
             return True
         return bool(seq) and self.persisted_mark() >= seq
+
+    def statistics(self) -> CoreStatistics:
+        """A snapshot of the counts the actor reports."""
+        return CoreStatistics(
+            entries=len(self.entries),
+            dirty=len(self.dirty),
+            inflight_batches=len(self.inflight),
+            unpersisted=self.unpersisted,
+            oldest_dirty_since=self.oldest_dirty_since(),
+            failures=self.failures,
+            batches_acked=self.batches_acked,
+            records_persisted=self.records_persisted,
+            evictions=self.evictions,
+            quarantined=len(self.quarantine),
+        )
 
     def evict(self) -> None:
         """Drop least recently settled clean entries beyond ``max_entries``; never a dirty one."""

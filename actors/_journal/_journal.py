@@ -18,13 +18,14 @@ import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import attrs
 import trio
 
+from .._core._config import Config
 from .._core._errors import ConfigError, JournalClosed, JournalFailed, JournalFull, JournalLocked
+from ._backend import JournalBackend, JournalStatistics, OpenJournal, Replay
 from ._codec import HEADER_SIZE, JournalRecord, RecordKind, SegmentHeader, encode_frame, salt_seed
 from ._fs import FileSystem, OsFileSystem
-from ._recovery import RecoveryReport, Segment, create_segment, recover
+from ._recovery import RecoveryReport, Segment, create_segment, describe_cuts, recover
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -40,28 +41,13 @@ FULL_RETRY = 1.0
 _PUT, _DELETE = int(RecordKind.PUT), int(RecordKind.DELETE)
 
 
-@attrs.frozen
-class JournalStatistics:
-    """A snapshot of a journal's progress. Invariant:
-    persisted_seq <= synced_seq <= written_seq < next_seq."""
-
-    shard_id: int
-    next_seq: int
-    written_seq: int
-    synced_seq: int
-    persisted_seq: int
-    bytes: int
-    segments: int
-    failed: str | None
-    full: str | None = None  # why new records are refused (the disk is full), or None
-
-
 def _no_fault(point: str) -> None:
     pass
 
 
 class Journal:
-    """A shard's durable dirty journal. Create with :meth:`open`; start :meth:`run`."""
+    """A shard's durable dirty journal, in segment files on a local disk: the first
+    :class:`JournalBackend`. Create with :meth:`open`; start :meth:`run`."""
 
     def __init__(
         self,
@@ -185,6 +171,12 @@ class Journal:
             fault_point=fault,
             on_event=on_event,
         )
+
+    def replay(self) -> Replay:
+        """What :meth:`open` recovered, for the shard to replay (every cut it made, each
+        described for an alert: a torn tail may be synced data destroyed)."""
+        report = self.recovery
+        return Replay(report.records, report.next_seq, tuple(describe_cuts(report)))
 
     # -- appending ----------------------------------------------------------------------
 
@@ -633,3 +625,29 @@ def _read_pid(fs: FileSystem, lock_path: str) -> int | None:
         return int(fs.read_file(lock_path).decode().strip())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def file_journals(config: Config, fs: FileSystem | None = None) -> OpenJournal:
+    """The default :class:`OpenJournal`: shard ``n``'s :class:`Journal` in
+    ``Config.journal_dir/shard-NNNN``, on ``fs`` (the harness's simulated disk, or the OS)."""
+
+    async def open_journal(
+        shard: int,
+        *,
+        fault_point: Callable[[str], None] | None,
+        on_event: Callable[[str, str], None],
+    ) -> JournalBackend:
+        return await Journal.open(
+            config.journal_dir / f"shard-{shard:04d}",
+            shard_id=shard,
+            fs=fs,
+            segment_bytes=config.segment_bytes,
+            repair=config.repair_journal,
+            sync_interval=config.journal_sync_interval,
+            # ack='memory' acknowledges before any write: batch the writes too.
+            write_interval=config.memory_write_interval if config.ack == "memory" else 0.0,
+            fault_point=fault_point,
+            on_event=on_event,
+        )
+
+    return open_journal

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from .._core._config import Config, mask_url
+from .._core._epochs import EpochSource
 from .._core._errors import (
     CacheClosed,
     ConfigError,
@@ -39,7 +40,9 @@ from .._core._stats import (
     LatencyRecorder,
     LatencyStatistics,
 )
-from .._journal import run_io
+from .._core._status import CACHE, Status
+from .._journal import file_journals, run_io
+from .._journal._backend import OpenJournal
 from .._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from .._stores._protocol import DISCARD, Store
 from .._stores._registry import store_factory
@@ -51,6 +54,8 @@ from ._store_actor import Outgoing, StoreActor, call_store
 from ._supervisor import Supervisor
 
 log = logging.getLogger("writebehind")
+# Compared on every put: a module global, not an attribute of the enum class (slower).
+_RUNNING = Status.RUNNING
 
 
 class Endpoint(Protocol):
@@ -74,8 +79,17 @@ class Cache:
     """A running cache. Get one from :func:`open_cache` or ``nursery.start(serve_cache, ...)``."""
 
     def __init__(
-        self, config: Config, seams: Seams, attachments: Sequence[Attachment] = ()
+        self,
+        config: Config,
+        seams: Seams,
+        attachments: Sequence[Attachment] = (),
+        *,
+        open_journal: OpenJournal | None = None,
+        epochs: EpochSource | None = None,
     ) -> None:
+        """``open_journal`` gives each shard its journals (default: files under
+        ``Config.journal_dir``), ``epochs`` its incarnations' epochs (default: the store's
+        counter): the seams a cluster mode plugs its replicated log and its lease into."""
         self.config = config
         self._attachments = tuple(attachments)
         self._seams = seams
@@ -99,9 +113,11 @@ class Cache:
         self._max_key_bytes = config.max_key_bytes
         self._set_limits(store_limits(config.store))  # refined from the store itself at start
         self._max_value_bytes = config.max_value_bytes
+        self._epochs: EpochSource = epochs or StoreEpochs(self._reader_call)
+        journals = open_journal or file_journals(config, seams.filesystem)
         self._shards = [
             ShardActor(
-                i, config, store_mailbox=send, take_epoch=self._take_epoch,
+                i, config, store_mailbox=send, epochs=self._epochs, open_journal=journals,
                 read_store=self._read, seams=seams, alert=self._alert,
                 rng=random.Random(self._rng.getrandbits(64)),
             )
@@ -121,7 +137,7 @@ class Cache:
         self.metrics: Endpoint | None = None  # serving when Config.metrics is set
         self._ack_latency = LatencyRecorder()
         self._now = trio.lowlevel.current_clock().current_time
-        self.status = "starting"
+        self.status = CACHE.initial
         self._running_since: float | None = None  # trio clock
         self.alerts = 0
         self.last_alert: str | None = None
@@ -189,7 +205,7 @@ class Cache:
         shards = tuple(s.statistics() for s in self._shards)
         return CacheStatistics(
             ack=self.config.ack,
-            status=self.status,
+            status=self.status.value,
             shards=shards,
             stores=tuple(a.statistics() for a in self._store_actors),
             store_mailbox_depth=self._mailbox.statistics().current_buffer_used,
@@ -210,8 +226,7 @@ class Cache:
         return [
             (q.key, q.version, q.reason)
             for shard in self._shards
-            if shard.core is not None
-            for q in shard.core.quarantine.values()
+            for q in shard.quarantined()
         ]
 
     async def retry_quarantined(self, keys: Iterable[str] | None = None) -> int:
@@ -237,8 +252,7 @@ class Cache:
         chosen = sorted({
             q.key
             for shard in self._shards
-            if shard.core is not None
-            for q in shard.core.quarantine.values()
+            for q in shard.quarantined()
             if wanted is None or q.key in wanted
         })
         if not chosen:
@@ -249,14 +263,10 @@ class Cache:
         count = 0
         now = trio.current_time()
         for shard in self._shards:
-            core = shard.core
-            if core is None:
-                continue
             if action == DISCARD:
-                count += core.discard_quarantine(wanted)
+                count += shard.discard_quarantined(wanted)
             else:
-                count += core.retry_quarantine(now, wanted)
-            shard.kick()  # its loop moves the checkpoint, or sends the retried records
+                count += shard.retry_quarantined(wanted, now)
         return count
 
     async def aclose(self) -> None:
@@ -282,7 +292,7 @@ class Cache:
                 f"key is {len(raw)} bytes in UTF-8, over Config.max_key_bytes="
                 f"{self._max_key_bytes}"
             )
-        if self.status != "running":
+        if self.status is not _RUNNING:
             self._check_open()
         return self._shards[shard_of_utf8(raw, self._shard_count)], raw
 
@@ -306,8 +316,11 @@ class Cache:
         self._store_key_bytes = limits.max_key_bytes or self._max_key_bytes
         self._refuse_nul = not limits.nul_in_keys
 
+    def _become(self, status: Status) -> None:
+        self.status = CACHE.advance(self.status, status, "the cache")
+
     def _check_open(self) -> None:
-        if self.status != "running":
+        if self.status is not Status.RUNNING:
             raise CacheClosed(f"the cache is {self.status}; writes and reads are refused")
 
     def add_listener(self, listener: Callable[[CacheEvent], None]) -> None:
@@ -375,10 +388,6 @@ class Cache:
         record: StoreRecord | None = await self._reader_call("read", key)
         return record
 
-    async def _take_epoch(self) -> int:
-        epoch: int = await self._reader_call("take_epoch")
-        return epoch
-
     async def _prepare(self) -> None:
         reader = self._factory()
         if self._seams.wrap_store is not None:
@@ -442,19 +451,19 @@ class Cache:
                     await nursery.start(self._supervisor.supervise, actor)
                 for shard in self._shards:
                     await nursery.start(self._supervisor.supervise, shard)
-                self.status = "running"
+                self._become(Status.RUNNING)
                 self._running_since = self._now()
                 for attach in self._attachments:
                     await attach(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
-                self.status = "draining"
+                self._become(Status.DRAINING)
                 await self._drain()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _raise_single(group, journal_dir=self.config.journal_dir)
         finally:
-            self.status = "stopped"
+            self._become(Status.STOPPED)
             for shard in self._shards:
                 shard.close()
             if self._lease is not None:
@@ -475,12 +484,24 @@ class Cache:
         with trio.move_on_after(self.config.drain_timeout):
             for shard in self._shards:
                 await shard.seal()
-        left = sum(s.core.unpersisted for s in self._shards if s.core is not None)
+        left = sum(s.unpersisted() for s in self._shards)
         if left:
             log.warning(
                 "drain timed out after %ss: %d entries stay journaled and will replay on the "
                 "next start", self.config.drain_timeout, left,
             )
+
+
+class StoreEpochs:
+    """The single-process :class:`EpochSource`: the store's epoch counter, through the
+    cache's reader connection."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
+        self._call = call
+
+    async def take_epoch(self) -> int:
+        epoch: int = await self._call("take_epoch")
+        return epoch
 
 
 def _read_layout(fs: FileSystem, journal_dir: Path) -> int | None:

@@ -14,13 +14,13 @@ import collections
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Container
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._core._config import Config
+from .._core._epochs import EpochSource
 from .._core._errors import (
     CacheClosed,
     JournalError,
@@ -43,8 +43,9 @@ from .._core._messages import (
 from .._core._routing import make_version
 from .._core._shard_core import FlushPolicy, ShardCore
 from .._core._stats import RATE_WINDOW, LatencyRecorder, ShardStatistics
-from .._journal import Journal
-from .._journal._recovery import describe_cuts, paused_gc
+from .._core._status import SHARD, Status
+from .._journal._backend import JournalBackend, OpenJournal
+from .._journal._recovery import paused_gc
 from ._seams import Seams
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class ShardActor:
         config: Config,
         *,
         store_mailbox: trio.MemorySendChannel[Outgoing],
-        take_epoch: Callable[[], Awaitable[int]],
+        epochs: EpochSource,
+        open_journal: OpenJournal,
         read_store: Callable[[str], Awaitable[StoreRecord | None]],
         seams: Seams,
         alert: Callable[[str, str, str], None],
@@ -75,19 +77,18 @@ class ShardActor:
         self.shard = shard
         self.name = f"shard-{shard}"
         self.config = config
-        self.directory = Path(config.journal_dir) / f"shard-{shard:04d}"
-        self.status = "starting"
+        self.status = SHARD.initial
         self.restarts = 0
         self.last_error: str | None = None
         self.last_error_time: float | None = None  # trio clock
         self.acked_seq = 0
         self.core: ShardCore | None = None
-        self.journal: Journal | None = None
+        self.journal: JournalBackend | None = None
         self._store_mailbox = store_mailbox
-        self._take_epoch = take_epoch
+        self._epochs = epochs
+        self._open_journal = open_journal
         self._read_store = read_store
         self._hook = seams.fault_point
-        self._filesystem = seams.filesystem
         self._alert = alert
         self._rng = rng
         self._incarnation = 0
@@ -129,14 +130,14 @@ class ShardActor:
         """One incarnation: replay, then serve until cancelled or crashed."""
         self._incarnation += 1
         self._crash = None
-        self.status = "replaying"
+        self._become(Status.REPLAYING)
         scope = self._scope = trio.CancelScope()
         capacity = self.config.max_inflight_batches + 1 + WRITE_THROUGH_CONCURRENCY
         inbox, replies = trio.open_memory_channel[Any](capacity)
-        journal: Journal | None = None
+        journal: JournalBackend | None = None
         try:
             with scope:
-                epoch = await self._take_epoch()
+                epoch = await self._epochs.take_epoch()
                 policy = FlushPolicy(
                     flush_interval=self.config.flush_interval,
                     batch_size=self.config.batch_size,
@@ -156,21 +157,12 @@ class ShardActor:
                 async with trio.open_nursery() as nursery:
                     if self.config.ack != "store":
                         opened_at = trio.current_time()
-                        journal = await Journal.open(
-                            self.directory,
-                            shard_id=self.shard,
-                            fs=self._filesystem,
-                            segment_bytes=self.config.segment_bytes,
-                            repair=self.config.repair_journal,
-                            sync_interval=self.config.journal_sync_interval,
-                            write_interval=(
-                                self.config.memory_write_interval
-                                if self.config.ack == "memory" else 0.0
-                            ),
+                        journal = await self._open_journal(
+                            self.shard,
                             fault_point=self._fault if self._hook is not None else None,
                             on_event=self._journal_event,
                         )
-                        recovery = journal.recovery
+                        recovery = journal.replay()
                         now = trio.current_time()
                         with paused_gc():
                             replayed = core.replay(recovery.records, now)
@@ -185,13 +177,13 @@ class ShardActor:
                                 "replay", self.name, f"replayed {replayed} journal records"
                             )
                         # Every cut is an alert: a torn tail may be synced data destroyed.
-                        for kind, message in describe_cuts(recovery):
+                        for kind, message in recovery.cuts:
                             self._alert(kind, self.name, f"{self.name}: {message}")
                         await nursery.start(journal.run)
                     self._epoch, self._counter = epoch, 0
                     self.core, self.journal, self._inbox = core, journal, inbox
                     self._kicked = False
-                    self.status = "running"
+                    self._become(Status.RUNNING)
                     self._ready.set()
                     task_status.started()
                     if journal is not None and hold:
@@ -206,7 +198,7 @@ class ShardActor:
             replies.close()
             if journal is not None:
                 journal.close()
-            self.status = "crashed" if self._crash is not None else "stopped"
+            self._become(Status.CRASHED if self._crash is not None else Status.STOPPED)
             if self._crash is not None:
                 self.last_error = describe(self._crash)
                 self.last_error_time = trio.current_time()
@@ -215,7 +207,10 @@ class ShardActor:
             raise self._crash
 
     async def _serve(
-        self, core: ShardCore, journal: Journal | None, replies: trio.MemoryReceiveChannel[Any]
+        self,
+        core: ShardCore,
+        journal: JournalBackend | None,
+        replies: trio.MemoryReceiveChannel[Any],
     ) -> None:
         mark = core.persisted_mark()
         assert self._inbox is not None
@@ -251,11 +246,11 @@ class ShardActor:
                 if changed:
                     self._notify()
 
-    async def _watch_journal(self, core: ShardCore, journal: Journal) -> None:
+    async def _watch_journal(self, core: ShardCore, journal: JournalBackend) -> None:
         """Tell the core as group commits make records durable; kick the flusher when that
         releases keys it may now send."""
         synced = self._ack == "fsync"
-        seen = core.durable_seq
+        seen = core.durable_mark()
         while True:
             seen = await journal.wait_beyond(seen, synced=synced)
             # Wake the loop only if that changes its plan: it sleeps for good (nothing was
@@ -305,15 +300,19 @@ class ShardActor:
                 delay = core.on_nack(message.batch_id, now)
                 self.last_error = message.reason
                 self.last_error_time = now
+                counts = core.statistics()
                 self._alert(
                     "flush_failed", self.name,
-                    f"{self.name}: flush failed ({message.reason}); retry #{core.failures} "
-                    f"in {delay:.3f}s, {core.unpersisted} entries wait"
+                    f"{self.name}: flush failed ({message.reason}); retry #{counts.failures} "
+                    f"in {delay:.3f}s, {counts.unpersisted} entries wait"
                 )
 
     def _journal_event(self, kind: str, message: str) -> None:
         # The disk filled up (puts now get JournalFull) or has room again.
         self._alert(kind, self.name, f"{self.name}: {message}")
+
+    def _become(self, status: Status) -> None:
+        self.status = SHARD.advance(self.status, status, self.name)
 
     def _fault(self, point: str) -> None:
         if self._hook is not None:
@@ -357,15 +356,39 @@ class ShardActor:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
-    def kick(self) -> None:
-        """Have the actor's loop look at its core now (build batches, move the checkpoint)."""
-        self._kick()
-
     def close(self) -> None:
         """The cache stopped: wake everyone who waits on this shard."""
         self._closed = True
         self._ready.set()
         self._notify()
+
+    def unpersisted(self) -> int:
+        """Entries the store does not confirm yet (0 while the shard is not running)."""
+        core = self.core
+        return 0 if core is None else core.unpersisted
+
+    def quarantined(self) -> list[Rejection]:
+        """The records the store refused for good (none while the shard is not running)."""
+        core = self.core
+        return [] if core is None else core.quarantined()
+
+    def retry_quarantined(self, keys: Container[str] | None, now: float) -> int:
+        """Put quarantined records (of ``keys``, or all) back in line; returns how many."""
+        core = self.core
+        if core is None:
+            return 0
+        count = core.retry_quarantine(now, keys)
+        self._kick()  # the loop sends the retried records
+        return count
+
+    def discard_quarantined(self, keys: Container[str] | None) -> int:
+        """Give up quarantined records (of ``keys``, or all); returns how many."""
+        core = self.core
+        if core is None:
+            return 0
+        count = core.discard_quarantine(keys)
+        self._kick()  # the loop moves the checkpoint past them
+        return count
 
     async def seal(self) -> None:
         """Before a clean stop: get every journal record, and a checkpoint of what the store
@@ -415,7 +438,7 @@ class ShardActor:
             if not waited:
                 waited = True
                 self.backpressure_waits += 1
-            core.flush_requested = True
+            core.request_flush()
             self._kick()
             await self._progress.wait()
             core = await self._ready_core()
@@ -431,9 +454,11 @@ class ShardActor:
         if core is None or self._closed:
             core = await self._ready_core()
         now = self._clock.current_time()
-        if core.unpersisted >= self._max_dirty or now >= self._admit_until:
+        unpersisted = core.unpersisted
+        if unpersisted >= self._max_dirty or now >= self._admit_until:
             core = await self._admit(core)
             now = self._clock.current_time()
+            unpersisted = core.unpersisted
         ack = self._ack
         if ack == "store":
             return await self._write_through(key, value)
@@ -448,13 +473,10 @@ class ShardActor:
             raise  # refused before anything happened: the caller retries later
         except JournalError as exc:
             raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
-        dirty = core.dirty
-        was_clean = not dirty and not core.inflight_records
-        core.write(key, value, version, seq, now)
-        if was_clean and core.unpersisted:  # the age clock starts now
+        count = core.write(key, value, version, seq, now)  # dirty keys now
+        if not unpersisted and count:  # the shard was clean: the age clock starts now
             self._admit_until = now + self._max_dirty_age
         self._fault_inline("put.after_journal_append")
-        count = len(dirty)
         if count == 1 or count >= self._flush_threshold:
             self._kick()  # the first dirty key starts the flush timer; the threshold flushes now
         try:
@@ -518,23 +540,20 @@ class ShardActor:
     async def get(self, key: str) -> bytes | None:
         await trio.lowlevel.checkpoint_if_cancelled()
         core = await self._ready_core()
-        entry = core.entries.get(key)
+        entry = core.read(key)
         if entry is not None:
-            if key in core.clean:
-                del core.clean[key]
-                core.clean[key] = None
             # A hit is still a schedule point, so a read loop never starves the actors.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return entry.value
-        reader, before = core, core.mutations
+        reader, before = core, core.mutation_count()
         record = await self._read_store(key)
         core = await self._ready_core()
-        entry = core.entries.get(key)
+        entry = core.peek(key)
         if entry is not None:
             return entry.value
         # Cache what was read only if nothing happened to the shard meanwhile: no write or
         # eviction, and no restart (a new incarnation's counter says nothing of the old one's).
-        if record is not None and core is reader and core.mutations == before:
+        if record is not None and core is reader and core.mutation_count() == before:
             core.load_clean(record)
         return None if record is None else record.value
 
@@ -543,7 +562,7 @@ class ShardActor:
             core = await self._ready_core()
             if receipt.seq == 0 or core.is_persisted(receipt.key, receipt.version, receipt.seq):
                 return
-            core.flush_requested = True
+            core.request_flush()
             self._kick()
             await self._progress.wait()
 
@@ -554,7 +573,7 @@ class ShardActor:
         core = await self._ready_core()
         owed = core.owed()
         while not core.paid(owed):
-            core.flush_requested = True
+            core.request_flush()
             self._kick()
             await self._progress.wait()
             core = await self._ready_core()
@@ -562,29 +581,30 @@ class ShardActor:
     def statistics(self) -> ShardStatistics:
         core, journal = self.core, self.journal
         js = journal.statistics() if journal is not None else None
+        cs = core.statistics() if core is not None else None
         now = trio.current_time()
-        since = core.oldest_dirty_since() if core is not None else None
+        since = cs.oldest_dirty_since if cs is not None else None
         return ShardStatistics(
             name=self.name,
             shard=self.shard,
-            status=self.status,
+            status=self.status.value,
             restarts=self.restarts,
-            entries=len(core.entries) if core else 0,
-            dirty=len(core.dirty) if core else 0,
-            inflight_batches=len(core.inflight) if core else 0,
-            unpersisted=core.unpersisted if core else 0,
+            entries=cs.entries if cs else 0,
+            dirty=cs.dirty if cs else 0,
+            inflight_batches=cs.inflight_batches if cs else 0,
+            unpersisted=cs.unpersisted if cs else 0,
             oldest_dirty_age=None if since is None else max(0.0, now - since),
-            mailbox_depth=len(core.inflight) if core else 0,
+            mailbox_depth=cs.inflight_batches if cs else 0,
             acked_seq=self.acked_seq,
             written_seq=js.written_seq if js else 0,
             synced_seq=js.synced_seq if js else 0,
             persisted_seq=js.persisted_seq if js else 0,
             journal_bytes=js.bytes if js else 0,
             journal_segments=js.segments if js else 0,
-            batches_acked=core.batches_acked if core else 0,
-            records_persisted=core.records_persisted if core else 0,
-            evictions=core.evictions if core else 0,
-            quarantined=len(core.quarantine) if core else 0,
+            batches_acked=cs.batches_acked if cs else 0,
+            records_persisted=cs.records_persisted if cs else 0,
+            evictions=cs.evictions if cs else 0,
+            quarantined=cs.quarantined if cs else 0,
             last_error=self.last_error,
             last_error_time=self.last_error_time,
             batches_per_second=sum(t > now - RATE_WINDOW for t in self._ack_times) / RATE_WINDOW,

@@ -12,6 +12,7 @@ import trio
 from .._core._errors import StoreUnavailable
 from .._core._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
 from .._core._stats import StoreStatistics
+from .._core._status import STORE_ACTOR, Status
 from .._stores._protocol import Store, StoreFactory, WriteOutcome, rejections, supersessions
 from ._seams import Seams
 
@@ -33,7 +34,7 @@ class StoreActor:
         reconnect_max: float,
     ) -> None:
         self.name = f"store-{index}"
-        self.status = "starting"
+        self.status = STORE_ACTOR.initial
         self.restarts = 0
         self.batches = 0
         self.records = 0
@@ -49,6 +50,9 @@ class StoreActor:
         # One thread at a time per connection: a store is not safe to share across threads.
         self._limiter = trio.CapacityLimiter(1)
         self._store_blocking = True
+
+    def _become(self, status: Status) -> None:
+        self.status = STORE_ACTOR.advance(self.status, status, self.name)
 
     def _fault(self, point: str) -> None:
         if self._hook is not None:
@@ -68,7 +72,7 @@ class StoreActor:
                 await self._call(store.connect)
                 return store
             except StoreUnavailable as exc:
-                self.status = "reconnecting"
+                self._become(Status.RECONNECTING)
                 self.errors += 1
                 self.last_error = str(exc)
                 self.last_error_time = trio.current_time()
@@ -82,7 +86,7 @@ class StoreActor:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         store = await self._connect()
-        self.status = "running"
+        self._become(Status.RUNNING)
         task_status.started()
         # Batches taken and not answered yet, oldest first: held[0] is the one ``job`` writes.
         held: list[Outgoing] = []
@@ -106,7 +110,7 @@ class StoreActor:
                     await _answer(reply, StoreNack(batch.batch_id, str(exc)))
                     await self._call(store.close)
                     store = await self._connect()
-                    self.status = "running"
+                    self._become(Status.RUNNING)
                     continue
                 job = None
                 self._fault("store.after_commit")
@@ -140,19 +144,19 @@ class StoreActor:
                     pass
             held.clear()
             if not isinstance(exc, trio.Cancelled):
-                self.status = "crashed"
+                self._become(Status.CRASHED)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.last_error_time = trio.current_time()
             raise
         finally:
-            if self.status != "crashed":
-                self.status = "stopped"
+            if self.status is not Status.CRASHED:
+                self._become(Status.STOPPED)
             store.close()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
             name=self.name,
-            status=self.status,
+            status=self.status.value,
             restarts=self.restarts,
             batches=self.batches,
             records=self.records,

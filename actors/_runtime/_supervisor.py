@@ -5,7 +5,11 @@ restart hook is the child's own ``run``: a shard replays its journal, a store ac
 Intensity: more than ``max_restarts`` restarts within ``restart_period`` seconds (trio's clock)
 escalates: :class:`TooManyRestarts` propagates, the cache's nursery cancels every actor, and the
 service stops with that error. A child that fails before it ever started is a start-up error
-and is not restarted.
+and is not restarted. :meth:`Supervisor.stop` ends one child for good (no restart); its
+siblings keep running.
+
+``one_for_one`` is the only strategy, so it is not a setting: a ``one_for_all`` (a cluster
+member that must restart its shards together) would come with its own code and its name.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from .._core._errors import TooManyRestarts, describe
 
 log = logging.getLogger("writebehind")
-
-ONE_FOR_ONE = "one_for_one"
 
 
 class Child(Protocol):
@@ -44,6 +47,14 @@ class _StartOnce:
             self._inner.started(value)
 
 
+@attrs.define
+class _Supervised:
+    """A child's task under :meth:`Supervisor.supervise`: how to stop it, and when it ended."""
+
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    ended: trio.Event = attrs.Factory(trio.Event)
+
+
 class Supervisor:
     def __init__(
         self,
@@ -52,31 +63,57 @@ class Supervisor:
         restart_period: float,
         on_event: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        self.strategy = ONE_FOR_ONE
         self.max_restarts = max_restarts
         self.restart_period = restart_period
         self.restarts = 0
         self._recent: collections.deque[float] = collections.deque()
         self._on_event = on_event
+        self._children: dict[Child, _Supervised] = {}
 
     def _event(self, kind: str, child: str, detail: str) -> None:
         if self._on_event is not None:
             self._on_event(kind, child, detail)
 
     async def supervise(self, child: Child, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Run ``child`` until it returns, restarting it on each crash; ``nursery.start`` me."""
+        """Run ``child`` until it returns or is stopped, restarting it on each crash;
+        ``nursery.start`` me."""
+        if child in self._children:
+            raise RuntimeError(f"{child.name} is already supervised")
         status = _StartOnce(task_status)
-        while True:
-            try:
-                await child.run(task_status=status)
-                return
-            except Exception as exc:
-                if not status.done:
-                    raise
-                self._crashed(child, exc)
-            child.restarts += 1
-            self.restarts += 1
-            self._event("restart", child.name, f"restart #{child.restarts}")
+        supervised = self._children[child] = _Supervised()
+        try:
+            with supervised.scope:
+                while True:
+                    try:
+                        await child.run(task_status=status)
+                        return
+                    except Exception as exc:
+                        if not status.done:
+                            raise
+                        if supervised.scope.cancel_called:
+                            # Stopping: a crash on the way out is told, not restarted.
+                            log.warning("%s crashed while stopping: %s", child.name,
+                                        describe(exc))
+                            self._event("crash", child.name, describe(exc))
+                            return
+                        self._crashed(child, exc)
+                    child.restarts += 1
+                    self.restarts += 1
+                    self._event("restart", child.name, f"restart #{child.restarts}")
+        finally:
+            del self._children[child]
+            supervised.ended.set()
+
+    async def stop(self, child: Child) -> None:
+        """Stop ``child`` for good: cancel its run and return once its task has ended,
+        without a restart; its siblings keep running. A child not supervised (never
+        started, or ended already) is left as it is."""
+        supervised = self._children.get(child)
+        if supervised is None:
+            await trio.lowlevel.checkpoint()
+            return
+        supervised.scope.cancel()
+        await supervised.ended.wait()
 
     def _crashed(self, child: Child, exc: BaseException) -> None:
         now = trio.current_time()

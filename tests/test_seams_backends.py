@@ -1,0 +1,86 @@
+"""The shard actor takes its journals and its epochs through interfaces: a cache built with
+other ones (what a cluster mode would pass) uses them, and only them."""
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from writebehind import Config, Seams, SQLiteStore
+from writebehind._core._epochs import EpochSource
+from writebehind._core._routing import EPOCH_SHIFT
+from writebehind._journal import JournalBackend, OpenJournal, file_journals
+from writebehind._runtime._cache import Cache
+
+CAP = 30
+
+
+class CountingJournal:
+    """A backend that delegates to another and counts what the shard asks of it."""
+
+    def __init__(self, inner: JournalBackend, calls: dict[str, int]) -> None:
+        self._inner = inner
+        self.calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if callable(attribute):
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls[name] = self.calls.get(name, 0) + 1
+                return attribute(*args, **kwargs)
+            return counted
+        return attribute
+
+
+class Counter:
+    """Epochs from a counter of our own (a lease, in a cluster)."""
+
+    def __init__(self, start: int) -> None:
+        self.taken: list[int] = []
+        self._next = start
+
+    async def take_epoch(self) -> int:
+        await trio.lowlevel.checkpoint()
+        self._next += 1
+        self.taken.append(self._next)
+        return self._next
+
+
+async def test_a_cache_uses_the_journals_and_epochs_it_is_given(tmp_path: Path) -> None:
+    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+                    shards=2, ack="fsync", flush_interval=0.05)
+    files = file_journals(config)
+    opened: list[int] = []
+    calls: dict[str, int] = {}
+
+    async def open_journal(shard: int, **kwargs: Any) -> JournalBackend:
+        opened.append(shard)
+        return CountingJournal(await files(shard, **kwargs), calls)  # type: ignore[return-value]
+
+    factory: OpenJournal = open_journal
+    epochs: EpochSource = Counter(start=1000)
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            cache = Cache(config, Seams(), open_journal=factory, epochs=epochs)
+            await nursery.start(cache._serve)
+            receipts = [await cache.put(f"k{i}", b"v%d" % i) for i in range(20)]
+            await cache.flush()
+            await cache.aclose()
+    assert sorted(opened) == [0, 1]
+    assert calls["replay"] == 2 and calls["append_encoded"] == 20
+    assert calls["wait_synced"] >= 20  # ack='fsync': each put waited on its sync
+    assert calls.get("wait_written", 0) == 0
+    assert calls["checkpoint_nowait"] >= 2 and calls["close"] == 2
+    assert sorted(epochs.taken) == [1001, 1002]  # type: ignore[attr-defined]
+    assert {r.version >> EPOCH_SHIFT for r in receipts} == {1001, 1002}
+    store = SQLiteStore(tmp_path / "store.db")
+    store.connect()
+    try:
+        assert store.read_all()["k7"].value == b"v7"
+        assert store.take_epoch() == 1  # the store's own counter was never asked
+    finally:
+        store.close()
+    # The default factory wrote the journals where the cache always put them.
+    assert sorted(p.name for p in (tmp_path / "journal").iterdir() if p.is_dir()) == [
+        "shard-0000", "shard-0001"
+    ]
