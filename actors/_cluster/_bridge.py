@@ -163,25 +163,33 @@ async def connect(
     connect_timeout: float = 2.0,
     allow_reconnect: bool = True,
     max_reconnect_attempts: int = 60,
+    bridge: AsyncioLoop | None = None,
 ) -> AsyncIterator[NatsConnection]:
     """Connect to NATS (``nats://host:port``, a list or a comma-separated string); closed on
-    exit together with the loop thread that drives it."""
+    exit. On ``bridge``'s loop if given (several connections can share one loop thread),
+    otherwise on a loop thread of its own that ends with the block."""
     urls = split_servers(servers) if isinstance(servers, str) else list(servers)
-    async with open_asyncio_loop() as bridge:
+    if bridge is None:
+        async with open_asyncio_loop() as own, connect(
+            urls, name=name, connect_timeout=connect_timeout, allow_reconnect=allow_reconnect,
+            max_reconnect_attempts=max_reconnect_attempts, bridge=own,
+        ) as conn:
+            yield conn
+        return
 
-        async def open_client() -> NatsClient:
-            return await nats.connect(
-                servers=urls, name=name, connect_timeout=connect_timeout,
-                allow_reconnect=allow_reconnect, max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_time_wait=0.2,
-            )
+    async def open_client() -> NatsClient:
+        return await nats.connect(
+            servers=urls, name=name, connect_timeout=connect_timeout,
+            allow_reconnect=allow_reconnect, max_reconnect_attempts=max_reconnect_attempts,
+            reconnect_time_wait=0.2,
+        )
 
-        client = await bridge.run(open_client)
-        try:
-            yield NatsConnection(bridge, client)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                await bridge.run(client.close)
+    client = await bridge.run(open_client)
+    try:
+        yield NatsConnection(bridge, client)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            await bridge.run(client.close)
 
 
 def split_servers(text: str) -> list[str]:

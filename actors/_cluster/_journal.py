@@ -127,17 +127,28 @@ class PartitionJournal:
 
     async def last_sequence(self) -> int:
         """The subject's last sequence on the servers now (0 if it holds no message)."""
+        return (await self._last())[0]
+
+    async def _last(self) -> tuple[int, int]:
+        """The subject's last message's sequence and epoch, from the stream leader."""
         try:
             message = await self._conn.run(self._conn.js.get_last_msg, self.stream, self.subject)
         except nats.js.errors.NotFoundError:
-            return 0
-        return int(message.seq or 0)
+            return 0, 0
+        return int(message.seq or 0), int((message.headers or {}).get(EPOCH_HEADER, "0"))
 
     async def resync(self) -> int:
-        """Adopt the servers' last sequence (after :class:`AppendUncertain`). Only an owner
-        that knows it still holds the partition's lease may do this: it un-fences itself."""
-        self.last = await self.last_sequence()
-        return self.last
+        """Adopt the servers' last sequence (after :class:`AppendUncertain`), unless a newer
+        epoch wrote it: after a newer owner's fence only that owner can append, so the last
+        message carries the newest epoch, and a former owner learns here that it is fenced
+        (:class:`Fenced`) instead of adopting the new owner's sequence."""
+        last, epoch = await self._last()
+        if epoch > self.epoch:
+            self.last = None
+            raise Fenced(f"{self.subject}: epoch {epoch} wrote the last message (sequence "
+                         f"{last}); epoch {self.epoch} is fenced")
+        self.last = last
+        return last
 
     async def fence(self, attempts: int = 10) -> int:
         """Publish this epoch's fence record after the subject's current last message;

@@ -24,7 +24,7 @@ import nats.errors
 import nats.js.errors
 import trio
 
-from ._bridge import connect
+from ._bridge import AsyncioLoop, connect, open_asyncio_loop
 from ._journal import stream_name
 
 DEFAULT_MONITOR_PORT = 8222
@@ -101,11 +101,13 @@ def _fetch(url: str) -> dict[str, Any]:
         return document
 
 
-async def _server(url: str, monitor: str | None, timeout: float) -> ServerStatus:
+async def _server(bridge: AsyncioLoop, url: str, monitor: str | None, timeout: float
+                  ) -> ServerStatus:
     version = error = None
     try:
         with trio.fail_after(timeout + 1):
-            async with connect([url], allow_reconnect=False, connect_timeout=timeout) as conn:
+            async with connect([url], allow_reconnect=False, connect_timeout=timeout,
+                               bridge=bridge) as conn:
                 version = str(conn.client.connected_server_version)
     except (OSError, trio.TooSlowError, nats.errors.Error) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -128,13 +130,13 @@ async def _server(url: str, monitor: str | None, timeout: float) -> ServerStatus
     )
 
 
-async def _assets(servers: Sequence[str], cluster: str, timeout: float
+async def _assets(bridge: AsyncioLoop, servers: Sequence[str], cluster: str, timeout: float
                   ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     stream = bucket = None
     try:
         with trio.fail_after(3 * timeout):
             async with connect(list(servers), allow_reconnect=False,
-                               connect_timeout=timeout) as conn:
+                               connect_timeout=timeout, bridge=bridge) as conn:
                 for name, kind in ((stream_name(cluster), "stream"),
                                    (f"KV_{lease_bucket(cluster)}", "bucket")):
                     try:
@@ -163,14 +165,16 @@ async def cluster_status(servers: Sequence[str], *, monitors: Sequence[str | Non
                                                                 for s in servers]
     results: list[ServerStatus | None] = [None] * len(servers)
 
-    async def one(i: int) -> None:
-        results[i] = await _server(servers[i], monitor_urls[i], timeout)
+    async with open_asyncio_loop() as bridge:  # one loop thread for every connection
 
-    async with trio.open_nursery() as nursery:
-        for i in range(len(servers)):
-            nursery.start_soon(one, i)
+        async def one(i: int) -> None:
+            results[i] = await _server(bridge, servers[i], monitor_urls[i], timeout)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(servers)):
+                nursery.start_soon(one, i)
+        stream, bucket = await _assets(bridge, servers, cluster, timeout)
     statuses = tuple(r for r in results if r is not None)
     leaders = {s.meta_leader for s in statuses if s.meta_leader}
-    stream, bucket = await _assets(servers, cluster, timeout)
     return ClusterStatus(statuses, leaders.pop() if len(leaders) == 1 else None, stream,
                          bucket, cluster)

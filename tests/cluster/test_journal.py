@@ -59,7 +59,13 @@ async def test_the_new_owners_fence_refuses_the_zombies_append(nats_cluster: Nat
             # The zombie wakes up and appends with the expectation it had: refused.
             with pytest.raises(Fenced, match="wrong last sequence"):
                 await old.append([put(2, "k", b"zombie", 2)])
+            # Nor can it adopt the new owner's sequence to append after it.
+            with pytest.raises(Fenced, match="epoch 11 wrote the last message"):
+                await old.resync()
+            with pytest.raises(Fenced, match="no fence or resync"):
+                await old.append([put(2, "k", b"zombie", 2)])
             after = await new.append([put(1, "k", b"v2", 3)])
+            assert await new.resync() == after  # the owner itself may resync
 
             entries = await new.replay(1)
             assert [(e.kind, e.epoch) for e in entries] == [
