@@ -86,7 +86,12 @@ class ClusterStatus:
             if not s.reachable:
                 found.append(f"{s.url} is unreachable: {s.error}")
         if self.meta_leader is None:
-            found.append("no JetStream meta leader is known")
+            if all(s.monitor_error is not None for s in self.servers):
+                found.append("no JetStream meta leader is known: no monitoring endpoint "
+                             "answered (--monitor)")
+            else:
+                found.append("no JetStream meta leader is known (a cluster without one "
+                             "takes no writes; a single server without a cluster has none)")
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -108,7 +113,8 @@ async def _server(bridge: AsyncioLoop, url: str, monitor: str | None, timeout: f
         with trio.fail_after(timeout + 1):
             async with connect([url], allow_reconnect=False, connect_timeout=timeout,
                                bridge=bridge) as conn:
-                version = str(conn.client.connected_server_version)
+                v = conn.client.connected_server_version
+                version = f"{v.major}.{v.minor}.{v.patch}"
     except (OSError, trio.TooSlowError, nats.errors.Error) as exc:
         error = f"{type(exc).__name__}: {exc}"
     status = ServerStatus(url, error is None, version, error, monitor)

