@@ -50,6 +50,10 @@ class AppendUncertain(WritebehindError):
     next append; none of the records may be acknowledged."""
 
 
+class _NoAnswer(Exception):
+    """A publish timed out or found no responder; the caller may send it again."""
+
+
 def stream_name(cluster: str) -> str:
     return f"WB_{cluster}"
 
@@ -165,17 +169,36 @@ class PartitionJournal:
         raise Fenced(f"{self.subject}: could not fence in {attempts} attempts; the subject "
                      "keeps moving (is another owner still appending?)")
 
-    async def append(self, records: Sequence[JournalRecord]) -> int:
+    async def append(self, records: Sequence[JournalRecord], *, attempts: int = 3) -> int:
         """Publish one group commit; returns its stream sequence once JetStream acknowledged
         it (stored on a majority of the replicas). Raises :class:`Fenced` if another owner
-        fenced the subject, :class:`AppendUncertain` if the outcome is unknown."""
+        fenced the subject, :class:`AppendUncertain` if no attempt got an answer.
+
+        A publish that gets no answer is sent again, the same message with the same
+        expectation and message id: if the first had landed, the stream's de-duplication
+        answers with the first one's sequence (it checks the id before the expected
+        sequence), so a retry never writes a second copy nor is refused by its own first
+        copy.
+        """
         if self.last is None:
             raise Fenced(f"{self.subject}: no fence or resync yet; this writer may not append")
-        return await self._publish(RECORDS, encode_records(records, self.partition), self.last)
+        payload = encode_records(records, self.partition)
+        for _ in range(attempts - 1):
+            try:
+                return await self._publish(RECORDS, payload, self.last, final=False)
+            except _NoAnswer:
+                continue
+        return await self._publish(RECORDS, payload, self.last)
 
-    async def _publish(self, kind: str, payload: bytes, expected: int) -> int:
+    async def _publish(self, kind: str, payload: bytes, expected: int, *,
+                       final: bool = True) -> int:
         headers = {
             api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
+            # One id per (partition, epoch, position): only one message of an epoch can
+            # follow ``expected`` on this subject, and the id lets a retry find out whether
+            # it already did. The stream de-duplicates across all its subjects, hence the
+            # partition (a test caught two partitions' fences sharing "epoch:0").
+            api.Header.MSG_ID: f"{self.partition}:{self.epoch}:{expected}",
             KIND_HEADER: kind,
             EPOCH_HEADER: str(self.epoch),
         }
@@ -188,6 +211,8 @@ class PartitionJournal:
                              f"{expected}, refused: {exc.description}") from None
             raise
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            if not final:
+                raise _NoAnswer from exc
             self.last = None
             raise AppendUncertain(f"{self.subject}: no publish-ack ({type(exc).__name__})") \
                 from exc

@@ -4,14 +4,17 @@ shuts a paused former owner out, replay from a checkpoint, and purge behind it."
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
+import nats.errors
 import pytest
 import trio
 
-from writebehind._cluster._bridge import connect
+from writebehind._cluster._bridge import NatsConnection, connect
 from writebehind._cluster._journal import (
     FENCE,
     RECORDS,
+    AppendUncertain,
     Fenced,
     PartitionJournal,
     decode_records,
@@ -159,3 +162,46 @@ async def test_appends_go_on_when_one_of_three_nodes_dies(nats_cluster: NatsClus
             assert appended is not None and appended > before
             keys = [r.key for e in await journal.replay(1) for r in e.records]
             assert keys[0] == "a" and keys[-1] == "b"
+
+
+class LosesAnAck(NatsConnection):
+    """A connection whose next JetStream publish lands but whose ack is "lost": the caller
+    sees a timeout, as when the connection drops between the store and the answer."""
+
+    def __init__(self, conn: NatsConnection, losses: int) -> None:
+        super().__init__(conn.bridge, conn.client)
+        self.losses = losses
+
+    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await super().run(fn, *args, **kwargs)
+        if fn == self.js.publish and self.losses > 0:
+            self.losses -= 1
+            raise nats.errors.TimeoutError
+        return result
+
+
+async def test_a_retried_append_whose_first_ack_was_lost_is_stored_once(
+    nats_cluster: NatsCluster,
+) -> None:
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            await open_stream(conn, "t5", replicas=3)
+            flaky = LosesAnAck(conn, losses=0)
+            journal = PartitionJournal(flaky, "t5", 2, epoch=7)
+            await journal.fence()
+            flaky.losses = 1
+            seq = await journal.append([put(1, "once", b"v", 1)])  # landed, ack lost, retried
+            assert flaky.losses == 0
+            entries = await journal.replay(1)
+            assert [(e.kind, e.seq) for e in entries] == [(FENCE, seq - 1), (RECORDS, seq)]
+            assert await journal.append([put(2, "next", b"v", 2)]) > seq  # and it goes on
+
+            flaky.losses = 3  # every attempt loses its ack: the outcome is unknown
+            with pytest.raises(AppendUncertain):
+                await journal.append([put(3, "unknown", b"v", 3)])
+            with pytest.raises(Fenced, match="no fence or resync"):
+                await journal.append([put(4, "x", b"v", 4)])
+            last = await journal.resync()  # its own epoch wrote the last message: it may go on
+            keys = [r.key for e in await journal.replay(1) for r in e.records]
+            assert keys == ["once", "next", "unknown"]
+            assert await journal.append([put(4, "after", b"v", 4)]) > last
