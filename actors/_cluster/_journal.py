@@ -44,6 +44,12 @@ class Fenced(WritebehindError):
     owner fenced the partition (or this writer's view of the subject is stale)."""
 
 
+class Unsynced(WritebehindError):
+    """This writer does not know the subject's last sequence: it never fenced, an append's
+    outcome is unknown, or a resync found it fenced. :meth:`PartitionJournal.fence` (a new
+    owner) or :meth:`PartitionJournal.resync` (an owner that still holds its lease) first."""
+
+
 class AppendUncertain(WritebehindError):
     """The publish got no answer: it may or may not be in the stream. The writer must
     :meth:`PartitionJournal.resync` (and learn whether it is still the owner) before the
@@ -172,16 +178,17 @@ class PartitionJournal:
     async def append(self, records: Sequence[JournalRecord], *, attempts: int = 3) -> int:
         """Publish one group commit; returns its stream sequence once JetStream acknowledged
         it (stored on a majority of the replicas). Raises :class:`Fenced` if another owner
-        fenced the subject, :class:`AppendUncertain` if no attempt got an answer.
+        fenced the subject, :class:`AppendUncertain` if no attempt got an answer,
+        :class:`Unsynced` if this writer does not know where the subject ends.
 
         A publish that gets no answer is sent again, the same message with the same
         expectation and message id: if the first had landed, the stream's de-duplication
         answers with the first one's sequence (it checks the id before the expected
         sequence), so a retry never writes a second copy nor is refused by its own first
-        copy.
+        copy. An append cancelled while in flight is uncertain too: :meth:`resync` first.
         """
         if self.last is None:
-            raise Fenced(f"{self.subject}: no fence or resync yet; this writer may not append")
+            raise Unsynced(f"{self.subject}: no fence or resync yet; this writer may not append")
         payload = encode_records(records, self.partition)
         for _ in range(attempts - 1):
             try:
@@ -216,6 +223,11 @@ class PartitionJournal:
             self.last = None
             raise AppendUncertain(f"{self.subject}: no publish-ack ({type(exc).__name__})") \
                 from exc
+        except BaseException:
+            # Cancelled (or worse) while the message may be on its way: as uncertain as a
+            # timeout, so no next append on a guess; resync first.
+            self.last = None
+            raise
         self.last = int(ack.seq)
         return self.last
 
@@ -256,7 +268,7 @@ class PartitionJournal:
         (everything the store holds). The subject's last message is always kept: it anchors
         the expected-last-sequence check."""
         if self.last is None:
-            raise Fenced(f"{self.subject}: no fence or resync yet; this writer may not purge")
+            raise Unsynced(f"{self.subject}: no fence or resync yet; this writer may not purge")
         keep_from = min(checkpoint + 1, self.last)  # the server purges below ``seq``
         await self._conn.run(self._conn.js.purge_stream, self.stream, seq=keep_from,
                              subject=self.subject)
