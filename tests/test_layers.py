@@ -18,8 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ROOTS = {"writebehind": REPO / "actors", "writebehind.harness": REPO / "harness",
          "writebehind.chaos": REPO / "chaos"}
-LAYERS = ("_core", "_journal", "_stores", "_runtime", "_inspector", "_open", "_bench", "_cli",
-          "writebehind", "harness", "chaos")
+LAYERS = ("_core", "_journal", "_stores", "_runtime", "_cluster", "_inspector", "_open", "_bench",
+          "_cli", "writebehind", "harness", "chaos")
 #: What the kernel must not import: it decides, others do the I/O.
 IO_MODULES = {"trio", "os", "sqlite3", "psycopg", "socket", "subprocess", "threading",
               "asyncio", "trio_websocket", "prometheus_client", "nats", "shutil", "signal"}

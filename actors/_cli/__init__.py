@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writebehind", description=__doc__)
     parser.add_argument("--version", action="version", version=f"writebehind {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    from . import _cluster as _cluster_tool
     from . import _inspect as _inspect_tool
     from . import _journal as _tool
     from . import _quarantine as _quarantine_tool
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recover_tool.register(sub)
     _quarantine_tool.register(sub)
     _inspect_tool.register(sub)
+    _cluster_tool.register(sub)
     from .._bench import register as register_bench  # light: measuring modules load on use
 
     register_bench(sub)

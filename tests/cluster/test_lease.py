@@ -1,0 +1,166 @@
+"""Partition leases: the pure rule, and compare-and-set on a real three-node KV bucket."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+
+from writebehind._cluster._bridge import NatsConnection, connect
+from writebehind._cluster._lease import PartitionHeld, PartitionLeases, PartitionLost, open_bucket
+from writebehind._core._partition_lease import (
+    HeldLease,
+    KvEntry,
+    LeaseValue,
+    Step,
+    check_timing,
+    decide_acquire,
+)
+
+from .nodes import NatsCluster
+
+# -- the pure rule --------------------------------------------------------------------------
+
+
+def test_decide_acquire_creates_takes_or_waits() -> None:
+    assert decide_acquire(None, "a", 100.0).step is Step.CREATE
+    held = KvEntry(LeaseValue("b", expires=105.0, epoch=3), revision=7)
+    wait = decide_acquire(held, "a", 100.0)
+    assert wait.step is Step.WAIT and wait.holder == held.value
+    assert decide_acquire(held, "a", 105.0) == decide_acquire(held, "a", 200.0)
+    assert decide_acquire(held, "a", 105.0).step is Step.TAKE
+    assert decide_acquire(held, "a", 105.0).last == 7
+    # Released (deleted) or unreadable: take it on the revision read.
+    assert decide_acquire(KvEntry(None, 9), "a", 0.0).last == 9
+    # A member's own unexpired lease from before a restart is not inherited.
+    assert decide_acquire(KvEntry(LeaseValue("a", 105.0), 7), "a", 100.0).step is Step.WAIT
+
+
+def test_the_holder_stops_acknowledging_drift_before_its_lease_ends() -> None:
+    lease = HeldLease(partition=0, epoch=5, revision=5, sent=1000.0, ttl=10.0, drift=2.0)
+    assert lease.may_acknowledge(1000.0)
+    assert lease.may_acknowledge(1007.999)
+    assert not lease.may_acknowledge(1008.0)  # ttl - drift after the write was sent
+    assert not lease.may_acknowledge(1010.0)
+    renewed = lease.renewed(revision=9, sent=1006.0)
+    assert renewed.epoch == 5 and renewed.revision == 9
+    assert renewed.may_acknowledge(1013.9) and not renewed.may_acknowledge(1014.0)
+    assert not lease.renew_due(1001.9, 2.0) and lease.renew_due(1002.0, 2.0)
+
+
+def test_timings_that_leave_no_room_for_a_failed_renewal_are_refused() -> None:
+    check_timing(10.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="no room"):
+        check_timing(10.0, 4.5, 2.0)  # 2 x 4.5 > 10 - 2
+    with pytest.raises(ValueError, match="positive"):
+        check_timing(10.0, 0.0, 1.0)
+
+
+def test_lease_values_round_trip_and_foreign_bytes_are_no_lease() -> None:
+    value = LeaseValue("m1", 12.5, 4)
+    assert LeaseValue.decode(value.encode()) == value
+    assert LeaseValue.decode(b"not json") is None
+    assert LeaseValue.decode(b'{"member": "x"}') is None
+
+
+# -- on the cluster ---------------------------------------------------------------------------
+
+
+async def _leases(conn: NatsConnection, member: str, **timing: float) -> PartitionLeases:
+    return await PartitionLeases.open(conn, "wb-leases", member, replicas=3, **timing)
+
+
+async def test_of_two_contenders_exactly_one_wins(nats_cluster: NatsCluster) -> None:
+    with trio.fail_after(60):
+        async with connect(nats_cluster.urls[0]) as c1, connect(nats_cluster.urls[2]) as c2:
+            await open_bucket(c1, "wb-leases", replicas=3)
+            for partition in range(8):
+                results: dict[str, object] = {}
+
+                async def contend(conn: NatsConnection, member: str, p: int = partition,
+                                  out: dict[str, object] = results) -> None:
+                    leases = await _leases(conn, member)
+                    try:
+                        out[member] = await leases.acquire(p)
+                    except (PartitionHeld, PartitionLost) as exc:
+                        out[member] = exc
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(contend, c1, "a")
+                    nursery.start_soon(contend, c2, "b")
+                winners = [m for m, r in results.items() if isinstance(r, HeldLease)]
+                assert len(winners) == 1, results
+                loser = "b" if winners == ["a"] else "a"
+                assert isinstance(results[loser], PartitionHeld | PartitionLost)
+                # The loser trying again finds the winner's live lease in the way.
+                with pytest.raises(PartitionHeld, match=repr(winners[0])):
+                    await (await _leases(c1 if loser == "a" else c2, loser)).acquire(partition)
+
+
+async def test_a_renewal_on_a_stale_revision_is_refused(nats_cluster: NatsCluster) -> None:
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            leases = await _leases(conn, "a")
+            first = await leases.acquire(3)
+            second = await leases.renew(first)
+            assert second.epoch == first.epoch and second.revision > first.revision
+            with pytest.raises(PartitionLost, match="refused"):
+                await leases.renew(first)  # names a revision that is no longer the last
+            third = await leases.renew(second)
+            assert third.revision > second.revision
+
+
+async def test_after_expiry_another_member_takes_over_with_a_higher_epoch(
+    nats_cluster: NatsCluster,
+) -> None:
+    timing = {"ttl": 1.0, "renew_every": 0.2, "drift": 0.2}
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            old = await _leases(conn, "old", **timing)
+            new = await _leases(conn, "new", **timing)
+            held = await old.acquire(5)
+            with pytest.raises(PartitionHeld, match="'old'"):
+                await new.acquire(5)
+            assert held.may_acknowledge(time.monotonic())
+            await trio.sleep(timing["ttl"] + 0.1)  # "old" is paused past its lease
+            assert not held.may_acknowledge(time.monotonic())
+            taken = await new.acquire(5)
+            assert taken.epoch > held.epoch
+            with pytest.raises(PartitionLost):
+                await old.renew(held)  # the zombie's renewal is refused
+            entry = await new.read(5)
+            assert entry is not None and entry.value is not None
+            assert entry.value.member == "new" and entry.revision == taken.revision
+
+
+async def test_a_released_lease_is_taken_at_once(nats_cluster: NatsCluster) -> None:
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            a = await _leases(conn, "a")
+            b = await _leases(conn, "b")
+            held = await a.acquire(1)
+            await a.release(held)
+            taken = await b.acquire(1)  # no wait for the 10 s TTL
+            assert taken.epoch > held.epoch
+            await a.release(held)  # a stale release does not delete b's lease
+            entry = await b.read(1)
+            assert entry is not None and entry.value is not None and entry.value.member == "b"
+
+
+async def test_leases_survive_the_loss_of_one_node(nats_cluster: NatsCluster) -> None:
+    with trio.fail_after(90):
+        async with connect(nats_cluster.servers) as conn:
+            leases = await _leases(conn, "a")
+            held = await leases.acquire(2)
+            nats_cluster.kill("n1" if conn.connected_url != nats_cluster.urls[0] else "n2")
+            renewed = None
+            with trio.move_on_after(30):  # the bucket's stream may re-elect its leader
+                while renewed is None:
+                    try:
+                        renewed = await leases.renew(held)
+                    except PartitionLost:
+                        raise
+                    except Exception:
+                        await trio.sleep(0.2)
+            assert renewed is not None and renewed.epoch == held.epoch
