@@ -93,6 +93,8 @@ class ShardActor:
         self._rng = rng
         self._incarnation = 0
         self._epoch = 0
+        # make_version(epoch, 0): a put ORs its counter in, no call on the hot path.
+        self._version_base = 0
         self._counter = 0
         self._inbox: Inbox | None = None
         self._kicked = False
@@ -181,6 +183,7 @@ class ShardActor:
                             self._alert(kind, self.name, f"{self.name}: {message}")
                         await nursery.start(journal.run)
                     self._epoch, self._counter = epoch, 0
+                    self._version_base = make_version(epoch, 0)
                     self.core, self.journal, self._inbox = core, journal, inbox
                     self._kicked = False
                     self._become(Status.RUNNING)
@@ -465,7 +468,7 @@ class ShardActor:
         journal = self.journal
         assert journal is not None
         self._counter += 1
-        version = make_version(self._epoch, self._counter)
+        version = self._version_base | self._counter
         self._fault_inline("put.before_journal_append")
         try:
             seq = journal.append_encoded(raw_key, value, version)
@@ -508,7 +511,7 @@ class ShardActor:
             if inbox is None:
                 raise ShardCrashed(f"{self.name} is restarting; retry")
             self._counter += 1
-            version = make_version(self._epoch, self._counter)
+            version = self._version_base | self._counter
             self._through_ids -= 1  # negative ids never collide with the core's batches
             batch_id = self._through_ids
             record = StoreRecord(key, value, version)
