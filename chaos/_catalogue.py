@@ -307,10 +307,12 @@ MUTANTS: tuple[Mutant, ...] = (
                     self._through[message.batch_id] = message.rejected[0]
                 else:
                     core.settle(record, superseded=bool(message.superseded))
-                    self._through[message.batch_id] = None""",
+                    self._through[message.batch_id] = None
+                    if self._unanswered.get(record.key, math.inf) < record.version:""",
         replace="""\
                 core.settle(record, superseded=bool(message.superseded))
-                self._through[message.batch_id] = None""",
+                self._through[message.batch_id] = None
+                if self._unanswered.get(record.key, math.inf) < record.version:""",
         rule="ack='store' acknowledges a write only if the store took it; a refusal raises "
         "StoreRejected",
     ),

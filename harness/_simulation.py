@@ -598,12 +598,8 @@ class _Simulation:
         whoever asks next, whatever the order of writes that left it there."""
         refused = self._refused_keys() | self.unstorable
         refused |= {key for key, _v, _r in cache.quarantined()}
-        for key, history in self.model.by_key.items():
+        for key in self.model.by_key:
             if key in refused:
-                continue
-            if self.ack == "store" and any(w.status == "uncertain" for w in history):
-                # A write-through whose answer was lost may still land after a restart's
-                # read-through cached the older value: a known gap (no retry tells the shard).
                 continue
             record = self.store.read(key)
             stored = None if record is None else record.value

@@ -22,6 +22,7 @@ import trio
 from writebehind import (
     Config,
     Seams,
+    ShardCrashed,
     SQLiteStore,
     Store,
     StoreRecord,
@@ -185,5 +186,131 @@ async def test_a_write_through_of_unknown_outcome_drops_the_older_cached_value(
                 store.armed = True
             with pytest.raises(StoreUnavailable):
                 await cache.put("k", b"new")
+            assert await cache.get("k") == b"new"
+            await cache.aclose()
+
+
+class _HeldWrite:
+    """A store whose next write, once armed, waits (in the store's worker thread) until the
+    test releases it, and only then commits."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.blocking = inner.blocking
+        self.armed = False
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def write_batch(self, records: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            self.holding.set()
+            self.release.wait(20)
+        return self._inner.write_batch(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_write_through_landing_after_a_restart_is_not_hidden_by_a_cached_read(
+    tmp_path: Path,
+) -> None:
+    # ack='store': the write-through of "new" is in the store's hands when its shard crashes
+    # (the caller hears ShardCrashed: outcome unknown). The restarted shard reads "old"
+    # through from the store; then "new" commits. Caching that read would serve "old" for as
+    # long as the entry lives, while the store holds "new" (found by the harness's coherence
+    # check, plan seed 1602718311).
+    stores: list[_HeldWrite] = []
+
+    def wrap(store: Store) -> Store:
+        stores.append(_HeldWrite(store))
+        return stores[-1]  # type: ignore[return-value]
+
+    cfg = config(tmp_path, ack="store")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(
+                functools.partial(serve_cache, cfg, seams=Seams(wrap_store=wrap))
+            )
+            await cache.put("k", b"old")
+            for store in stores:
+                store.armed = True
+            outcome: list[BaseException] = []
+
+            async def put_new() -> None:
+                try:
+                    await cache.put("k", b"new")
+                except ShardCrashed as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(put_new)
+            while not any(store.holding.is_set() for store in stores):
+                await trio.sleep(0.01)  # (under the fail_after above)
+            cache._shards[0].crash(RuntimeError("injected: the shard dies mid write-through"))
+            assert await cache.get("k") == b"old"  # what the store holds now
+            for store in stores:
+                store.release.set()
+            while not outcome:
+                await trio.sleep(0.01)
+            assert isinstance(outcome[0], ShardCrashed)
+            reader = SQLiteStore(tmp_path / "store.db")
+            reader.connect()
+            try:
+                while (await trio.to_thread.run_sync(reader.read, "k")).value != b"new":
+                    await trio.sleep(0.01)  # the held write commits in its worker thread
+            finally:
+                reader.close()
+            assert await cache.get("k") == b"new"
+            await cache.aclose()
+
+
+class _HeldOnTheWire:
+    """A store whose next write, once armed, fails without committing; the test lands its
+    records later (a batch held up on its way: the harness's ``store.reorder``)."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.blocking = inner.blocking
+        self.armed = False
+        self.held: list[StoreRecord] = []
+
+    def write_batch(self, records: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            self.held.extend(records)
+            raise StoreUnavailable("timed out while the batch is still on its way")
+        return self._inner.write_batch(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_failed_write_through_that_lands_later_is_not_hidden_by_a_cached_read(
+    tmp_path: Path,
+) -> None:
+    # ack='store': the write-through of "new" failed (StoreUnavailable: outcome unknown) and
+    # lands only later. A read in between gets "old" from the store; caching it would hide
+    # "new" once it landed.
+    stores: list[_HeldOnTheWire] = []
+
+    def wrap(store: Store) -> Store:
+        stores.append(_HeldOnTheWire(store))
+        return stores[-1]  # type: ignore[return-value]
+
+    cfg = config(tmp_path, ack="store")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(
+                functools.partial(serve_cache, cfg, seams=Seams(wrap_store=wrap))
+            )
+            await cache.put("k", b"old")
+            for store in stores:
+                store.armed = True
+            with pytest.raises(StoreUnavailable):
+                await cache.put("k", b"new")
+            assert await cache.get("k") == b"old"  # what the store holds now
+            (held,) = [record for store in stores for record in store.held]
+            assert held.value == b"new"
+            await trio.to_thread.run_sync(write_store, tmp_path, held)  # it lands now
             assert await cache.get("k") == b"new"
             await cache.aclose()

@@ -106,6 +106,10 @@ class ShardActor:
         # write-through batch id -> nack reason, or the store's refusal for good
         self._through: dict[int, str | Rejection | None] = {}
         self._through_records: dict[int, StoreRecord] = {}
+        # key -> newest version of a write-through of unknown outcome (its answer was lost:
+        # the incarnation died or the caller gave up; or the store failed it, which may
+        # still land later): a read-through older than it is served but never cached.
+        self._unanswered: dict[str, int] = {}
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
         self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
@@ -277,6 +281,8 @@ class ShardActor:
                 else:
                     core.settle(record, superseded=bool(message.superseded))
                     self._through[message.batch_id] = None
+                    if self._unanswered.get(record.key, math.inf) < record.version:
+                        del self._unanswered[record.key]  # this newer write wins in the store
             else:
                 sent = self._sent_at.pop(message.batch_id, None)
                 if sent is not None:
@@ -293,9 +299,13 @@ class ShardActor:
             if message.batch_id in self._through:
                 unknown = self._through_records.pop(message.batch_id, None)
                 if unknown is not None:
-                    # The write may have committed: whatever older value the map holds of
-                    # the key may be stale now, so the next read asks the store.
+                    # The write may have committed, or may still (a batch held up on its way
+                    # lands later): whatever older value the map holds of the key may be
+                    # stale, so reads ask the store, and cache nothing older than it.
                     core.drop_superseded(unknown.key, unknown.version)
+                    self._unanswered[unknown.key] = max(
+                        unknown.version, self._unanswered.get(unknown.key, 0)
+                    )
                 self._through[message.batch_id] = message.reason
             else:
                 self._sent_at.pop(message.batch_id, None)
@@ -517,10 +527,12 @@ class ShardActor:
             record = StoreRecord(key, value, version)
             self._through_records[batch_id] = record
             self._through[batch_id] = "pending"
+            sent = False
             try:
                 await self._store_mailbox.send(
                     (FlushBatch(self.shard, incarnation, batch_id, (record,)), inbox)
                 )
+                sent = True
                 while self._through[batch_id] == "pending":
                     if self._incarnation != incarnation or self._closed:
                         raise ShardCrashed(
@@ -530,7 +542,8 @@ class ShardActor:
                     await self._progress.wait()
                 reason = self._through[batch_id]
             finally:
-                self._through.pop(batch_id, None)
+                if self._through.pop(batch_id, None) == "pending" and sent:
+                    self._unanswered[key] = max(version, self._unanswered.get(key, 0))
                 self._through_records.pop(batch_id, None)
             if isinstance(reason, Rejection):
                 raise StoreRejected(
@@ -557,7 +570,10 @@ class ShardActor:
         # Cache what was read only if nothing happened to the shard meanwhile: no write or
         # eviction, and no restart (a new incarnation's counter says nothing of the old one's).
         if record is not None and core is reader and core.mutation_count() == before:
-            core.load_clean(record)
+            unanswered = self._unanswered.get(key)
+            if unanswered is None or record.version >= unanswered:
+                self._unanswered.pop(key, None)  # that write landed, or a newer one did
+                core.load_clean(record)
         return None if record is None else record.value
 
     async def wait_persisted(self, receipt: Receipt) -> None:

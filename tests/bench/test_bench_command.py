@@ -6,12 +6,13 @@ import json
 import math
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from writebehind._bench import _command
+from writebehind._bench import _command, _stores
 from writebehind._bench._cells import MODES, matrix
 from writebehind._cli import main
 
@@ -74,15 +75,22 @@ def test_tiny_run_on_sqlite_writes_json_and_png(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_tiny_run_on_postgres_drops_its_tables(tmp_path: Path, bench_pg_url: str) -> None:
+def test_tiny_run_on_postgres_drops_its_tables(
+    tmp_path: Path, bench_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import psycopg
 
+    # A known table prefix: other bench runs on the same server (a developer's, another
+    # test session's) have tables of their own meanwhile.
+    run_id = uuid.UUID(int=0x5EED)
+    monkeypatch.setattr(_stores.uuid, "uuid4", lambda: run_id)
     data = _run_tiny(tmp_path, "--store", bench_pg_url)
     assert data["store_kind"] == "postgresql" and data["machine"]["postgresql"]
     _check_figures(data)
     with psycopg.connect(bench_pg_url) as conn:
         left = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'wb\\_bench\\_%'"
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE %s",
+            (f"wb\\_bench\\_{run_id.hex[:8]}%",),
         ).fetchone()
     assert left == (0,)
 
