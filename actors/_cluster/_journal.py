@@ -13,8 +13,8 @@ never append again: the subject's last sequence is the fence's (or later), which
 saw. Whatever the former owner appended before the fence is in the subject and replayed by
 the new owner.
 
-Not here yet: the group-commit loop that would call :meth:`PartitionJournal.append`, and the
-runtime's journal seam (``JournalBackend``) it plugs into; see ``specs/cluster.md``.
+The group-commit loop that appends here, and plugs it into the runtime's journal seam
+(``JournalBackend``), is ``_replicated.py``.
 """
 
 from __future__ import annotations
@@ -187,9 +187,14 @@ class PartitionJournal:
         sequence), so a retry never writes a second copy nor is refused by its own first
         copy. An append cancelled while in flight is uncertain too: :meth:`resync` first.
         """
+        return await self.append_payload(encode_records(records, self.partition),
+                                         attempts=attempts)
+
+    async def append_payload(self, payload: bytes, *, attempts: int = 3) -> int:
+        """:meth:`append` of a payload already encoded (frames seeded with the partition,
+        as :func:`encode_records` makes them): the group-commit loop's path."""
         if self.last is None:
             raise Unsynced(f"{self.subject}: no fence or resync yet; this writer may not append")
-        payload = encode_records(records, self.partition)
         for _ in range(attempts - 1):
             try:
                 return await self._publish(RECORDS, payload, self.last, final=False)
