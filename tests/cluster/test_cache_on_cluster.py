@@ -239,3 +239,30 @@ async def test_an_owner_stops_acknowledging_when_its_lease_is_not_renewed(
                 await fresh.wait_synced(fresh.append_encoded(b"k", b"new", second << 40 | 1))
                 fresh.close()
                 nursery.cancel_scope.cancel()
+
+
+async def test_after_a_graceful_stop_the_next_instance_does_not_wait(
+    nats_cluster: NatsCluster, tmp_path: Path,
+) -> None:
+    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+                    shards=SHARDS, ack="fsync", flush_interval=60.0)
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            async with open_member(conn, CLUSTER, "a", **LEASES) as m1:
+                async with trio.open_nursery() as nursery:
+                    cache1 = Cache(config, Seams(), epochs=m1.epochs,
+                                   open_journal=m1.open_journal)
+                    await nursery.start(cache1._serve)
+                    await cache1.put("k", b"v")
+                    await cache1.aclose()  # drains: flushes and checkpoints
+            assert m1.epochs.held() == {}  # released on the way out
+            stopped = trio.current_time()
+            async with open_member(conn, CLUSTER, "b", **LEASES) as m2:
+                async with trio.open_nursery() as nursery:
+                    cache2 = Cache(config, Seams(), epochs=m2.epochs,
+                                   open_journal=m2.open_journal)
+                    await nursery.start(cache2._serve)
+                    assert trio.current_time() - stopped < LEASES["ttl"] / 2
+                    assert sum(s.recovered_records for s in cache2.statistics().shards) == 0
+                    assert await cache2.get("k") == b"v"  # from the store
+                    await cache2.aclose()
