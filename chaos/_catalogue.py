@@ -294,8 +294,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="shard-epoch-reused-on-restart",
         area="shard", file=_SHARD,
-        find="                epoch = await self._epochs.take_epoch()",
-        replace="                epoch = self._epoch or await self._epochs.take_epoch()",
+        find="                epoch = await self._epochs.take_epoch(self.shard)",
+        replace="                epoch = self._epoch or await self._epochs.take_epoch(self.shard)",
         rule="each shard incarnation takes a new epoch, so its versions are above every "
         "version the previous incarnation journaled",
     ),

@@ -39,7 +39,7 @@ class Counter:
         self.taken: list[int] = []
         self._next = start
 
-    async def take_epoch(self) -> int:
+    async def take_epoch(self, shard: int) -> int:
         await trio.lowlevel.checkpoint()
         self._next += 1
         self.taken.append(self._next)

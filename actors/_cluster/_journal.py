@@ -13,17 +13,19 @@ never append again: the subject's last sequence is the fence's (or later), which
 saw. Whatever the former owner appended before the fence is in the subject and replayed by
 the new owner.
 
-Not here yet: the group-commit loop that would call :meth:`PartitionJournal.append`, and the
-runtime's journal seam (``JournalBackend``) it plugs into; see ``specs/cluster.md``.
+The group-commit loop that appends here, and plugs it into the runtime's journal seam
+(``JournalBackend``), is ``_replicated.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from zlib import crc32
 
 import attrs
 import nats.errors
 import nats.js.errors
+import trio
 from nats.js import api
 
 from .._core._errors import WritebehindError
@@ -37,6 +39,11 @@ RECORDS = "records"
 FENCE = "fence"
 #: The server's error codes for a failed ``Nats-Expected-Last-Subject-Sequence`` check.
 WRONG_LAST_SEQUENCE = (10071, 10164)
+#: "duplicate message id is in process": a message with this id is proposed, not yet stored
+#: (ours, still in flight); ask again once it is.
+DUPLICATE_IN_PROCESS = 10158
+#: Pause before asking again about a message still in flight.
+IN_FLIGHT_PAUSE = 0.05
 
 
 class Fenced(WritebehindError):
@@ -134,6 +141,9 @@ class PartitionJournal:
         self.epoch = epoch
         self.timeout = timeout
         self.last: int | None = None  # unknown until fence() or resync()
+        # The last publish whose outcome is unknown (kind, payload, expected): resync()
+        # sends it again, so that it is settled, stored once or refused, before adopting.
+        self._uncertain: tuple[str, bytes, int] | None = None
 
     async def last_sequence(self) -> int:
         """The subject's last sequence on the servers now (0 if it holds no message)."""
@@ -151,7 +161,27 @@ class PartitionJournal:
         """Adopt the servers' last sequence (after :class:`AppendUncertain`), unless a newer
         epoch wrote it: after a newer owner's fence only that owner can append, so the last
         message carries the newest epoch, and a former owner learns here that it is fenced
-        (:class:`Fenced`) instead of adopting the new owner's sequence."""
+        (:class:`Fenced`) instead of adopting the new owner's sequence.
+
+        An uncertain publish (cancelled or unanswered) may still be in flight, and a read of
+        the last sequence may come before it lands: then the next append would expect a
+        sequence the in-flight message takes. So that message is sent again first, the same
+        id and payload: de-duplication answers with its sequence if it landed, or it lands
+        now, or its expectation is refused (someone appended since) and the read decides."""
+        uncertain, self._uncertain = self._uncertain, None
+        if uncertain is not None:
+            kind, payload, expected = uncertain
+            for _ in range(20):
+                try:
+                    self.last = await self._publish(kind, payload, expected, final=False)
+                    return self.last
+                except _NoAnswer:
+                    await trio.sleep(IN_FLIGHT_PAUSE)
+                except Fenced:
+                    break
+            else:
+                self._uncertain = uncertain
+                raise AppendUncertain(f"{self.subject}: an earlier publish stays unsettled")
         last, epoch = await self._last()
         if epoch > self.epoch:
             self.last = None
@@ -187,14 +217,19 @@ class PartitionJournal:
         sequence), so a retry never writes a second copy nor is refused by its own first
         copy. An append cancelled while in flight is uncertain too: :meth:`resync` first.
         """
+        return await self.append_payload(encode_records(records, self.partition),
+                                         attempts=attempts)
+
+    async def append_payload(self, payload: bytes, *, attempts: int = 3) -> int:
+        """:meth:`append` of a payload already encoded (frames seeded with the partition,
+        as :func:`encode_records` makes them): the group-commit loop's path."""
         if self.last is None:
             raise Unsynced(f"{self.subject}: no fence or resync yet; this writer may not append")
-        payload = encode_records(records, self.partition)
         for _ in range(attempts - 1):
             try:
                 return await self._publish(RECORDS, payload, self.last, final=False)
             except _NoAnswer:
-                continue
+                await trio.sleep(IN_FLIGHT_PAUSE)
         return await self._publish(RECORDS, payload, self.last)
 
     async def _publish(self, kind: str, payload: bytes, expected: int, *,
@@ -205,7 +240,9 @@ class PartitionJournal:
             # follow ``expected`` on this subject, and the id lets a retry find out whether
             # it already did. The stream de-duplicates across all its subjects, hence the
             # partition (a test caught two partitions' fences sharing "epoch:0").
-            api.Header.MSG_ID: f"{self.partition}:{self.epoch}:{expected}",
+            # And the payload's checksum: after an uncertain publish, a different payload
+            # at the same position must never be answered as a duplicate of the first.
+            api.Header.MSG_ID: f"{self.partition}:{self.epoch}:{expected}:{crc32(payload):08x}",
             KIND_HEADER: kind,
             EPOCH_HEADER: str(self.epoch),
         }
@@ -214,10 +251,20 @@ class PartitionJournal:
                                        timeout=self.timeout, stream=self.stream, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
+                if self._uncertain is not None and self._uncertain[2] == expected:
+                    self._uncertain = None  # refused: it will never land
                 raise Fenced(f"{self.subject}: epoch {self.epoch} expected last sequence "
                              f"{expected}, refused: {exc.description}") from None
+            if exc.err_code == DUPLICATE_IN_PROCESS:
+                self._uncertain = (kind, payload, expected)
+                if not final:
+                    raise _NoAnswer from exc
+                self.last = None
+                raise AppendUncertain(f"{self.subject}: still in flight ({exc.description})") \
+                    from exc
             raise
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            self._uncertain = (kind, payload, expected)
             if not final:
                 raise _NoAnswer from exc
             self.last = None
@@ -226,8 +273,10 @@ class PartitionJournal:
         except BaseException:
             # Cancelled (or worse) while the message may be on its way: as uncertain as a
             # timeout, so no next append on a guess; resync first.
+            self._uncertain = (kind, payload, expected)
             self.last = None
             raise
+        self._uncertain = None
         self.last = int(ack.seq)
         return self.last
 

@@ -144,6 +144,25 @@ class PartitionLeases:
             ) from None
         return held.renewed(revision, sent)
 
+    async def retake(self, held: HeldLease) -> HeldLease:
+        """A fresh epoch on a lease this member holds (in this process, so it remembers every
+        write of the old epoch): a compare-and-set on ``held.revision`` whose new revision is
+        the new epoch. For a shard incarnation that restarts without waiting out its own
+        lease. Raises :class:`PartitionLost` if the revision is no longer the key's last."""
+        sent_wall, sent = self._wall(), self._monotonic()
+        value = LeaseValue(self.member, sent_wall + self.ttl).encode()
+        try:
+            revision = await self._conn.run(
+                self._kv.update, lease_key(held.partition), value, held.revision
+            )
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise PartitionLost(
+                f"partition {held.partition}: retake on revision {held.revision} (epoch "
+                f"{held.epoch}) refused; the lease moved on"
+            ) from None
+        return HeldLease(held.partition, epoch=revision, revision=revision, sent=sent,
+                         ttl=self.ttl, drift=self.drift)
+
     async def release(self, held: HeldLease) -> None:
         """Give the partition up at once (a graceful leave): delete the key on the holder's
         last revision, so the next owner need not wait for expiry. A refused delete means it

@@ -3,8 +3,9 @@
 A version is ``epoch << EPOCH_SHIFT | counter`` (``_routing.make_version``): every incarnation
 takes a fresh epoch, above every epoch any earlier incarnation (of any shard, in any process
 writing the same table) took, so its versions are newer than anything journaled or stored.
-Today the store hands epochs out (``Store.take_epoch``, an atomic counter in its meta table);
-a cluster mode would take them from a lease instead. The shard actor knows only this.
+The store hands epochs out (``Store.take_epoch``, an atomic counter in its meta table); a
+cluster member takes them from the lease of the shard's partition instead
+(``_cluster/_epochs.py``), hence the shard argument. The shard actor knows only this.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Protocol
 class EpochSource(Protocol):
     """Hands out epochs, each above every one handed out before."""
 
-    async def take_epoch(self) -> int:
-        """A new epoch (an ``int`` greater than every earlier one); may raise
+    async def take_epoch(self, shard: int) -> int:
+        """A new epoch for an incarnation of ``shard`` (an ``int`` greater than every
+        earlier one); a source may ignore ``shard`` (the store's counter) or own a lease
+        per shard (a cluster's partition). May raise
         ``StoreUnavailable`` (or the source's own error), which crashes the incarnation
         that asked, and its supervisor retries."""
         ...

@@ -501,7 +501,7 @@ class StoreEpochs:
     def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
         self._call = call
 
-    async def take_epoch(self) -> int:
+    async def take_epoch(self, shard: int) -> int:
         epoch: int = await self._call("take_epoch")
         return epoch
 

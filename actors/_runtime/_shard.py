@@ -143,7 +143,7 @@ class ShardActor:
         journal: JournalBackend | None = None
         try:
             with scope:
-                epoch = await self._epochs.take_epoch()
+                epoch = await self._epochs.take_epoch(self.shard)
                 policy = FlushPolicy(
                     flush_interval=self.config.flush_interval,
                     batch_size=self.config.batch_size,
