@@ -304,3 +304,37 @@ async def test_get_many_reads_misses_through_the_store(tmp_path: Path) -> None:
             }
             with pytest.raises(TypeError, match=r"get_many item 1 \(5\): key must be str"):
                 await cache.get_many(["new", 5])  # type: ignore[list-item]
+
+
+async def test_ack_memory_a_part_lost_to_a_crash_before_the_call_returns_is_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Shard 0 takes its part in memory at once; shard 1 makes the call wait (backpressure)
+    and shard 0 crashes meanwhile, losing what it held in memory: the call must report shard
+    0's keys as uncertain, not acknowledged."""
+    ours = [k for k in (f"k{i}" for i in range(100)) if shard_of(k, 2) == 0][:3]
+    theirs = [k for k in (f"k{i}" for i in range(100)) if shard_of(k, 2) == 1][:6]
+    armed = [False]
+
+    def crash_shard_0(point: str, actor: str) -> None:
+        if armed[0] and point == "flush.building_batch" and actor == "shard-0":
+            armed[0] = False
+            raise RuntimeError("injected crash of shard-0")
+
+    with trio.fail_after(CAP):
+        def wrap(store: Any) -> Any:
+            return FlakyStore(store, failures)
+
+        failures = [8]
+        cfg = config(tmp_path, ack="memory", shards=2, max_dirty=10, retry_initial=0.02,
+                     store_actors=1)
+        seams = Seams(fault_point=crash_shard_0, wrap_store=wrap)
+        async with open_cache(cfg, seams=seams) as cache:
+            await cache.put_many({k: b"old" for k in theirs[:5]})  # shard 1 is full now
+            armed[0] = True
+            with pytest.raises(PartiallyAcknowledged) as caught:
+                await cache.put_many({k: b"new" for k in [*ours, theirs[5]]})
+            assert not armed[0]  # shard 0 crashed while the call waited on shard 1
+            assert sorted(caught.value.uncertain) == sorted(ours)
+            assert list(caught.value.acknowledged) == [theirs[5]]
+            assert "before the call returned" in str(caught.value.failed[ours[0]])

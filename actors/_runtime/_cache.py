@@ -255,10 +255,12 @@ class Cache:
         for key, (shard, value, raw) in chosen.items():
             parts.setdefault(shard.shard, []).append((key, value, raw))
         outcomes: dict[int, list[Receipt | StoreRejected] | WritebehindError] = {}
+        taken_by: dict[int, int | None] = {}  # shard -> the incarnation that acknowledged
 
         async def write(shard: ShardActor, part: list[tuple[str, bytes | None, bytes]]) -> None:
             try:
                 outcomes[shard.shard] = await shard.write_many(part)
+                taken_by[shard.shard] = shard.incarnation_serving()
             except WritebehindError as exc:  # the others' parts go on: their acks stand
                 outcomes[shard.shard] = exc
 
@@ -272,6 +274,17 @@ class Cache:
                         nursery.start_soon(write, self._shards[number], part)
             except BaseExceptionGroup as group:
                 _raise_single(group)
+        if self.config.ack == "memory":
+            # A shard that acknowledged its part in memory, then crashed while the call waited
+            # on the others, lost it (its journal buffer): the call must not report it as
+            # acknowledged. Journaled or stored acknowledgements survive a shard crash.
+            for number, incarnation in taken_by.items():
+                if self._shards[number].incarnation_serving() != incarnation:
+                    outcomes[number] = ShardCrashed(
+                        f"shard-{number} crashed after taking its part of this call in memory "
+                        "and before the call returned; each write may or may not have "
+                        "happened; retry them"
+                    )
         acknowledged: dict[str, Receipt] = {}
         failed: dict[str, WritebehindError] = {}
         for number, part in parts.items():

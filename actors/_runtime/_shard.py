@@ -365,6 +365,10 @@ class ShardActor:
                 "not have been journaled; retry it"
             ) from exc
 
+    def incarnation_serving(self) -> int | None:
+        """The running incarnation's number, or None while none serves (crashed, stopped)."""
+        return None if self.core is None else self._incarnation
+
     def _not_ready(self) -> None:
         self.core = self.journal = self._inbox = None
         if self._ready.is_set():  # an unset one may have waiters: keep it for the next start
