@@ -574,10 +574,11 @@ class ShardActor:
         key)`` each: admitted once, journaled as one append, one wait for the ack mode.
 
         All or nothing for the shard's part: an error raised means no key of it was
-        acknowledged (a :data:`~writebehind._core._errors.UNCERTAIN_OUTCOME` one: each may or
-        may not have happened). The one exception is ``ack='store'``, where the store may
-        refuse single records of the batch for good: their place in the list holds the
-        :class:`StoreRejected` (nothing of them written), the others their receipts."""
+        acknowledged (after a refusal, ``Overloaded`` or ``JournalFull``, none happened; after
+        one of ``UNCERTAIN_OUTCOME`` each may or may not have). The one exception is
+        ``ack='store'``, where the store may refuse single records of the batch for good:
+        their place in the list holds the :class:`StoreRejected` (nothing of them written),
+        the others their receipts."""
         await _checkpoint_if_cancelled()
         core = self.core
         if core is None or self._closed:
