@@ -317,6 +317,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "StoreRejected",
     ),
     Mutant(
+        name="shard-many-acks-before-sync",
+        area="shard", file=_SHARD,
+        find="                await journal.wait_synced(last)",
+        replace="                await journal.wait_written(last)",
+        rule="put_many acknowledges each key as put would: in ack='fsync' only once its "
+        "journal record is synced",
+    ),
+    Mutant(
         name="shard-flush-watches-dead-incarnation",
         area="shard", file=_SHARD,
         find="""\

@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import random
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +54,8 @@ from writebehind import (
     JournalError,
     JournalFull,
     Overloaded,
+    PartiallyAcknowledged,
+    Receipt,
     Seams,
     StoreRejected,
     StoreUnavailable,
@@ -730,6 +733,8 @@ class _Simulation:
             try:
                 if roll < 0.2:
                     await self._read(cache, key)
+                elif 0.6 < roll < 0.7:
+                    await self._write_many(cache, w, rng, op_number)
                 else:
                     # Some puts store an empty value: it must never come back as a delete.
                     value = None if roll < 0.3 else f"{key}={op_number}".encode()
@@ -786,17 +791,85 @@ class _Simulation:
             # ValueError: a key or value the store could never hold; JournalFull: a full disk
             model.refused(op)
         else:
-            if key in self.unstorable:
+            self._acknowledged(op, receipt)
+
+    async def _write_many(self, cache: Cache, w: int, rng: random.Random, number: int) -> None:
+        """One ``put_many`` (or ``delete_many``) of some of writer ``w``'s keys: each distinct
+        key is its own write in the model, acknowledged, refused or uncertain as the call's
+        outcome says for that key (:class:`PartiallyAcknowledged` says it key by key)."""
+        model = self.model
+        own = [_key(w, k) for k in range(KEYS_PER_WRITER)]
+        keys = rng.sample(own, rng.randint(2, KEYS_PER_WRITER))
+        if rng.random() < 0.3:
+            keys.append(f"w{w}.once{number}")  # a cold key, written once
+        deleting = rng.random() < 0.15
+        items: list[tuple[str, bytes | None]] = [
+            (key, None if deleting else f"{key}={number}".encode()) for key in keys
+        ]
+        if not deleting and rng.random() < 0.2:
+            # A key given twice: the later value wins and only it is written (never this one).
+            items.insert(0, (keys[-1], f"{keys[-1]}=overridden{number}".encode()))
+        winners = dict(items)
+        now = trio.current_time()
+        ops = {key: model.issue(key, value, now) for key, value in winners.items()}
+        try:
+            if deleting:
+                receipts = await cache.delete_many(keys)
+            else:
+                receipts = await cache.put_many([(k, v) for k, v in items if v is not None])
+        except PartiallyAcknowledged as exc:
+            if set(exc.acknowledged) | set(exc.failed) != set(winners):
                 self.problems.append(
-                    f"a write of {key!r}, which the {self.store.kind} store could never hold, "
-                    "was acknowledged instead of refused (Unstorable)"
+                    f"PartiallyAcknowledged accounts for {sorted(exc.acknowledged)} and "
+                    f"{sorted(exc.failed)}, not the call's keys {sorted(winners)}"
                 )
-            model.acked(op, trio.current_time())
-            model.writes[op].version = receipt.version
-            if value is not None and self.ack in ("fsync", "journal"):
-                self._check_journaled(key, value)
-            elif self.ack == "store":
-                self._check_written_through(key, receipt.version)
+            for key, op in ops.items():
+                if key in exc.acknowledged:
+                    self._acknowledged(op, exc.acknowledged[key])
+                elif isinstance(exc.failed.get(key), UNCERTAIN_OUTCOME):
+                    model.uncertain(op)
+                else:
+                    model.refused(op)
+        except UNCERTAIN_OUTCOME:
+            for op in ops.values():
+                model.uncertain(op)
+        except Unstorable as exc:
+            for op in ops.values():
+                model.refused(op)
+            if not self.unstorable & set(winners):
+                self.problems.append(
+                    f"a put_many of {sorted(winners)} was refused as unstorable, yet the "
+                    f"{self.store.kind} store can hold each key: {exc}"
+                )
+        except (Overloaded, StoreRejected, JournalFull, ValueError):
+            for op in ops.values():
+                model.refused(op)
+        else:
+            if [r.key for r in receipts] != list(winners):
+                self.problems.append(
+                    f"put_many of {list(winners)} returned receipts for "
+                    f"{[r.key for r in receipts]}"
+                )
+            for receipt in receipts:
+                if receipt.key in ops:
+                    self._acknowledged(ops[receipt.key], receipt)
+
+    def _acknowledged(self, op: int, receipt: Receipt) -> None:
+        """The cache acknowledged write ``op``: record it and check what the ack mode says."""
+        model = self.model
+        write = model.writes[op]
+        key, value = write.key, write.value
+        if key in self.unstorable:
+            self.problems.append(
+                f"a write of {key!r}, which the {self.store.kind} store could never hold, "
+                "was acknowledged instead of refused (Unstorable)"
+            )
+        model.acked(op, trio.current_time())
+        write.version = receipt.version
+        if value is not None and self.ack in ("fsync", "journal"):
+            self._check_journaled(key, value)
+        elif self.ack == "store":
+            self._check_written_through(key, receipt.version)
 
     def _check_written_through(self, key: str, version: int) -> None:
         """``ack="store"`` acknowledges a write once the store committed it: it is there."""

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import _limits
+from . import _limits, _many
 from ._cells import Cell, CellResult, matrix, run_cell
 from ._recovery import (
     FlushResult,
@@ -202,6 +202,14 @@ def plan(run: BenchRun, target: StoreTarget, root: Path, sizes: Sizes, quick: bo
                 run.flush_paired_rows_s = rates.batch_rows_s
                 run.flush = trio.run(time_flush, journal_root, target, count)
             steps.append((f"flush: {count:,} dirty keys", flush_step))
+
+    def many_step() -> None:
+        found = trio.run(lambda: _many.put_many_vs_single(
+            target, root / "put-many", seconds=sizes.cell_seconds, seed=seed))
+        run.limits.update(put_single_keys_s=found.put_single_keys_s,
+                          put_many_100_keys_s=found.put_many_keys_s)
+    steps.append((f"put_many: {_many.KEYS_PER_CALL} keys per call vs single puts, "
+                  f"{_many.CALLERS} callers", many_step))
 
     def memory_step() -> None:
         run.memory_per_million_keys_mib = trio.run(

@@ -8,6 +8,7 @@
 - The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`,
   :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`.
 - The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
+- A call writing many keys, part of which failed: :class:`PartiallyAcknowledged`.
 
 :data:`UNCERTAIN_OUTCOME` names the errors after which a write may or may not have happened;
 :func:`leaves` flattens an exception group.
@@ -15,7 +16,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._messages import Receipt
 
 
 class WritebehindError(Exception):
@@ -115,6 +120,38 @@ class ShardCrashed(WritebehindError):
 
 class TooManyRestarts(WritebehindError):
     """An actor crashed more often than the restart intensity allows; the service stopped."""
+
+
+class PartiallyAcknowledged(WritebehindError):
+    """``put_many``/``delete_many`` failed for some keys: it says, key by key, what happened.
+
+    ``acknowledged`` maps each key whose write was acknowledged (as the ack mode says, exactly
+    as a ``put`` returning would) to its :class:`~writebehind.Receipt`; ``failed`` maps every
+    other key of the call to the error its shard's part met: one of :data:`UNCERTAIN_OUTCOME`
+    (:attr:`uncertain`: it may or may not have happened, retry it) or a refusal
+    (:attr:`refused`: ``Overloaded``, ``JournalFull``, ``StoreRejected``: it did not happen).
+    ``acknowledged`` may be empty. Every key of the call is in exactly one of the two."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        acknowledged: Mapping[str, Receipt],
+        failed: Mapping[str, WritebehindError],
+    ) -> None:
+        super().__init__(message)
+        self.acknowledged: dict[str, Receipt] = dict(acknowledged)
+        self.failed: dict[str, WritebehindError] = dict(failed)
+
+    @property
+    def uncertain(self) -> list[str]:
+        """The failed keys whose write may or may not have happened."""
+        return [k for k, e in self.failed.items() if isinstance(e, UNCERTAIN_OUTCOME)]
+
+    @property
+    def refused(self) -> list[str]:
+        """The failed keys whose write certainly did not happen."""
+        return [k for k, e in self.failed.items() if not isinstance(e, UNCERTAIN_OUTCOME)]
 
 
 #: The errors that leave a write's outcome unknown (it may or may not have happened): the

@@ -53,8 +53,9 @@ class JournalBackend(Protocol):
     """One shard incarnation's journal: opened by an :class:`OpenJournal`, replayed once,
     run in the incarnation's nursery, closed when the incarnation ends.
 
-    The put path calls :meth:`append_encoded`, then :meth:`wait_written` (``ack='journal'``)
-    or :meth:`wait_synced` (``ack='fsync'``): one call each, so a backend must make them
+    The put path calls :meth:`append_encoded` (``put_many``: :meth:`append_encoded_many`),
+    then :meth:`wait_written` (``ack='journal'``) or :meth:`wait_synced` (``ack='fsync'``):
+    one call each, so a backend must make them
     cheap (group commit: many appends share one write and one sync). A backend that failed
     raises :class:`~writebehind.JournalError` from them, and from :meth:`run`, which crashes
     the incarnation.
@@ -73,6 +74,13 @@ class JournalBackend(Protocol):
         """Buffer a PUT (a DELETE when ``value`` is None) of ``key`` (its UTF-8 bytes) and
         return its sequence number; nothing is durable yet. Raises
         :class:`~writebehind.JournalFull` (nothing appended) while it cannot take more."""
+        ...
+
+    def append_encoded_many(self, records: Sequence[tuple[bytes, bytes | None, int]]) -> int:
+        """:meth:`append_encoded` of each ``(key, value, version)`` in order, as one append:
+        all or nothing, consecutive sequence numbers; returns the last one's (``put_many``
+        waits on that one alone). Raises :class:`~writebehind.JournalFull` (nothing
+        appended) while it cannot take more."""
         ...
 
     async def wait_written(self, seq: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 import trio
@@ -233,6 +233,33 @@ class Journal:
         self._next_seq = seq + 1
         self._wake_committer(was_empty)
         return seq
+
+    def append_encoded_many(self, records: Sequence[tuple[bytes, bytes | None, int]]) -> int:
+        """:meth:`append_encoded` of every ``(key, value, version)`` of ``records``, in order,
+        as one append (all or nothing; one wake of the committer); returns the last one's
+        sequence number (the first's is that minus ``len(records) - 1``).
+
+        Raises :class:`JournalFull` (nothing appended) while the disk is full."""
+        if not records:
+            raise ValueError("append_encoded_many needs at least one record")
+        if self._failure is not None or self._closed or self._full is not None:
+            self._check_usable()
+            raise JournalFull(self._full)
+        seq = self._next_seq
+        seed = self._seed
+        frames = [
+            encode_frame(seq + i, _PUT if value is not None else _DELETE, key, value, version,
+                         seed)
+            for i, (key, value, version) in enumerate(records)
+        ]
+        buffer = self._buffer
+        was_empty = not buffer
+        if was_empty:
+            self._buffer_since = trio.current_time()
+        buffer += b"".join(frames)
+        self._next_seq = seq + len(frames)
+        self._wake_committer(was_empty)
+        return seq + len(frames) - 1
 
     def checkpoint_nowait(self, persisted_seq: int) -> int:
         """Record that every seq <= ``persisted_seq`` is in the store; returns the checkpoint

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -24,11 +24,16 @@ import trio
 from .._core._config import Config, mask_url
 from .._core._epochs import EpochSource
 from .._core._errors import (
+    UNCERTAIN_OUTCOME,
     CacheClosed,
     ConfigError,
+    PartiallyAcknowledged,
     ShardCrashed,
+    StoreRejected,
     StoreUnavailable,
     Unstorable,
+    WritebehindError,
+    describe,
     leaves,
 )
 from .._core._limits import StoreLimits, store_limits
@@ -175,6 +180,158 @@ class Cache:
         receipt = await shard.write(key, None, raw)
         self._ack_latency.observe(self._now() - start)
         return receipt
+
+    async def put_many(
+        self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]
+    ) -> list[Receipt]:
+        """Store many values at once: each key as :meth:`put` would, with one journal append
+        and one wait for the ack mode per shard (the shards waited on concurrently).
+
+        Returns a receipt per distinct key, in the order the keys first appear. A key given
+        twice means what ``dict(items)`` means: the later value wins, and only it is written.
+        Every item is checked first (as ``put`` checks one): a bad one raises ``TypeError``,
+        ``ValueError`` or :class:`Unstorable` naming it, and nothing is written.
+        If a shard's part fails (it crashed, ``Overloaded``, ``JournalFull``, the store...),
+        the call raises :class:`PartiallyAcknowledged`, which says which keys were
+        acknowledged (each exactly as a returned ``put``) and, for each other key, its error.
+        """
+        pairs = items.items() if isinstance(items, Mapping) else items
+        return await self._write_many(pairs, "put_many")
+
+    async def delete_many(self, keys: Iterable[str]) -> list[Receipt]:
+        """Delete many keys at once: :meth:`put_many`'s rules, each key as :meth:`delete`."""
+        return await self._write_many(((key, None) for key in keys), "delete_many")
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """The newest value of each key (None: absent), as :meth:`get` reads one; the shards
+        are read concurrently. The dict is in the order the keys first appear."""
+        parts: dict[int, list[str]] = {}
+        order: dict[str, None] = {}
+        for index, key in enumerate(keys):
+            if key in order:
+                continue
+            shard = self._check_item(index, key, None, "get_many")[0]
+            parts.setdefault(shard.shard, []).append(key)
+            order[key] = None
+        if not parts:
+            await trio.lowlevel.checkpoint()
+            return {}
+        found: dict[str, bytes | None] = {}
+
+        async def read(shard: ShardActor, part: list[str]) -> None:
+            found.update(await shard.get_many(part))
+
+        if len(parts) == 1:
+            [(number, part)] = parts.items()
+            await read(self._shards[number], part)
+        else:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for number, part in parts.items():
+                        nursery.start_soon(read, self._shards[number], part)
+            except BaseExceptionGroup as group:
+                _raise_single(group, first_of=UNCERTAIN_OUTCOME)
+        return {key: found[key] for key in order}
+
+    async def _write_many(
+        self, pairs: Iterable[tuple[str, bytes | None]], call: str
+    ) -> list[Receipt]:
+        start = self._now()
+        # key -> (its shard, value, UTF-8 key); a later item of a key replaces the earlier.
+        chosen: dict[str, tuple[ShardActor, bytes | None, bytes]] = {}
+        for index, pair in enumerate(pairs):
+            try:
+                key, value = pair
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{call} item {index} must be a (key, value) pair, got {pair!r}; "
+                    "nothing was written"
+                ) from None
+            chosen[key] = self._check_item(index, key, value, call)
+        if not chosen:
+            await trio.lowlevel.checkpoint()
+            return []
+        parts: dict[int, list[tuple[str, bytes | None, bytes]]] = {}
+        for key, (shard, value, raw) in chosen.items():
+            parts.setdefault(shard.shard, []).append((key, value, raw))
+        outcomes: dict[int, list[Receipt | StoreRejected] | WritebehindError] = {}
+        taken_by: dict[int, int | None] = {}  # shard -> the incarnation that acknowledged
+
+        async def write(shard: ShardActor, part: list[tuple[str, bytes | None, bytes]]) -> None:
+            try:
+                outcomes[shard.shard] = await shard.write_many(part)
+                taken_by[shard.shard] = shard.incarnation_serving()
+            except WritebehindError as exc:  # the others' parts go on: their acks stand
+                outcomes[shard.shard] = exc
+
+        if len(parts) == 1:
+            [(number, part)] = parts.items()
+            await write(self._shards[number], part)
+        else:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for number, part in parts.items():
+                        nursery.start_soon(write, self._shards[number], part)
+            except BaseExceptionGroup as group:
+                _raise_single(group)
+        if self.config.ack == "memory":
+            # A shard that acknowledged its part in memory, then crashed while the call waited
+            # on the others, lost it (its journal buffer): the call must not report it as
+            # acknowledged. Journaled or stored acknowledgements survive a shard crash.
+            for number, incarnation in taken_by.items():
+                if self._shards[number].incarnation_serving() != incarnation:
+                    outcomes[number] = ShardCrashed(
+                        f"shard-{number} crashed after taking its part of this call in memory "
+                        "and before the call returned; each write may or may not have "
+                        "happened; retry them"
+                    )
+        acknowledged: dict[str, Receipt] = {}
+        failed: dict[str, WritebehindError] = {}
+        for number, part in parts.items():
+            outcome = outcomes[number]
+            for i, (key, _, _) in enumerate(part):
+                answer = outcome if isinstance(outcome, WritebehindError) else outcome[i]
+                if isinstance(answer, Receipt):
+                    acknowledged[key] = answer
+                else:
+                    failed[key] = answer
+        if failed:
+            key, error = next(iter(failed.items()))
+            raise PartiallyAcknowledged(
+                f"{call}: {len(failed)} of {len(chosen)} keys were not acknowledged (first: "
+                f"{key!r}: {describe(error)}); {len(acknowledged)} were: see .acknowledged "
+                "and .failed",
+                acknowledged=acknowledged, failed=failed,
+            )
+        self._ack_latency.observe(self._now() - start)
+        return [acknowledged[key] for key in chosen]
+
+    def _check_item(
+        self, index: int, key: str, value: bytes | None, call: str
+    ) -> tuple[ShardActor, bytes | None, bytes]:
+        """``put``'s checks of one item of a call on many keys (the value: unless None), with
+        the item named in the error; returns its shard, its value as bytes and its UTF-8 key."""
+        try:
+            shard, raw = self._route(key)
+            if call != "get_many":
+                self._check_storable(key, raw)
+            if value is not None or call == "put_many":
+                if type(value) is not bytes:
+                    if not isinstance(value, bytes | bytearray | memoryview):
+                        raise TypeError(
+                            f"value must be bytes, got {type(value).__name__}; encode it "
+                            "first (for text: value.encode())"
+                        )
+                    value = bytes(value)
+                if len(value) > self._max_value_bytes:
+                    raise ValueError(
+                        f"value is {len(value)} bytes, over "
+                        f"Config.max_value_bytes={self._max_value_bytes}"
+                    )
+        except (TypeError, ValueError) as exc:  # Unstorable too: it is a ValueError
+            nothing = "" if call == "get_many" else "; nothing was written"
+            raise type(exc)(f"{call} item {index} ({key!r}): {exc}{nothing}") from None
+        return shard, value, raw
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""

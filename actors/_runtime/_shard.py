@@ -14,7 +14,7 @@ import collections
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -112,6 +112,10 @@ class ShardActor:
         self._unanswered: dict[str, int] = {}
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
+        # write_many's write-through batches: batch id -> its records, then -> its outcome
+        # (the nack reason, or key -> the store's refusal for good of the records it refused).
+        self._through_many: dict[int, tuple[StoreRecord, ...]] = {}
+        self._through_many_done: dict[int, str | dict[str, Rejection]] = {}
         self._ack_times: collections.deque[float] = collections.deque(maxlen=4096)
         # For metrics, over the shard's life (see ShardStatistics); never on the put path.
         self.flush_latency = LatencyRecorder()
@@ -272,6 +276,8 @@ class ShardActor:
         now = trio.current_time()
         if isinstance(message, FlushRequest):
             self._kicked = False
+        elif isinstance(message, StoreAck | StoreNack) and message.batch_id in self._through_many:
+            self._settle_through_many(core, message, now)
         elif isinstance(message, StoreAck):
             self._ack_times.append(now)
             if message.batch_id in self._through:
@@ -320,6 +326,23 @@ class ShardActor:
                     f"in {delay:.3f}s, {counts.unpersisted} entries wait"
                 )
 
+    def _settle_through_many(self, core: ShardCore, message: StoreAck | StoreNack,
+                             now: float) -> None:
+        records = self._through_many.pop(message.batch_id)
+        if isinstance(message, StoreNack):
+            for record in records:
+                # It may have committed: an older value the map holds may be stale now.
+                core.drop_superseded(record.key, record.version)
+            self._through_many_done[message.batch_id] = message.reason
+            return
+        self._ack_times.append(now)
+        refused = {(r.key, r.version): r for r in message.rejected}
+        stale = {(s.key, s.version) for s in message.superseded}
+        for record in records:
+            if (record.key, record.version) not in refused:  # else: not in the store
+                core.settle(record, superseded=(record.key, record.version) in stale)
+        self._through_many_done[message.batch_id] = {r.key: r for r in refused.values()}
+
     def _journal_event(self, kind: str, message: str) -> None:
         # The disk filled up (puts now get JournalFull) or has room again.
         self._alert(kind, self.name, f"{self.name}: {message}")
@@ -351,6 +374,10 @@ class ShardActor:
                 f"{self.name} crashed at {point} while this write was in flight: it may or may "
                 "not have been journaled; retry it"
             ) from exc
+
+    def incarnation_serving(self) -> int | None:
+        """The running incarnation's number, or None while none serves (crashed, stopped)."""
+        return None if self.core is None else self._incarnation
 
     def _not_ready(self) -> None:
         self.core = self.journal = self._inbox = None
@@ -552,6 +579,148 @@ class ShardActor:
             if reason is not None:
                 raise StoreUnavailable(f"write-through of {key!r} failed: {reason}")
             return Receipt(key, version, self.shard, 0)
+
+    async def write_many(
+        self, items: Sequence[tuple[str, bytes | None, bytes]]
+    ) -> list[Receipt | StoreRejected]:
+        """:meth:`write` of many distinct keys of this shard, ``(key, value or None, UTF-8
+        key)`` each: admitted once, journaled as one append, one wait for the ack mode.
+
+        All or nothing for the shard's part: an error raised means no key of it was
+        acknowledged (after a refusal, ``Overloaded`` or ``JournalFull``, none happened; after
+        one of ``UNCERTAIN_OUTCOME`` each may or may not have). The one exception is
+        ``ack='store'``, where the store may refuse single records of the batch for good:
+        their place in the list holds the :class:`StoreRejected` (nothing of them written),
+        the others their receipts."""
+        await _checkpoint_if_cancelled()
+        core = self.core
+        if core is None or self._closed:
+            core = await self._ready_core()
+        now = self._clock.current_time()
+        unpersisted = core.unpersisted
+        # Admitted like one put (the part may take the shard past max_dirty by its size, as
+        # that many concurrent puts would): requiring room for all of it would starve a part
+        # larger than the limit forever.
+        if unpersisted >= self._max_dirty or now >= self._admit_until:
+            core = await self._admit(core)
+            now = self._clock.current_time()
+            unpersisted = core.unpersisted
+        if self._ack == "store":
+            return await self._write_through_many(items)
+        journal = self.journal
+        assert journal is not None
+        base, first = self._version_base, self._counter + 1
+        self._counter += len(items)
+        versions = [base | (first + i) for i in range(len(items))]
+        self._fault_inline("put.before_journal_append")
+        try:
+            last = journal.append_encoded_many(
+                [(raw, value, versions[i]) for i, (_, value, raw) in enumerate(items)]
+            )
+        except JournalFull:
+            raise  # refused before anything happened: the caller retries later
+        except JournalError as exc:
+            raise ShardCrashed(f"{self.name}'s journal is unusable: {exc}") from exc
+        seq = last - len(items) + 1
+        kick = False
+        count = 0
+        for i, (key, value, _) in enumerate(items):
+            count = core.write(key, value, versions[i], seq, now)
+            seq += 1
+            kick = kick or count == 1  # the first dirty key starts the flush timer
+        if not unpersisted and count:  # the shard was clean: the age clock starts now
+            self._admit_until = now + self._max_dirty_age
+        self._fault_inline("put.after_journal_append")
+        if kick or count >= self._flush_threshold:
+            self._kick()
+        try:
+            if self._ack == "fsync":
+                await journal.wait_synced(last)
+            elif self._ack == "journal":
+                await journal.wait_written(last)
+            else:
+                await _yield()  # done: not cancellable now
+        except JournalError as exc:
+            raise ShardCrashed(
+                f"{self.name} crashed while these writes were in flight ({exc}); each may or "
+                "may not be durable; retry them"
+            ) from exc
+        if self.core is not core:  # the incarnation that took the writes died while we waited
+            raise ShardCrashed(
+                f"{self.name} crashed while these writes were in flight; each may or may not "
+                "be durable; retry them"
+            )
+        self._fault_inline("put.after_sync_before_ack")
+        if last > self.acked_seq:
+            self.acked_seq = last
+        first_seq = last - len(items) + 1
+        return [
+            Receipt(key, versions[i], self.shard, first_seq + i)
+            for i, (key, _, _) in enumerate(items)
+        ]
+
+    async def _write_through_many(
+        self, items: Sequence[tuple[str, bytes | None, bytes]]
+    ) -> list[Receipt | StoreRejected]:
+        """``ack='store'``: the part's records as one write-through batch (one transaction)."""
+        async with self._through_limit:
+            inbox = self._inbox
+            incarnation = self._incarnation
+            if inbox is None:
+                raise ShardCrashed(f"{self.name} is restarting; retry")
+            base, first = self._version_base, self._counter + 1
+            self._counter += len(items)
+            records = tuple(
+                StoreRecord(key, value, base | (first + i))
+                for i, (key, value, _) in enumerate(items)
+            )
+            self._through_ids -= 1  # negative ids never collide with the core's batches
+            batch_id = self._through_ids
+            self._through_many[batch_id] = records
+            try:
+                await self._store_mailbox.send(
+                    (FlushBatch(self.shard, incarnation, batch_id, records), inbox)
+                )
+                while batch_id not in self._through_many_done:
+                    if self._incarnation != incarnation or self._closed:
+                        raise ShardCrashed(
+                            f"{self.name} restarted while this write-through batch was in "
+                            "flight; each write may or may not be in the store; retry them"
+                        )
+                    await self._progress.wait()
+                outcome = self._through_many_done[batch_id]
+            finally:
+                self._through_many.pop(batch_id, None)
+                self._through_many_done.pop(batch_id, None)
+            if isinstance(outcome, str):
+                raise StoreUnavailable(f"write-through of {len(records)} keys failed: {outcome}")
+            return [
+                Receipt(r.key, r.version, self.shard, 0) if r.key not in outcome
+                else StoreRejected(
+                    f"the store refused {r.key!r} for good ({outcome[r.key].reason}); "
+                    "nothing was written"
+                )
+                for r in records
+            ]
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """:meth:`get` of many keys of this shard: the hits in one pass (one schedule
+        point), the misses read through the store one by one."""
+        await _checkpoint_if_cancelled()
+        core = await self._ready_core()
+        found: dict[str, bytes | None] = {}
+        missed: list[str] = []
+        for key in keys:
+            entry = core.read(key)
+            if entry is None:
+                missed.append(key)
+            else:
+                found[key] = entry.value
+        if not missed:
+            await _yield()
+        for key in missed:
+            found[key] = await self.get(key)
+        return found
 
     async def get(self, key: str) -> bytes | None:
         await trio.lowlevel.checkpoint_if_cancelled()
