@@ -115,6 +115,29 @@ class ReplicatedJournal:
         self._push(seq, frame)
         return seq
 
+    def append_encoded_many(self, records: Sequence[tuple[bytes, bytes | None, int]]) -> int:
+        """Every record, in order, or none (each must fit in one message); returns the last
+        one's seq. A group commit may carry them in several messages: until the last is
+        acknowledged, the earlier ones' outcome is as unknown as theirs."""
+        if not records:
+            raise ValueError("append_encoded_many needs at least one record")
+        self._check_usable()
+        first = self._next_seq
+        frames = [
+            encode_frame(first + i, _PUT if value is not None else _DELETE, key, value,
+                         version, self._seed)
+            for i, (key, value, version) in enumerate(records)
+        ]
+        too_big = max(len(frame) for frame in frames)
+        if too_big > self._limit:
+            raise Unstorable(
+                f"a record of {too_big} bytes does not fit in one NATS message (the servers' "
+                f"max_payload leaves {self._limit}); nothing was written"
+            )
+        for i, frame in enumerate(frames):
+            self._push(first + i, frame)
+        return first + len(frames) - 1
+
     def checkpoint_nowait(self, persisted_seq: int) -> int:
         self._check_usable()
         if not 0 <= persisted_seq < self._next_seq:

@@ -266,3 +266,36 @@ async def test_after_a_graceful_stop_the_next_instance_does_not_wait(
                     assert sum(s.recovered_records for s in cache2.statistics().shards) == 0
                     assert await cache2.get("k") == b"v"  # from the store
                     await cache2.aclose()
+
+
+async def test_put_many_on_partition_journals_survives_a_take_over(
+    nats_cluster: NatsCluster, tmp_path: Path,
+) -> None:
+    # put_many appends each shard's part as one batch of records on its partition's subject.
+    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+                    shards=SHARDS, ack="fsync", flush_interval=3600.0)
+    items = {f"many-{i}": f"v{i}".encode() for i in range(60)}
+    with trio.fail_after(90):
+        async with connect(nats_cluster.servers) as conn:
+            async with open_member(conn, CLUSTER, "a", **LEASES) as m1:
+                async with trio.open_nursery() as nursery:
+                    cache1 = Cache(config, Seams(), epochs=m1.epochs,
+                                   open_journal=m1.open_journal)
+                    await nursery.start(cache1._serve)
+                    receipts = await cache1.put_many(items)
+                    assert [r.key for r in receipts] == list(items)
+                    nursery.cancel_scope.cancel()  # dies: nothing flushed, nothing drained
+            async with open_member(conn, CLUSTER, "b", **LEASES) as m2:
+                async with trio.open_nursery() as nursery:
+                    cache2 = Cache(config, Seams(), epochs=m2.epochs,
+                                   open_journal=m2.open_journal)
+                    await nursery.start(cache2._serve)
+                    assert await cache2.get_many(items) == items
+                    await cache2.flush()
+                    stored = SQLiteStore(tmp_path / "store.db")
+                    stored.connect()
+                    try:
+                        assert {k: r.value for k, r in stored.read_all().items()} == items
+                    finally:
+                        stored.close()
+                    await cache2.aclose()
