@@ -432,11 +432,16 @@ class _Simulation:
         if cache is not None:
             self._count_restarts(cache)
         if error is not None:
+            damaged = bool(self.disk.flips)  # (_classify restores them)
             self._classify(error)
             if cache is None:
                 self.last_start_error = _describe(error)
+                # A start cut by a planned power loss, or refused over bytes the plan
+                # flipped, failed of the plan too.
                 self.last_start_injected = all(
-                    isinstance(leaf, InjectedFault) for leaf in leaves(error, skip=trio.Cancelled)
+                    isinstance(leaf, InjectedFault | SimulatedCrash)
+                    or (damaged and isinstance(leaf, JournalCorruption))
+                    for leaf in leaves(error, skip=trio.Cancelled)
                 )
         if self.pending_crash is not None:
             kind, mode = self.pending_crash

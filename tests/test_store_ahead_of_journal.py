@@ -314,3 +314,45 @@ async def test_a_failed_write_through_that_lands_later_is_not_hidden_by_a_cached
             await trio.to_thread.run_sync(write_store, tmp_path, held)  # it lands now
             assert await cache.get("k") == b"new"
             await cache.aclose()
+
+
+async def test_a_flush_batch_landing_after_a_restart_is_not_hidden_by_a_cached_read(
+    tmp_path: Path,
+) -> None:
+    # ack='memory': "new" went to the store in a flush batch before its journal write, and
+    # the shard crashed with the batch in the store's hands: the journal never got "new", so
+    # the restarted shard reads "old" through; then the batch commits. Caching that read would
+    # serve "old" while the store holds "new" (the full chaos suite's plan seed 4266932337).
+    stores: list[_HeldWrite] = []
+
+    def wrap(store: Store) -> Store:
+        stores.append(_HeldWrite(store))
+        return stores[-1]  # type: ignore[return-value]
+
+    cfg = config(tmp_path, ack="memory", flush_interval=0.01, flush_threshold=1,
+                 memory_write_interval=5.0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            cache = await nursery.start(
+                functools.partial(serve_cache, cfg, seams=Seams(wrap_store=wrap))
+            )
+            await cache.put("k", b"old")
+            await cache.flush()
+            for store in stores:
+                store.armed = True
+            await cache.put("k", b"new")  # acknowledged in memory; flushed at once
+            while not any(store.holding.is_set() for store in stores):
+                await trio.sleep(0.01)  # (under the fail_after above)
+            cache._shards[0].crash(RuntimeError("injected: the shard dies mid flush"))
+            assert await cache.get("k") == b"old"  # lost with the journal buffer: allowed
+            for store in stores:
+                store.release.set()
+            reader = SQLiteStore(tmp_path / "store.db")
+            reader.connect()
+            try:
+                while (await trio.to_thread.run_sync(reader.read, "k")).value != b"new":
+                    await trio.sleep(0.01)  # the held batch commits in its worker thread
+            finally:
+                reader.close()
+            assert await cache.get("k") == b"new"
+            await cache.aclose()

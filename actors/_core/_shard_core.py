@@ -509,6 +509,10 @@ class ShardCore:
             return seq - 1
         return self.last_seq
 
+    def in_flight(self) -> list[StoreRecord]:
+        """Every record of the batches sent (or about to be) and not answered yet."""
+        return [record for flight in self.inflight.values() for record in flight.records]
+
     def owed(self) -> dict[str, int]:
         """Every write the store does not hold yet, as ``key -> version``: what a flush
         called now waits for (quarantined records excepted: nothing is left to try)."""

@@ -14,7 +14,7 @@ import collections
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -106,9 +106,9 @@ class ShardActor:
         # write-through batch id -> nack reason, or the store's refusal for good
         self._through: dict[int, str | Rejection | None] = {}
         self._through_records: dict[int, StoreRecord] = {}
-        # key -> newest version of a write-through of unknown outcome (its answer was lost:
-        # the incarnation died or the caller gave up; or the store failed it, which may
-        # still land later): a read-through older than it is served but never cached.
+        # key -> newest version of a write of unknown outcome (its answer was lost: the
+        # incarnation died or the caller gave up; or the store failed a write-through, which
+        # may still land later): a read-through older than it is served but never cached.
         self._unanswered: dict[str, int] = {}
         self._through_ids = 0
         self._through_limit = trio.Semaphore(WRITE_THROUGH_CONCURRENCY)
@@ -145,6 +145,7 @@ class ShardActor:
         capacity = self.config.max_inflight_batches + 1 + WRITE_THROUGH_CONCURRENCY
         inbox, replies = trio.open_memory_channel[Any](capacity)
         journal: JournalBackend | None = None
+        core: ShardCore | None = None
         try:
             with scope:
                 epoch = await self._epochs.take_epoch(self.shard)
@@ -206,6 +207,10 @@ class ShardActor:
             raise
         finally:
             self._not_ready()
+            if core is not None:
+                # Batches this incarnation sent may land after the next one read the store
+                # (their records are replayed only as far as the journal kept them).
+                self._note_unanswered(core.in_flight())
             replies.close()
             if journal is not None:
                 journal.close()
@@ -309,9 +314,7 @@ class ShardActor:
                     # lands later): whatever older value the map holds of the key may be
                     # stale, so reads ask the store, and cache nothing older than it.
                     core.drop_superseded(unknown.key, unknown.version)
-                    self._unanswered[unknown.key] = max(
-                        unknown.version, self._unanswered.get(unknown.key, 0)
-                    )
+                    self._note_unanswered((unknown,))
                 self._through[message.batch_id] = message.reason
             else:
                 self._sent_at.pop(message.batch_id, None)
@@ -326,13 +329,22 @@ class ShardActor:
                     f"in {delay:.3f}s, {counts.unpersisted} entries wait"
                 )
 
+    def _note_unanswered(self, records: Iterable[StoreRecord]) -> None:
+        """These writes may still land in the store whenever (see ``_unanswered``)."""
+        unanswered = self._unanswered
+        for record in records:
+            if record.version > unanswered.get(record.key, 0):
+                unanswered[record.key] = record.version
+
     def _settle_through_many(self, core: ShardCore, message: StoreAck | StoreNack,
                              now: float) -> None:
         records = self._through_many.pop(message.batch_id)
         if isinstance(message, StoreNack):
             for record in records:
-                # It may have committed: an older value the map holds may be stale now.
+                # It may have committed (or still may): an older value the map holds may
+                # be stale now.
                 core.drop_superseded(record.key, record.version)
+            self._note_unanswered(records)
             self._through_many_done[message.batch_id] = message.reason
             return
         self._ack_times.append(now)
@@ -570,7 +582,7 @@ class ShardActor:
                 reason = self._through[batch_id]
             finally:
                 if self._through.pop(batch_id, None) == "pending" and sent:
-                    self._unanswered[key] = max(version, self._unanswered.get(key, 0))
+                    self._note_unanswered((record,))  # nobody will apply its answer
                 self._through_records.pop(batch_id, None)
             if isinstance(reason, Rejection):
                 raise StoreRejected(
@@ -677,10 +689,12 @@ class ShardActor:
             self._through_ids -= 1  # negative ids never collide with the core's batches
             batch_id = self._through_ids
             self._through_many[batch_id] = records
+            sent = False
             try:
                 await self._store_mailbox.send(
                     (FlushBatch(self.shard, incarnation, batch_id, records), inbox)
                 )
+                sent = True
                 while batch_id not in self._through_many_done:
                     if self._incarnation != incarnation or self._closed:
                         raise ShardCrashed(
@@ -690,7 +704,8 @@ class ShardActor:
                     await self._progress.wait()
                 outcome = self._through_many_done[batch_id]
             finally:
-                self._through_many.pop(batch_id, None)
+                if self._through_many.pop(batch_id, None) is not None and sent:
+                    self._note_unanswered(records)  # nobody will apply its answer
                 self._through_many_done.pop(batch_id, None)
             if isinstance(outcome, str):
                 raise StoreUnavailable(f"write-through of {len(records)} keys failed: {outcome}")
