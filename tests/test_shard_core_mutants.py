@@ -455,6 +455,19 @@ def test_a_flush_owes_every_unpersisted_write_and_is_paid_once_the_store_holds_e
     assert core.paid(owed)
 
 
+def test_paid_drops_what_it_found_paid_so_a_flush_looks_at_each_key_about_once() -> None:
+    core = make(batch_size=1)
+    for i, key in enumerate("abc", start=1):
+        core.write(key, b"1", i, i, 0.0)
+    owed = core.owed()
+    core.on_ack(flush(core))  # "a" landed
+    assert not core.paid(owed)
+    assert owed == {"b": 2, "c": 3}  # "a" is not looked at again; "b" stopped the scan
+    core.on_ack(flush(core))
+    core.on_ack(flush(core))
+    assert core.paid(owed) and owed == {}
+
+
 def test_a_flush_owes_the_newest_version_of_a_key_in_two_batches() -> None:
     core = make(batch_size=1, max_inflight=2)
     core.write("a", b"1", 1, 1, 0.0)

@@ -531,14 +531,28 @@ class ShardCore:
 
         Not the checkpoint mark: the mark passes a record superseded by a newer one of its
         key, and a flush must not return while that newer one is still on its way.
+
+        Drops from ``owed`` the keys it finds paid (a key once paid stays paid: the store
+        keeps what it holds), so a flush that asks after every batch looks at each key about
+        once in all; asking the whole dict each time was quadratic (100k keys: ~1 s of
+        event-loop CPU in 512-row batches).
         """
+        entries = self.entries
+        settled: list[str] = []
+        answer = True
         for key, version in owed.items():
-            entry = self.entries.get(key)
+            entry = entries.get(key)
             if entry is None or entry.quarantined:
-                continue  # gone with a crashed incarnation (ack='memory'), or refused for good
+                # Gone with a crashed incarnation (ack='memory'), or refused for good.
+                settled.append(key)
+                continue
             if entry.persisted_version < min(version, entry.version):
-                return False
-        return True
+                answer = False
+                break
+            settled.append(key)
+        for key in settled:
+            del owed[key]
+        return answer
 
     def is_persisted(self, key: str, version: int, seq: int) -> bool:
         entry = self.entries.get(key)

@@ -215,9 +215,9 @@ def decode_run(
     unpack_frame, unpack_fixed, unpack_len = (
         _FRAME.unpack_from, _FIXED.unpack_from, _VALUE_LEN.unpack_from,
     )
-    make, put, delete, checkpoint = _trusted_record, RecordKind.PUT, RecordKind.DELETE, (
-        RecordKind.CHECKPOINT
-    )
+    put, delete, checkpoint = RecordKind.PUT, RecordKind.DELETE, RecordKind.CHECKPOINT
+    new, record_class = _new, JournalRecord
+    set_seq, set_kind, set_key, set_value, set_version = _SLOT_SETTERS
     expected = first_seq
     while size - offset >= FRAME_HEADER_SIZE:
         length, crc, kind_byte = unpack_frame(buf, offset)
@@ -252,26 +252,26 @@ def decode_run(
             key = buf[start + _FIXED.size : key_end].decode("utf-8")
         except UnicodeDecodeError:
             break
-        append(make(seq, kind, key, value, version))
+        # A JournalRecord whose fields were checked above, built through its slots: the
+        # validating __init__ (or object.__setattr__ per field) costs twice as much.
+        record = new(record_class)
+        set_seq(record, seq)
+        set_kind(record, kind)
+        set_key(record, key)
+        set_value(record, value)
+        set_version(record, version)
+        append(record)
         offset = end
         expected += 1
     return records, offset
 
 
-def _trusted_record(
-    seq: int, kind: RecordKind, key: str, value: bytes | None, version: int
-) -> JournalRecord:
-    # A JournalRecord whose fields decode_run already checked: skips the validating __init__.
-    record = _new(JournalRecord)
-    _set(record, "seq", seq)
-    _set(record, "kind", kind)
-    _set(record, "key", key)
-    _set(record, "value", value)
-    _set(record, "version", version)
-    return record
-
-
-_new, _set = object.__new__, object.__setattr__
+_new = object.__new__
+# The slot descriptors' setters of JournalRecord's fields (attrs.frozen makes a slotted class).
+_SLOT_SETTERS = tuple(
+    vars(JournalRecord)[field.name].__set__ for field in attrs.fields(JournalRecord)
+)
+assert len(_SLOT_SETTERS) == 5
 
 
 @attrs.frozen

@@ -245,7 +245,6 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-@paused_gc()
 def _free_name(fs: FileSystem, path: str) -> str:
     """``path``, or ``path.2``, ``path.3``... if taken: a second tear at the same offset (the
     process died again before writing past it) keeps the first copy too, for forensics."""
@@ -256,6 +255,7 @@ def _free_name(fs: FileSystem, path: str) -> str:
     return candidate
 
 
+@paused_gc()
 def recover(
     fs: FileSystem,
     directory: str,
