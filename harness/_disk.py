@@ -31,6 +31,11 @@ from writebehind._journal._scan import MANIFEST_NAME, SEGMENT_RE, scan_journal
 from ._plan import FaultInjector
 
 
+class InjectedDiskError(OSError):
+    """An I/O error the plan injected (``disk.fsync_error``): a real ``OSError`` to the
+    runtime, and one the simulation can tell from an error of the runtime's own making."""
+
+
 @attrs.frozen
 class Flip:
     """Damage the harness did: a byte XORed with ``mask`` at ``offset`` of ``path``, or, with
@@ -96,7 +101,7 @@ class FaultyDisk(SimulatedFileSystem):
         if self.fail_fsyncs > 0:
             self.fail_fsyncs -= 1
             self.ops += 1
-            raise OSError(errno.EIO, "injected: " + os.strerror(errno.EIO))
+            raise InjectedDiskError(errno.EIO, "injected: " + os.strerror(errno.EIO))
         if self.sync_pause is not None:
             self.sync_pause()
         super().fdatasync(fd)

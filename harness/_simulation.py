@@ -68,7 +68,7 @@ from writebehind._core._errors import UNCERTAIN_OUTCOME, leaves
 from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
 
 from ._audit import STORE_REFUSED_KEY, SimStore, open_sim_store
-from ._disk import FaultyDisk
+from ._disk import FaultyDisk, InjectedDiskError
 from ._faulty_store import StoreFaults
 from ._model import Loss, Model, Verdict
 from ._plan import FaultInjector, FaultPlan
@@ -436,11 +436,10 @@ class _Simulation:
             self._classify(error)
             if cache is None:
                 self.last_start_error = _describe(error)
-                # A start cut by a planned power loss, or refused over bytes the plan
-                # flipped, failed of the plan too.
+                # A start cut by a planned power loss or disk error, or refused over bytes
+                # the plan flipped, failed of the plan too.
                 self.last_start_injected = all(
-                    isinstance(leaf, InjectedFault | SimulatedCrash)
-                    or (damaged and isinstance(leaf, JournalCorruption))
+                    _planned(leaf) or (damaged and isinstance(leaf, JournalCorruption))
                     for leaf in leaves(error, skip=trio.Cancelled)
                 )
         if self.pending_crash is not None:
@@ -1161,6 +1160,16 @@ def _stuck(cache: Cache) -> str:
 
 async def _serve(config: Config, seams: Seams, *, task_status: Any) -> None:
     await serve_cache(config, seams=seams, task_status=task_status)
+
+
+def _planned(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was caused by) a fault the plan injected."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InjectedFault | SimulatedCrash | InjectedDiskError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _describe(exc: BaseException) -> str:
