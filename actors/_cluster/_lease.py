@@ -15,7 +15,7 @@ from collections.abc import Callable
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from .._core._errors import WritebehindError
+from .._core._errors import ConfigError, WritebehindError
 from .._core._partition_lease import (
     DRIFT_MARGIN,
     LEASE_TTL,
@@ -43,6 +43,10 @@ class PartitionHeld(WritebehindError):
 
 class PartitionLost(WritebehindError):
     """A renewal was refused: the lease's last revision is no longer this holder's."""
+
+
+#: The bucket's key recording the cluster's number of partitions.
+PARTITIONS_KEY = "partitions"
 
 
 def lease_key(partition: int) -> str:
@@ -86,6 +90,29 @@ class PartitionLeases:
         """The bucket (created if missing) and this member's view of it."""
         kv = await open_bucket(conn, bucket, replicas=replicas)
         return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift)
+
+    async def fix_partitions(self, partitions: int) -> None:
+        """Record the cluster's number of partitions in the bucket (key ``partitions``) if
+        it is not there yet; raise :class:`ConfigError` if it differs from ``partitions``.
+        The number decides which partition a key lives in, and epochs are counted per
+        partition, so changing it would let a key's newer writes carry older versions."""
+        data = str(partitions).encode()
+        try:
+            await self._conn.run(self._kv.update, PARTITIONS_KEY, data, 0)
+            return
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        message = await self._conn.run(
+            self._conn.js.get_last_msg, f"KV_{self.bucket}", f"$KV.{self.bucket}.{PARTITIONS_KEY}",
+            direct=False,
+        )
+        recorded = (message.data or b"").decode(errors="replace")
+        if recorded != str(partitions):
+            raise ConfigError(
+                f"this cluster's lease bucket {self.bucket!r} records {recorded} partitions, "
+                f"and this instance has {partitions} (Config.partitions / Config.shards): the "
+                "number is fixed for a cluster's life; use the same, or a new cluster_name"
+            )
 
     async def read(self, partition: int) -> KvEntry | None:
         """The partition's key as the bucket's stream leader holds it now, or None if it
