@@ -2,10 +2,12 @@
 
 Partition = shard id. :meth:`LeaseEpochs.take_epoch` acquires the partition's lease (waiting
 out another holder's lease until it expired, or taking a released one at once) and returns the
-KV revision of the write that acquired it: the fencing token, above every epoch any earlier
-owner of any partition took (revisions are the bucket stream's sequence numbers). An
-incarnation that restarts while this member still holds the lease *retakes* it (a
-compare-and-set on its own revision): a new epoch at once, without waiting out its own lease.
+partition's new epoch: one more than the epoch its key recorded, written by the
+compare-and-set that acquires it, so above every epoch any earlier owner of the partition
+took; renewals carry it unchanged. Epochs count acquisitions of one partition, and a key only
+ever lives in one partition (their number is fixed for a cluster's life). An incarnation
+that restarts while this member still holds the lease *retakes* it (a compare-and-set on its
+own revision): the next epoch at once, without waiting out its own lease.
 
 :meth:`LeaseEpochs.run` renews every held lease; the journal asks :meth:`may_acknowledge`
 before it lets a write be acknowledged, which is false from ``ttl - drift`` after the last
@@ -32,14 +34,15 @@ from ._lease import PartitionHeld, PartitionLeases, PartitionLost
 log = logging.getLogger("writebehind")
 
 #: The largest epoch a version can carry: versions are ``epoch << EPOCH_SHIFT | counter`` in
-#: 64 signed bits. Every lease write (renewals too) moves the bucket's revision on.
+#: 64 signed bits. Only acquisitions of a partition move its epoch (one each), so this is
+#: 2^23 acquisitions of one partition: a guard, not a budget renewals use up.
 MAX_EPOCH = (2**63 - 1) >> EPOCH_SHIFT
 #: How long to wait before asking again after a lost race or a NATS error.
 RETRY = 0.2
 
 
 class EpochOverflow(WritebehindError):
-    """The lease bucket's revision no longer fits in a version's epoch bits."""
+    """A partition's next epoch no longer fits in a version's epoch bits."""
 
 
 class LeaseEpochs:
@@ -89,7 +92,7 @@ class LeaseEpochs:
                 continue
             if new.epoch > MAX_EPOCH:
                 raise EpochOverflow(
-                    f"partition {shard}: the lease bucket's revision {new.epoch} is over "
+                    f"partition {shard}: its epoch {new.epoch} is over "
                     f"{MAX_EPOCH}, the largest epoch a version holds; see specs/cluster.md"
                 )
             self._held[shard] = new

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from .._core._errors import WritebehindError
+from .._core._errors import ConfigError, WritebehindError
 from .._core._partition_lease import (
     DRIFT_MARGIN,
     LEASE_TTL,
@@ -43,6 +43,10 @@ class PartitionHeld(WritebehindError):
 
 class PartitionLost(WritebehindError):
     """A renewal was refused: the lease's last revision is no longer this holder's."""
+
+
+#: The bucket's key recording the cluster's number of partitions.
+PARTITIONS_KEY = "partitions"
 
 
 def lease_key(partition: int) -> str:
@@ -87,6 +91,29 @@ class PartitionLeases:
         kv = await open_bucket(conn, bucket, replicas=replicas)
         return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift)
 
+    async def fix_partitions(self, partitions: int) -> None:
+        """Record the cluster's number of partitions in the bucket (key ``partitions``) if
+        it is not there yet; raise :class:`ConfigError` if it differs from ``partitions``.
+        The number decides which partition a key lives in, and epochs are counted per
+        partition, so changing it would let a key's newer writes carry older versions."""
+        data = str(partitions).encode()
+        try:
+            await self._conn.run(self._kv.update, PARTITIONS_KEY, data, 0)
+            return
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        message = await self._conn.run(
+            self._conn.js.get_last_msg, f"KV_{self.bucket}", f"$KV.{self.bucket}.{PARTITIONS_KEY}",
+            direct=False,
+        )
+        recorded = (message.data or b"").decode(errors="replace")
+        if recorded != str(partitions):
+            raise ConfigError(
+                f"this cluster's lease bucket {self.bucket!r} records {recorded} partitions, "
+                f"and this instance has {partitions} (Config.partitions / Config.shards): the "
+                "number is fixed for a cluster's life; use the same, or a new cluster_name"
+            )
+
     async def read(self, partition: int) -> KvEntry | None:
         """The partition's key as the bucket's stream leader holds it now, or None if it
         never existed. Not ``KeyValue.get``: buckets allow direct gets, which any replica
@@ -114,7 +141,7 @@ class PartitionLeases:
             assert decision.holder is not None and entry is not None
             raise PartitionHeld(partition, decision.holder, entry.revision)
         sent_wall, sent = self._wall(), self._monotonic()
-        value = LeaseValue(self.member, sent_wall + self.ttl).encode()
+        value = LeaseValue(self.member, sent_wall + self.ttl, decision.epoch).encode()
         key = lease_key(partition)
         try:
             # CREATE is an update expecting revision 0 (no message on the key): not nats-py's
@@ -125,7 +152,7 @@ class PartitionLeases:
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise PartitionLost(f"partition {partition}: another member wrote its lease "
                                 f"first ({exc.description})") from None
-        return HeldLease(partition, epoch=revision, revision=revision, sent=sent,
+        return HeldLease(partition, epoch=decision.epoch, revision=revision, sent=sent,
                          ttl=self.ttl, drift=self.drift)
 
     async def renew(self, held: HeldLease) -> HeldLease:
@@ -146,11 +173,12 @@ class PartitionLeases:
 
     async def retake(self, held: HeldLease) -> HeldLease:
         """A fresh epoch on a lease this member holds (in this process, so it remembers every
-        write of the old epoch): a compare-and-set on ``held.revision`` whose new revision is
-        the new epoch. For a shard incarnation that restarts without waiting out its own
-        lease. Raises :class:`PartitionLost` if the revision is no longer the key's last."""
+        write of the old epoch): a compare-and-set on ``held.revision`` writing the next
+        epoch. For a shard incarnation that restarts without waiting out its own lease.
+        Raises :class:`PartitionLost` if the revision is no longer the key's last."""
         sent_wall, sent = self._wall(), self._monotonic()
-        value = LeaseValue(self.member, sent_wall + self.ttl).encode()
+        epoch = held.epoch + 1
+        value = LeaseValue(self.member, sent_wall + self.ttl, epoch).encode()
         try:
             revision = await self._conn.run(
                 self._kv.update, lease_key(held.partition), value, held.revision
@@ -160,15 +188,18 @@ class PartitionLeases:
                 f"partition {held.partition}: retake on revision {held.revision} (epoch "
                 f"{held.epoch}) refused; the lease moved on"
             ) from None
-        return HeldLease(held.partition, epoch=revision, revision=revision, sent=sent,
+        return HeldLease(held.partition, epoch=epoch, revision=revision, sent=sent,
                          ttl=self.ttl, drift=self.drift)
 
     async def release(self, held: HeldLease) -> None:
-        """Give the partition up at once (a graceful leave): delete the key on the holder's
-        last revision, so the next owner need not wait for expiry. A refused delete means it
-        was taken over already; nothing to release."""
+        """Give the partition up at once (a graceful leave): mark the lease expired on the
+        holder's last revision, so the next owner need not wait. Not a delete: the key keeps
+        the epoch, which the next owner counts on. A refused write means it was taken over
+        already; nothing to release."""
+        value = LeaseValue(self.member, 0.0, held.epoch).encode()
         try:
-            await self._conn.run(self._kv.delete, lease_key(held.partition), held.revision)
+            await self._conn.run(self._kv.update, lease_key(held.partition), value,
+                                 held.revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
         except nats.js.errors.APIError as exc:

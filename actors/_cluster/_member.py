@@ -4,9 +4,9 @@ needs to run its shards as the cluster's partitions (partition = shard id).
     async with connect(servers) as conn, open_member(conn, "orders", "host-a") as member:
         cache = Cache(config, seams, open_journal=member.open_journal, epochs=member.epochs)
 
-Not public yet: there is no ``Config(cluster=...)``, no membership (this member takes every
-partition its shards cover, waiting out other holders' leases) and no routing; see
-``specs/cluster.md``.
+``writebehind.open_cache(Config(cluster=...))`` builds one (``_cluster/_cache.py``). There is
+no membership yet (this member takes every partition its shards cover, waiting out other
+holders' leases) and no routing; see ``specs/cluster.md``.
 """
 
 from __future__ import annotations
@@ -41,14 +41,18 @@ class Member:
 async def open_member(
     conn: NatsConnection, cluster: str, member: str, *, replicas: int = 3,
     ttl: float = LEASE_TTL, renew_every: float = RENEW_EVERY, drift: float = DRIFT_MARGIN,
-    publish_timeout: float = 5.0,
+    publish_timeout: float = 5.0, partitions: int | None = None,
 ) -> AsyncIterator[Member]:
     """The cluster's journal stream and lease bucket (created if missing), and the renew
     loop for as long as the block runs. On a normal exit every lease is released (close the
-    cache first: it drains); when the block is cancelled (a crash) they are left to expire."""
+    cache first: it drains); when the block is cancelled (a crash) they are left to expire.
+    With ``partitions``, the bucket must record that number of partitions (the first member
+    records it); a member with another number is refused (``ConfigError``)."""
     await open_stream(conn, cluster, replicas=replicas)
     leases = await PartitionLeases.open(conn, lease_bucket(cluster), member, replicas=replicas,
                                         ttl=ttl, renew_every=renew_every, drift=drift)
+    if partitions is not None:
+        await leases.fix_partitions(partitions)
     epochs = LeaseEpochs(leases)
     async with trio.open_nursery() as nursery:
         await nursery.start(epochs.run)

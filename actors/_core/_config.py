@@ -19,29 +19,34 @@ from ._lease import LEASE_TTL, MIN_LEASE_TTL
 from ._limits import MAX_PAYLOAD, RECORD_OVERHEAD, store_limits
 
 #: When ``put``/``delete`` return: the type of ``Config.ack`` (see the contract).
-AckMode = Literal["memory", "journal", "fsync", "store"]
-#: Every ack mode, weakest first.
+AckMode = Literal["memory", "journal", "fsync", "store", "replicated"]
+#: Every single-process ack mode, weakest first.
 ACK_MODES: tuple[AckMode, ...] = ("memory", "journal", "fsync", "store")
+#: The ack modes of a cluster (``Config.cluster``): ``'replicated'`` acknowledges once a
+#: majority of the partition journal's NATS replicas stored the group commit.
+CLUSTER_ACK_MODES: tuple[AckMode, ...] = ("replicated",)
 
 #: What each declarable requirement needs, and the one-sentence trade-off shown on refusal.
 REQUIREMENTS: dict[str, tuple[frozenset[str], str]] = {
     "durable-dirty-log": (
-        frozenset({"journal", "fsync", "store"}),
+        frozenset({"journal", "fsync", "store", "replicated"}),
         "ack='memory' acknowledges a write before its journal record is written, so a crash "
         "loses recent acknowledged writes; use ack='journal', 'fsync' or 'store'.",
     ),
     "replay-on-restart": (
-        frozenset({"journal", "fsync", "store"}),
+        frozenset({"journal", "fsync", "store", "replicated"}),
         "ack='memory' replays only what the background journal happened to write, not every "
         "acknowledged write; use ack='journal', 'fsync' or 'store'.",
     ),
     "power-loss-durable": (
         frozenset({"fsync", "store"}),
         "ack='memory' and ack='journal' acknowledge before fdatasync, so a power loss can drop "
-        "acknowledged writes; use ack='fsync' or 'store'.",
+        "acknowledged writes; use ack='fsync' or 'store'. (ack='replicated' survives one "
+        "machine's power loss, and all NATS machines' together only if the servers run with "
+        "sync_interval: always, which the cache cannot check when it starts.)",
     ),
     "alert-on-flush-failure": (
-        frozenset(ACK_MODES),
+        frozenset(ACK_MODES + CLUSTER_ACK_MODES),
         "",
     ),
 }
@@ -50,6 +55,12 @@ DEFAULT_STORE = "sqlite:///writebehind.db"
 DEFAULT_JOURNAL_DIR = "writebehind-journal"
 #: The smallest journal segment (``Journal.open`` refuses less).
 MIN_SEGMENT_BYTES = 4096
+#: Schemes of a ``Config.cluster`` server URL (what ``nats-py`` connects to).
+CLUSTER_SCHEMES = ("nats", "tls")
+#: The most replicas a JetStream stream or KV bucket can have.
+MAX_REPLICAS = 5
+#: A cluster's name becomes part of stream, bucket and subject names.
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -152,6 +163,57 @@ def _inspector_address(instance: object, attribute: attrs.Attribute[Any], value:
         parse_address(value, what=f"Config.{attribute.name}")
 
 
+def _cluster_urls(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"Config.cluster must be a comma-separated list of NATS URLs like "
+            f"'nats://h1:4222,nats://h2:4222', or None, got {value!r}"
+        )
+    for url in cluster_servers(value):
+        scheme, sep, rest = url.partition("://")
+        host, _, port = rest.rpartition(":")
+        if (
+            not sep or scheme not in CLUSTER_SCHEMES or not host or "/" in rest
+            or not port.isdigit() or not 0 < int(port) < 65536
+        ):
+            raise ConfigError(
+                f"Config.cluster: {mask_url(url)!r} is not a NATS server URL like "
+                f"'nats://host:4222' (schemes: {', '.join(CLUSTER_SCHEMES)}; the port is "
+                "required)"
+            )
+
+
+def cluster_servers(value: str) -> list[str]:
+    """The server URLs of a ``Config.cluster`` value, in order."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
+def _cluster_name(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not _CLUSTER_NAME.fullmatch(value):
+        raise ConfigError(
+            f"Config.cluster_name must be 1 to 64 letters, digits, '_' or '-' (it names the "
+            f"cluster's JetStream stream, lease bucket and subjects), got {value!r}"
+        )
+
+
+def _replicas(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _positive_int(instance, attribute, value)
+    if value > MAX_REPLICAS:
+        raise ConfigError(
+            f"Config.replicas must be at most {MAX_REPLICAS} (JetStream's limit), got {value!r}"
+        )
+
+
+def _ack(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ACK_MODES + CLUSTER_ACK_MODES:
+        raise ConfigError(
+            f"Config.ack must be one of {', '.join(map(repr, ACK_MODES))}, got {value!r} "
+            f"(with Config.cluster: {', '.join(map(repr, CLUSTER_ACK_MODES))})"
+        )
+
+
 def _requires(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
@@ -188,10 +250,13 @@ class Config:
             relative to the working directory, or to the file in :meth:`from_toml`). One
             cache per directory. Default: `'writebehind-journal'`.
         ack (str): When ``put``/``delete`` return: ``'memory'``, ``'journal'``, ``'fsync'``
-            or ``'store'`` (see :data:`ACK_MODES` and the contract). Default: `'fsync'`.
+            or ``'store'`` (see :data:`ACK_MODES` and the contract); with ``cluster``,
+            ``'replicated'`` (and only it): once a majority of the partition journal's NATS
+            replicas stored the group commit holding the write (``specs/cluster.md``).
+            Default: `'fsync'`.
         shards (int): Shard actors, each with its own journal and key range. Range: >= 1;
-            may change between runs (the next start replays the journals first).
-            Default: `2`.
+            may change between runs (the next start replays the journals first), except
+            with ``cluster``, where a shard is a partition. Default: `2`.
         store_actors (int): Store actors, each with its own store connection and one
             transaction at a time. Range: >= 1. Default: `1`.
         flush_interval (float): Seconds between a shard's flushes (``flush_interval_ms`` in
@@ -232,8 +297,11 @@ class Config:
             finite. Default: `10.0`.
         lease_ttl (float): Seconds the store table's lease lasts without renewal (renewed
             every third of it): how long a crashed instance on another host keeps its table
-            from a new start, and how far the hosts' clocks may disagree. Range: >= 1,
-            finite. Default: `30.0`.
+            from a new start, and how far the hosts' clocks may disagree. With ``cluster``
+            also the partition leases' TTL (renewed every fifth of it; their holder stops
+            acknowledging a fifth of it before they end, the clock-drift margin): how long
+            a crashed owner's partitions wait for a new one. Range: >= 1, finite.
+            Default: `30.0`.
         drain_timeout (float): Seconds a stop spends flushing; what is left replays at the
             next start. Range: > 0; ``inf``: no limit. Default: `30.0`.
         store_timeout (float): Seconds a store call may take (SQLite's busy timeout;
@@ -258,6 +326,23 @@ class Config:
             Default: `None`.
         metrics_token (str | None): The token scrapers must send; required when ``metrics``
             is not a loopback address. Default: `None`.
+        cluster (str | None): Cluster mode (preview): the NATS JetStream servers, as
+            comma-separated URLs (``'nats://h1:4222,nats://h2:4222'``; ``tls://`` too; a
+            password in them is masked in reprs and errors).
+            Each shard is a partition whose journal is a subject of a replicated JetStream
+            stream and whose owner holds a lease in a JetStream KV bucket; needs
+            ``ack='replicated'`` and the ``cluster`` extra (``nats-py``). None: a single
+            process with file journals. Default: `None`.
+        cluster_name (str): Names the cluster's stream (``WB_<name>``), lease bucket
+            (``wb-<name>-leases``) and subjects; every instance of one cluster uses the same.
+            1 to 64 letters, digits, ``_`` or ``-``. Default: `'writebehind'`.
+        partitions (int | None): With ``cluster``: the number of partitions, fixed for the
+            cluster's life (it decides which partition holds a key); it is ``shards``
+            (setting one sets the other; setting both, they must agree). Range: >= 1; None:
+            ``shards``. Default: `None`.
+        replicas (int): With ``cluster``: replicas of the journal stream and the lease
+            bucket when this instance creates them (3 in production: a write then survives
+            the loss of any one NATS machine). Range: 1 to 5. Default: `3`.
     """
 
     store: str = attrs.field(
@@ -267,7 +352,7 @@ class Config:
         default="writebehind_entries", validator=_instance_of(str, "a table name (str)")
     )
     journal_dir: Path = attrs.field(default=Path(DEFAULT_JOURNAL_DIR), converter=_path)
-    ack: AckMode = attrs.field(default="fsync", validator=_one_of(ACK_MODES))
+    ack: AckMode = attrs.field(default="fsync", validator=_ack)
     # Each shard group-commits its own journal: fewer shards mean bigger group commits (one
     # fdatasync releases more writers); on trio more shards add no CPU parallelism.
     shards: int = attrs.field(default=2, validator=_positive_int)
@@ -319,6 +404,16 @@ class Config:
     metrics_token: str | None = attrs.field(
         default=None, repr=False, validator=_instance_of(str, "a string", optional=True)
     )
+    # Cluster mode (preview): NATS JetStream servers; None: a single process.
+    cluster: str | None = attrs.field(
+        default=None, validator=_cluster_urls,
+        repr=lambda urls: repr(urls if urls is None else mask_url(urls)),
+    )
+    cluster_name: str = attrs.field(default="writebehind", validator=_cluster_name)
+    partitions: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive_int)
+    )
+    replicas: int = attrs.field(default=3, validator=_replicas)
 
     def __attrs_post_init__(self) -> None:
         if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
@@ -365,6 +460,29 @@ class Config:
                     f"Config.metrics={self.metrics!r} is reachable from other machines; "
                     "set Config.metrics_token (scrapers must send it) or bind to 127.0.0.1"
                 )
+        if self.cluster is None:
+            if self.ack in CLUSTER_ACK_MODES:
+                raise ConfigError(
+                    f"Config.ack={self.ack!r} needs a cluster: set Config.cluster to the NATS "
+                    "servers ('nats://h1:4222,...'), or use ack='fsync' for a single process"
+                )
+            if self.partitions is not None:
+                raise ConfigError(
+                    f"Config.partitions={self.partitions!r} is for cluster mode: set "
+                    "Config.cluster, or use Config.shards for a single process"
+                )
+        else:
+            if self.ack not in CLUSTER_ACK_MODES:
+                raise ConfigError(
+                    f"Config.cluster is set, so Config.ack must be 'replicated' (acknowledged "
+                    f"once a majority of the NATS replicas stored the write), got {self.ack!r}"
+                )
+            if self.partitions is not None and self.partitions != self.shards:
+                raise ConfigError(
+                    f"Config.partitions ({self.partitions!r}) and Config.shards "
+                    f"({self.shards!r}) differ: in a cluster each shard is a partition; set "
+                    "one of them"
+                )
         for name in self.requires:
             modes, why = REQUIREMENTS[name]
             if self.ack not in modes:
@@ -372,6 +490,13 @@ class Config:
                     f"Config declares requires={name!r}, which ack={self.ack!r} cannot honour: "
                     f"{why}"
                 )
+
+    @property
+    def journal_ack(self) -> AckMode:
+        """What a shard waits for on its journal before it acknowledges: ``'replicated'``
+        waits like ``'fsync'`` (a replicated journal's records are synced at the
+        publish-ack)."""
+        return "fsync" if self.ack == "replicated" else self.ack
 
     @property
     def max_dirty_per_shard(self) -> int:
@@ -449,6 +574,10 @@ def _checked_init(self: Config, *args: Any, **kwargs: Any) -> None:
     unknown = sorted(set(kwargs) - _FIELDS)
     if unknown:
         raise ConfigError(f"Config: {unknown_settings(unknown, _FIELDS)}")
+    partitions = kwargs.get("partitions")
+    if isinstance(partitions, int) and not isinstance(partitions, bool) and partitions > 0 \
+            and "shards" not in kwargs:
+        kwargs["shards"] = kwargs["partitions"]  # a cluster's shard is a partition
     _attrs_init(self, *args, **kwargs)
 
 

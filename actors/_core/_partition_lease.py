@@ -4,9 +4,14 @@ whether its holder may still acknowledge a write.
 A partition's lease is one key of a JetStream KV bucket. Its value names the holder and when
 the lease expires (the holder's wall clock when it sent the write, plus the TTL). Every write
 is a compare-and-set: *create* when the key does not exist, *update* naming the revision the
-writer last read. The KV revision of the write that acquired the lease is the holder's
-**epoch**: a fencing token that only grows, since revisions are the bucket stream's sequence
-numbers. Renewals move the revision on but keep the epoch.
+writer last read. The value also carries the partition's **epoch**, the holder's fencing
+token: acquiring sets it to one more than the epoch it read (on the revision it read, so two
+contenders cannot both bump the same one), renewals carry it unchanged, and a release keeps
+it (the key is overwritten as expired, not deleted). So only acquisitions move it, and every
+owner's epoch is above every earlier owner's. A key whose epoch is unknown (deleted, or not
+a lease value) counts as epoch = its revision: no epoch written to the key can exceed the
+revision of the write that carried it, since each acquisition adds one and moves the
+revision by at least one.
 
 Clocks. A contender compares the recorded ``expires`` with its own wall clock, so the
 holder's and the contender's clocks may disagree; the holder therefore stops acknowledging
@@ -45,9 +50,9 @@ def check_timing(ttl: float, renew_every: float, drift: float) -> None:
 
 @attrs.frozen
 class LeaseValue:
-    """What a partition's KV key holds: who holds it, until when (wall-clock seconds since
-    the Unix epoch), and the epoch it was acquired with (0 before the write that acquires it
-    has a revision; the holder records it at its first renewal)."""
+    """What a partition's KV key holds: who holds (or last held) it, until when (wall-clock
+    seconds since the Unix epoch; 0 once released), and the epoch it was acquired with (0:
+    unknown, as written by the slice before epochs were counted per partition)."""
 
     member: str
     expires: float
@@ -86,6 +91,18 @@ class Decision:
     step: Step
     last: int = 0  # the revision a TAKE names
     holder: LeaseValue | None = None  # who is in the way (WAIT)
+    epoch: int = 0  # the epoch a CREATE or TAKE writes
+
+
+def next_epoch(entry: KvEntry | None) -> int:
+    """The epoch of the next acquisition of a partition whose key reads ``entry``: one more
+    than the recorded epoch, or than the key's revision when the epoch is unknown (every
+    epoch ever written to the key is at most that revision)."""
+    if entry is None:
+        return 1
+    if entry.value is not None and entry.value.epoch > 0:
+        return entry.value.epoch + 1
+    return entry.revision + 1
 
 
 def decide_acquire(entry: KvEntry | None, member: str, now: float) -> Decision:
@@ -94,15 +111,15 @@ def decide_acquire(entry: KvEntry | None, member: str, now: float) -> Decision:
     inherit an epoch whose writes it does not remember; it takes the lease afresh (a new
     revision, so a new epoch) only after that lease expired."""
     if entry is None:
-        return Decision(Step.CREATE)
+        return Decision(Step.CREATE, epoch=next_epoch(None))
     if entry.value is None or entry.value.expires <= now:
-        return Decision(Step.TAKE, last=entry.revision)
+        return Decision(Step.TAKE, last=entry.revision, epoch=next_epoch(entry))
     return Decision(Step.WAIT, holder=entry.value)
 
 
 @attrs.frozen
 class HeldLease:
-    """A lease this member holds: ``epoch`` is the revision that acquired it, ``revision`` the
+    """A lease this member holds: ``epoch`` is the one it acquired it with, ``revision`` the
     latest (the one the next renewal names), ``sent`` the monotonic time the latest write was
     sent, whose lease lasts ``ttl`` from then."""
 

@@ -134,7 +134,7 @@ class ShardActor:
         self._clock: trio.abc.Clock = trio.lowlevel.current_clock()  # the cache's run's clock
         self._sleeps_until = math.inf  # the flusher loop's current deadline
         # Read on every put: kept as plain attributes, not looked up through the config.
-        self._ack = config.ack
+        self._ack = config.journal_ack
         self._max_dirty = config.max_dirty_per_shard
         self._max_dirty_age = config.max_dirty_age
         self._flush_threshold = config.flush_threshold
@@ -164,7 +164,7 @@ class ShardActor:
                 )
                 # ack='journal'/'fsync': nothing reaches the store before its journal record is
                 # as durable as the ack mode promises (the store must never get ahead of it).
-                hold = self.config.ack in ("journal", "fsync")
+                hold = self._ack in ("journal", "fsync")
                 core = ShardCore(
                     self.shard, self._incarnation, policy,
                     max_entries=self.config.max_entries_per_shard, rng=self._rng,

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from writebehind._cluster._bridge import NatsConnection, connect
+from writebehind._cluster._epochs import MAX_EPOCH, EpochOverflow, LeaseEpochs
 from writebehind._cluster._lease import PartitionHeld, PartitionLeases, PartitionLost, open_bucket
 from writebehind._core._partition_lease import (
     HeldLease,
@@ -16,6 +17,7 @@ from writebehind._core._partition_lease import (
     Step,
     check_timing,
     decide_acquire,
+    next_epoch,
 )
 
 from .nodes import NatsCluster
@@ -164,3 +166,66 @@ async def test_leases_survive_the_loss_of_one_node(nats_cluster: NatsCluster) ->
                     except Exception:
                         await trio.sleep(0.2)
             assert renewed is not None and renewed.epoch == held.epoch
+
+
+# -- epochs count acquisitions, not lease writes ---------------------------------------------
+
+
+def test_the_next_epoch_is_one_more_than_the_recorded_one_or_than_the_revision() -> None:
+    assert next_epoch(None) == 1
+    assert decide_acquire(None, "a", 0.0).epoch == 1
+    expired = KvEntry(LeaseValue("b", expires=5.0, epoch=4), revision=900)
+    assert next_epoch(expired) == 5
+    assert decide_acquire(expired, "a", 10.0).epoch == 5
+    released = KvEntry(LeaseValue("b", expires=0.0, epoch=7), revision=901)
+    assert decide_acquire(released, "a", 10.0).epoch == 8
+    # Unknown epoch (a deleted key, foreign bytes, or epoch 0): no epoch ever written to the
+    # key exceeds its revision, so one more than the revision is above all of them.
+    assert next_epoch(KvEntry(None, 42)) == 43
+    assert next_epoch(KvEntry(LeaseValue("b", 5.0, 0), 42)) == 43
+
+
+async def test_renewals_do_not_move_the_epoch_and_each_take_over_moves_it_by_one(
+    nats_cluster: NatsCluster,
+) -> None:
+    timing = {"ttl": 1.0, "renew_every": 0.2, "drift": 0.2}
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            a = await _leases(conn, "a", **timing)
+            b = await _leases(conn, "b", **timing)
+            held = await a.acquire(0)
+            other = await a.acquire(1)
+            assert held.epoch == 1
+            for _ in range(50):  # the other partition's renewals move the bucket on too
+                held = await a.renew(held)
+                other = await a.renew(other)
+            entry = await a.read(0)
+            assert entry is not None and entry.value is not None
+            assert held.epoch == entry.value.epoch == 1 and entry.revision > 100
+            epochs = [held.epoch]
+            for i in range(3):  # the holder dies; the other member takes over after expiry
+                await trio.sleep(timing["ttl"] + 0.05)
+                held = await (b if i % 2 == 0 else a).acquire(0)
+                epochs.append(held.epoch)
+            assert epochs == [1, 2, 3, 4]  # b, a, b took it
+            retaken = await b.retake(held)
+            assert retaken.epoch == 5
+            # A release keeps the epoch: the next owner continues above it, without waiting.
+            await b.release(retaken)
+            entry = await a.read(0)
+            assert entry is not None and entry.value is not None and entry.value.epoch == 5
+            assert (await a.acquire(0)).epoch == 6
+
+
+async def test_an_epoch_past_the_version_bits_is_refused(nats_cluster: NatsCluster) -> None:
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            leases = await _leases(conn, "a")
+            kv = await open_bucket(conn, "wb-leases", replicas=3)
+            spent = LeaseValue("old", expires=0.0, epoch=MAX_EPOCH).encode()
+            await conn.run(kv.put, "p7", spent)
+            with pytest.raises(EpochOverflow, match=f"epoch {MAX_EPOCH + 1} is over"):
+                await LeaseEpochs(leases).take_epoch(7)
+            ok = LeaseValue("old", expires=0.0, epoch=MAX_EPOCH - 1).encode()
+            await conn.run(kv.put, "p8", ok)
+            assert await LeaseEpochs(leases).take_epoch(8) == MAX_EPOCH

@@ -1,0 +1,95 @@
+"""A cache in cluster mode: what ``writebehind.open_cache(Config(cluster=...))`` runs.
+
+One NATS connection (on its own asyncio loop thread), one member (the journal stream, the
+lease bucket and the renew loop) and a :class:`~writebehind._runtime._cache.Cache` whose
+shards are the cluster's partitions: their journals are the partitions' subjects, their
+epochs the partitions' leases. For now one instance owns every partition: a second live
+instance on the same store table is refused by the table's lease (``LeaseHeld``), and one on
+another table of the same cluster waits for partitions that never come free.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Any
+
+import nats.errors
+import trio
+
+from .._core._config import Config, cluster_servers
+from .._core._errors import WritebehindError
+from .._runtime._cache import Attachment, Cache, _raise_single
+from .._runtime._seams import Seams
+from ._bridge import connect
+from ._member import open_member
+
+#: Partition-lease timings as fractions of ``Config.lease_ttl``: renewed every fifth of it
+#: (so one failed renewal still leaves time for the next), and the holder stops
+#: acknowledging a fifth of it before it ends (the clock-drift margin).
+RENEW_FRACTION = 0.2
+DRIFT_FRACTION = 0.2
+
+
+class ClusterUnavailable(WritebehindError):
+    """None of ``Config.cluster``'s NATS servers could be reached at start."""
+
+
+def member_name() -> str:
+    """This instance's name in the leases: host and pid (for people), and a random part, so
+    a restarted process never passes for the one before it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+async def serve_cluster_cache(
+    config: Config, *, seams: Seams | None = None, attachments: Sequence[Attachment] = (),
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``serve_cache`` for a ``Config`` with ``cluster``: connect, open the member, run the
+    cache on its seams. A normal stop drains the cache, then releases the leases; a
+    cancelled one (a crash) leaves them to expire."""
+    assert config.cluster is not None
+    servers = cluster_servers(config.cluster)
+    ttl = config.lease_ttl
+    async with AsyncExitStack() as stack:
+        try:
+            conn = await stack.enter_async_context(
+                connect(servers, name=f"writebehind {config.cluster_name}")
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise ClusterUnavailable(
+                f"cannot reach the NATS servers of Config.cluster ({', '.join(servers)}): "
+                f"{exc!r}"
+            ) from exc
+        member = await stack.enter_async_context(open_member(
+            conn, config.cluster_name, member_name(), replicas=config.replicas, ttl=ttl,
+            renew_every=ttl * RENEW_FRACTION, drift=ttl * DRIFT_FRACTION,
+            partitions=config.shards,
+        ))
+        cache = Cache(config, seams or Seams(), attachments,
+                      open_journal=member.open_journal, epochs=member.epochs)
+        await cache._serve(task_status)
+
+
+@asynccontextmanager
+async def open_cluster_cache(
+    config: Config, *, seams: Seams | None = None, attachments: Sequence[Attachment] = (),
+) -> AsyncIterator[Cache]:
+    """``open_cache`` for a ``Config`` with ``cluster``: drains on the way out, then
+    releases the partitions."""
+    try:
+        async with trio.open_nursery() as nursery:
+            cache: Cache = await nursery.start(
+                partial(serve_cluster_cache, config, seams=seams, attachments=attachments)
+            )
+            try:
+                yield cache
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cache.aclose()
+    except BaseExceptionGroup as group:
+        _raise_single(group)
