@@ -22,6 +22,11 @@ from ._plan import FaultInjector
 SLOW_SECONDS = (0.2, 3.0)
 
 
+class InjectedStoreError(StoreUnavailable):
+    """A store failure the plan injected: a :class:`StoreUnavailable` to the runtime, and one
+    the simulation can tell from a failure of the runtime's own making."""
+
+
 class StoreFaults:
     """What all connections of one faulty store share: the injector, batches held on the
     "wire" (``store.reorder``) and the records refused for good."""
@@ -118,9 +123,9 @@ class FaultyStore:
 
     def _read_fault(self, what: str) -> None:
         if self.faults.outage:
-            raise StoreUnavailable(f"{what} failed: the store is down (store.outage)")
+            raise InjectedStoreError(f"{what} failed: the store is down (store.outage)")
         if self.faults.injector.fire("store.read_error"):
-            raise StoreUnavailable(f"injected: {what} failed (store.read_error)")
+            raise InjectedStoreError(f"injected: {what} failed (store.read_error)")
 
     def take_epoch(self) -> int:
         self._read_fault("take_epoch")
@@ -136,18 +141,18 @@ class FaultyStore:
     def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
         faults = self.faults
         if faults.outage:
-            raise StoreUnavailable("the store is down (store.outage)")
+            raise InjectedStoreError("the store is down (store.outage)")
         fire = faults.injector.fire
         if fire("store.disconnect"):
             self.inner.close()
-            raise StoreUnavailable("injected: the connection dropped (store.disconnect)")
+            raise InjectedStoreError("injected: the connection dropped (store.disconnect)")
         if fire("store.unavailable"):
-            raise StoreUnavailable("injected: the store is unavailable (store.unavailable)")
+            raise InjectedStoreError("injected: the store is unavailable (store.unavailable)")
         if fire("store.slow"):
             faults.stall(self.blocking)
         if fire("store.reorder"):
             faults.hold(records)
-            raise StoreUnavailable(
+            raise InjectedStoreError(
                 "injected: timed out while the batch is still on its way (store.reorder)"
             )
         if records and fire("store.reject"):
@@ -166,7 +171,7 @@ class FaultyStore:
             if batch:
                 self.inner.write_batch(batch)
         if fire("store.applied_then_timeout"):
-            raise StoreUnavailable(
+            raise InjectedStoreError(
                 "injected: the commit happened but its answer was lost "
                 "(store.applied_then_timeout)"
             )

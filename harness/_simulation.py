@@ -69,7 +69,7 @@ from writebehind._journal._fs import CRASH_MODES, CrashMode, SimulatedCrash
 
 from ._audit import STORE_REFUSED_KEY, SimStore, open_sim_store
 from ._disk import FaultyDisk, InjectedDiskError
-from ._faulty_store import StoreFaults
+from ._faulty_store import InjectedStoreError, StoreFaults
 from ._model import Loss, Model, Verdict
 from ._plan import FaultInjector, FaultPlan
 from ._trio_scheduler import seeded_trio_scheduler
@@ -436,8 +436,8 @@ class _Simulation:
             self._classify(error)
             if cache is None:
                 self.last_start_error = _describe(error)
-                # A start cut by a planned power loss or disk error, or refused over bytes
-                # the plan flipped, failed of the plan too.
+                # A start cut by a planned power loss, disk or store error (or an escalation
+                # over them), or refused over bytes the plan flipped, failed of the plan too.
                 self.last_start_injected = all(
                     _planned(leaf) or (damaged and isinstance(leaf, JournalCorruption))
                     for leaf in leaves(error, skip=trio.Cancelled)
@@ -1162,14 +1162,20 @@ async def _serve(config: Config, seams: Seams, *, task_status: Any) -> None:
     await serve_cache(config, seams=seams, task_status=task_status)
 
 
+#: What the plan raises itself: a fault point, a power cut, a disk or a store error.
+_PLANNED = (InjectedFault, SimulatedCrash, InjectedDiskError, InjectedStoreError)
+
+
 def _planned(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or was caused by) a fault the plan injected."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, InjectedFault | SimulatedCrash | InjectedDiskError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """Whether ``exc`` is, or was caused by, faults the plan injected (a supervisor's
+    escalation over injected crashes, a journal failing over an injected disk error)."""
+    if isinstance(exc, _PLANNED):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        found = leaves(exc, skip=trio.Cancelled)
+        return bool(found) and all(_planned(leaf) for leaf in found)
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and _planned(cause)
 
 
 def _describe(exc: BaseException) -> str:
