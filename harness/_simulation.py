@@ -1166,16 +1166,19 @@ async def _serve(config: Config, seams: Seams, *, task_status: Any) -> None:
 _PLANNED = (InjectedFault, SimulatedCrash, InjectedDiskError, InjectedStoreError)
 
 
-def _planned(exc: BaseException) -> bool:
+def _planned(exc: BaseException, _seen: frozenset[int] = frozenset()) -> bool:
     """Whether ``exc`` is, or was caused by, faults the plan injected (a supervisor's
     escalation over injected crashes, a journal failing over an injected disk error)."""
+    if id(exc) in _seen:  # a cause chain that loops back (contexts can)
+        return False
+    seen = _seen | {id(exc)}
     if isinstance(exc, _PLANNED):
         return True
     if isinstance(exc, BaseExceptionGroup):
         found = leaves(exc, skip=trio.Cancelled)
-        return bool(found) and all(_planned(leaf) for leaf in found)
+        return bool(found) and all(_planned(leaf, seen) for leaf in found)
     cause = exc.__cause__ or exc.__context__
-    return cause is not None and _planned(cause)
+    return cause is not None and _planned(cause, seen)
 
 
 def _describe(exc: BaseException) -> str:
