@@ -23,7 +23,7 @@ import trio
 
 from .._core._config import Config, cluster_servers
 from .._core._errors import WritebehindError
-from .._runtime._cache import Attachment, Cache, _raise_single
+from .._runtime._cache import Attachment, Cache, open_served
 from .._runtime._seams import Seams
 from ._bridge import connect
 from ._member import open_member
@@ -81,15 +81,7 @@ async def open_cluster_cache(
 ) -> AsyncIterator[Cache]:
     """``open_cache`` for a ``Config`` with ``cluster``: drains on the way out, then
     releases the partitions."""
-    try:
-        async with trio.open_nursery() as nursery:
-            cache: Cache = await nursery.start(
-                partial(serve_cluster_cache, config, seams=seams, attachments=attachments)
-            )
-            try:
-                yield cache
-            finally:
-                with trio.CancelScope(shield=True):
-                    await cache.aclose()
-    except BaseExceptionGroup as group:
-        _raise_single(group)
+    async with open_served(
+        partial(serve_cluster_cache, config, seams=seams, attachments=attachments)
+    ) as cache:
+        yield cache

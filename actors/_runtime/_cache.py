@@ -767,11 +767,19 @@ async def open_cache(
     attachments: Sequence[Attachment] = (),
 ) -> AsyncIterator[Cache]:
     """``writebehind.open_cache`` with the attachments given here."""
+    async with open_served(
+        partial(serve_cache, config, seams=seams, attachments=attachments)
+    ) as cache:
+        yield cache
+
+
+@asynccontextmanager
+async def open_served(serve: Callable[..., Awaitable[None]]) -> AsyncIterator[Cache]:
+    """The cache ``nursery.start(serve)`` runs (``serve_cache`` or one like it), for the
+    ``async with`` block; drains on the way out, and raises one error, not a group."""
     try:
         async with trio.open_nursery() as nursery:
-            cache: Cache = await nursery.start(
-                partial(serve_cache, config, seams=seams, attachments=attachments)
-            )
+            cache: Cache = await nursery.start(serve)
             try:
                 yield cache
             finally:
