@@ -156,18 +156,8 @@ class Cache:
         start = self._now()
         shard, raw = self._route(key)
         self._check_storable(key, raw)
-        if type(value) is not bytes:
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise TypeError(
-                    f"value must be bytes, got {type(value).__name__}; encode it first "
-                    "(for text: value.encode())"
-                )
-            value = bytes(value)
-        if len(value) > self._max_value_bytes:
-            raise ValueError(
-                f"value for {key!r} is {len(value)} bytes, over "
-                f"Config.max_value_bytes={self._max_value_bytes}"
-            )
+        if type(value) is not bytes or len(value) > self._max_value_bytes:
+            value = self._as_value(value, f"value for {key!r}")
         receipt = await shard.write(key, value, raw)
         self._ack_latency.observe(self._now() - start)
         return receipt
@@ -316,22 +306,27 @@ class Cache:
             if call != "get_many":
                 self._check_storable(key, raw)
             if value is not None or call == "put_many":
-                if type(value) is not bytes:
-                    if not isinstance(value, bytes | bytearray | memoryview):
-                        raise TypeError(
-                            f"value must be bytes, got {type(value).__name__}; encode it "
-                            "first (for text: value.encode())"
-                        )
-                    value = bytes(value)
-                if len(value) > self._max_value_bytes:
-                    raise ValueError(
-                        f"value is {len(value)} bytes, over "
-                        f"Config.max_value_bytes={self._max_value_bytes}"
-                    )
+                value = self._as_value(value, "value")
         except (TypeError, ValueError) as exc:  # Unstorable too: it is a ValueError
             nothing = "" if call == "get_many" else "; nothing was written"
             raise type(exc)(f"{call} item {index} ({key!r}): {exc}{nothing}") from None
         return shard, value, raw
+
+    def _as_value(self, value: object, what: str) -> bytes:
+        """``value`` as bytes, if it is bytes-like and within ``Config.max_value_bytes``;
+        else the error, naming it as ``what``."""
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"value must be bytes, got {type(value).__name__}; encode it first "
+                "(for text: value.encode())"
+            )
+        value = bytes(value)
+        if len(value) > self._max_value_bytes:
+            raise ValueError(
+                f"{what} is {len(value)} bytes, over "
+                f"Config.max_value_bytes={self._max_value_bytes}"
+            )
+        return value
 
     async def get(self, key: str) -> bytes | None:
         """The newest value (read-your-writes), reading through the store on a miss."""
