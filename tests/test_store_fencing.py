@@ -9,8 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
-from writebehind import Fence, Rejection, StoreFenced, StoreRecord
+from writebehind import Config, ConfigError, Fence, Rejection, Seams, StoreFenced, StoreRecord
+from writebehind._core._routing import EPOCH_SHIFT
+from writebehind._runtime._cache import Cache
 from writebehind._stores._sqlite import SQLiteStore
 
 
@@ -128,3 +131,100 @@ def test_a_store_that_lost_its_connection_creates_the_fence_table_on_the_next(
         assert fences(path) == {0: 1}
     finally:
         s.close()
+
+
+# -- the runtime: a zombie incarnation's flush is refused, and it gives up -----------------
+
+CAP = 30
+
+
+class MovingEpochs:
+    """An ``EpochSource`` whose epochs fence the store, as a cluster's leases do: the first
+    take of a partition gets ``first``; a later one (a restart) waits until the test says
+    the partition is free again (another owner held it meanwhile), then gets ``after``."""
+
+    fences = True
+
+    def __init__(self, first: int, after: int) -> None:
+        self.first, self.after = first, after
+        self.taken: list[tuple[int, int]] = []
+        self.asked_again = trio.Event()
+        self.free = trio.Event()
+
+    async def take_epoch(self, shard: int) -> int:
+        await trio.lowlevel.checkpoint()
+        if self.taken:
+            self.asked_again.set()
+            await self.free.wait()
+        epoch = self.after if self.taken else self.first
+        self.taken.append((shard, epoch))
+        return epoch
+
+
+async def test_a_zombie_incarnations_flush_is_refused_it_stops_and_its_writes_land_later(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    config = Config(store=f"sqlite:///{path}", store_table="t", journal_dir=tmp_path / "j",
+                    shards=1, ack="fsync", flush_interval=0.01, restart_period=60)
+    epochs = MovingEpochs(first=10, after=12)
+    other = SQLiteStore(path, table="t")
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            cache = Cache(config, Seams(), epochs=epochs)
+            await nursery.start(cache._serve)
+            await cache.put("a", b"before")
+            await cache.flush()  # landed with epoch 10
+            # Another member takes partition 0 over (epoch 11) and flushes; this one is a
+            # zombie that does not know yet.
+            other.connect()
+            other.write_batch_fenced([StoreRecord("b", b"new owner", 11 << 40 | 1)],
+                                     Fence(0, 11))
+            receipt = await cache.put("z", b"zombie")  # journaled and synced: acknowledged
+            assert receipt.version >> EPOCH_SHIFT == 10
+            await epochs.asked_again.wait()  # its flush was refused: the incarnation stopped
+            assert other.read("z") is None  # nothing of the refused batch was written
+            crashes = [e for e in cache.recent_events() if e.kind == "crash"]
+            assert len(crashes) == 1 and "StoreFenced" in crashes[0].detail
+            assert "from epoch 10" in crashes[0].detail and "epoch 11" in crashes[0].detail
+            # The partition is free again: the restart takes epoch 12, replays its journal
+            # and flushes what the zombie acknowledged (the contract: nothing acknowledged
+            # is lost; in a cluster the new owner replays the partition's subject instead).
+            epochs.free.set()
+            await cache.flush()
+            await cache.aclose()
+    try:
+        assert epochs.taken == [(0, 10), (0, 12)]
+        found = other.read_all()
+        assert found["z"] == StoreRecord("z", b"zombie", receipt.version)
+        assert found["a"].value == b"before" and found["b"].value == b"new owner"
+        assert fences(path) == {0: 12}
+    finally:
+        other.close()
+
+
+async def test_a_cache_whose_epochs_fence_refuses_a_store_that_cannot(tmp_path: Path) -> None:
+    class Unfenced:
+        """A store without write_batch_fenced (as a store of one's own may be)."""
+
+        blocking = False
+
+        def __init__(self) -> None:
+            self.inner = SQLiteStore(tmp_path / "s.db", table="t")
+            self.blocking = False
+
+        def __repr__(self) -> str:
+            return "Unfenced"
+
+        def __getattr__(self, name: str) -> object:
+            if name == "write_batch_fenced":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    config = Config(store=f"sqlite:///{tmp_path}/s.db", store_table="t",
+                    journal_dir=tmp_path / "j", shards=1, ack="fsync")
+    seams = Seams(store_factory=Unfenced)  # type: ignore[arg-type]
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(ConfigError, match=r"^Unfenced cannot fence batches"):
+                await nursery.start(Cache(config, seams, epochs=MovingEpochs(1, 2))._serve)
