@@ -19,7 +19,9 @@ import trio
 
 from writebehind import Config, Fence, StoreFenced, StoreRecord
 from writebehind._cluster._bridge import connect
+from writebehind._cluster._epochs import LeaseEpochs
 from writebehind._cluster._member import open_member
+from writebehind._core._partition_lease import HeldLease
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
@@ -165,3 +167,16 @@ async def test_a_paused_owners_late_flush_is_refused_and_versions_never_go_back(
         epochs2.values()
     )
 
+
+
+def test_lease_epochs_forget_a_fenced_lease_but_not_a_newer_retake() -> None:
+    """What the shard tells its ``EpochSource`` when the store fenced a batch out: the lease
+    of that epoch is dropped like a refused renewal (no NATS needed)."""
+    epochs = LeaseEpochs(None, monotonic=lambda: 0.0)  # type: ignore[arg-type]
+    epochs._held[1] = HeldLease(1, epoch=5, revision=9, sent=0.0, ttl=10.0, drift=2.0)
+    epochs._held[2] = HeldLease(2, epoch=7, revision=12, sent=0.0, ttl=10.0, drift=2.0)
+    assert epochs.fences and epochs.may_acknowledge(1, 5)
+    epochs.fenced(1, 5)
+    assert not epochs.may_acknowledge(1, 5) and 1 not in epochs.held() and epochs.lost == 1
+    epochs.fenced(2, 6)  # an older incarnation's late answer: epoch 7 is this member's now
+    assert epochs.may_acknowledge(2, 7) and epochs.lost == 1
