@@ -146,6 +146,33 @@ def mask_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
+#: Where a SQLite store's blocking calls run: its own worker process (the default: its CPU
+#: and GIL then never stall the event loop) or a worker thread of the cache's process.
+SQLITE_WORKERS = ("process", "thread")
+DEFAULT_SQLITE_WORKER = "process"
+
+
+def sqlite_worker(url: str) -> str:
+    """The URL's ``?worker=process|thread`` (default ``process``); :class:`ConfigError` for
+    any other option or value."""
+    _, sep, query = url.partition("?")
+    worker = DEFAULT_SQLITE_WORKER
+    for option in query.split("&") if sep else ():
+        name, eq, value = option.partition("=")
+        if name != "worker" or not eq:
+            raise ConfigError(
+                f"Config.store {url!r} has an unknown option {option!r}; a SQLite URL takes "
+                "only '?worker=process' or '?worker=thread'"
+            )
+        if value not in SQLITE_WORKERS:
+            raise ConfigError(
+                f"Config.store {url!r} asks for worker {value!r}; write '?worker=process' "
+                "(the default: the store in its own process) or '?worker=thread'"
+            )
+        worker = value
+    return worker
+
+
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value.startswith(
         ("sqlite://", "postgresql://", "postgres://")
@@ -416,8 +443,10 @@ class Config:
     replicas: int = attrs.field(default=3, validator=_replicas)
 
     def __attrs_post_init__(self) -> None:
-        if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
-            raise ConfigError(f"Config.store has no path: {self.store!r}")
+        if self.store.startswith("sqlite://"):
+            if not self.store[len("sqlite://"):]:
+                raise ConfigError(f"Config.store has no path: {self.store!r}")
+            sqlite_worker(self.store)
         if self.segment_bytes < MIN_SEGMENT_BYTES:
             raise ConfigError(
                 f"Config.segment_bytes must be at least {MIN_SEGMENT_BYTES}, "
