@@ -9,7 +9,8 @@ other process writes to the pipe.
   ``factory`` (which must pickle) and answers ``(OK, version)``.
 - Then requests ``(method, args)``, answered in order: ``(OK, result)`` or
   ``(ERROR, module, qualname, message, traceback)``. ``write_batch``'s records travel as
-  ``(key, value, version)`` tuples (a pickled attrs instance costs several times more).
+  ``(key, value, version)`` tuples (a pickled attrs instance costs several times more) and
+  reach the store as :class:`Row` values.
 
 An error crosses as its type's name and its message, and is rebuilt on the client as the
 same type when that type is one the stores raise (writebehind's errors, the built-in ones,
@@ -21,14 +22,13 @@ unpickled. A broken frame (unknown version, a length over :data:`MAX_FRAME`) rai
 from __future__ import annotations
 
 import builtins
-import importlib
 import pickle
+import sqlite3
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._core import _errors
-from .._core._messages import StoreRecord
 
 PROTOCOL_VERSION = 1
 HELLO = "hello"
@@ -41,8 +41,22 @@ METHODS = frozenset({"connect", "write_batch", "close", "take_epoch", "read", "r
 
 _HEADER = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size
-#: Modules whose exception types are rebuilt as themselves on the client.
-_ERROR_MODULES = frozenset({"builtins", "sqlite3", _errors.__name__})
+#: Modules whose exception types are rebuilt as themselves on the client (writebehind's
+#: errors name the public package as theirs).
+_ERROR_MODULES = frozenset({"builtins", "sqlite3", "writebehind", _errors.__name__})
+
+
+class Row(NamedTuple):
+    """A record as the worker hands it to its store: read like a :class:`StoreRecord`
+    (``key``, ``value``, ``version``, ``deleted``) at half the cost of making one."""
+
+    key: str
+    value: bytes | None
+    version: int
+
+    @property
+    def deleted(self) -> bool:
+        return self.value is None
 
 
 class WireError(ValueError):
@@ -136,7 +150,7 @@ def parse_request(message: Any) -> tuple[str, tuple[Any, ...]]:
         raise WireError(f"not a store worker request: {message!r:.200}")
     if method == "write_batch":
         (rows,) = args
-        return method, (tuple(StoreRecord(k, v, ver) for k, v, ver in rows),)
+        return method, (tuple(map(Row._make, rows)),)
     return method, args
 
 
@@ -169,7 +183,7 @@ def known_error(module: str, qualname: str) -> type[BaseException] | None:
     """The exception type ``module.qualname`` if it is one the stores raise, else None."""
     if module not in _ERROR_MODULES or "." in qualname:
         return None
-    source = builtins if module == "builtins" else importlib.import_module(module)
+    source: Any = {"builtins": builtins, "sqlite3": sqlite3}.get(module, _errors)
     found = getattr(source, qualname, None)
     if isinstance(found, type) and issubclass(found, Exception):
         return found
