@@ -1,6 +1,7 @@
 """The store worker process: runs one store's blocking calls for a store actor, over a pipe.
 
-Started as ``python -m writebehind._stores._worker PARENT_PID`` with its stdin and stdout
+Started by ``_runtime/_store_process.py`` (``main([package_dir, parent_pid])``; or as
+``python -m writebehind._stores._worker PACKAGE_DIR PARENT_PID``) with its stdin and stdout
 piped to the store actor (the frames of :mod:`._wire`); stderr is the parent's. It serves
 requests one at a time, in order, and exits when its stdin closes (the store closed first).
 On Linux it dies with its parent (``PR_SET_PDEATHSIG``): a cache killed outright must not
@@ -98,8 +99,8 @@ def serve(reader: IO[bytes], writer: IO[bytes]) -> None:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if len(argv) > 1:
-        _die_with_parent(int(argv[1]))
+    if len(argv) > 2:
+        _die_with_parent(int(argv[2]))
     # The pipe is the protocol's alone: a stray print goes to stderr.
     pipe, sys.stdout = sys.stdout.buffer, sys.stderr
     try:
