@@ -5,6 +5,7 @@ by a cancel or by a cache killed outright."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -189,9 +190,16 @@ async def test_a_wrapped_store_keeps_the_thread_path(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_a_cache_runs_sqlite_in_a_worker_process_by_default(tmp_path: Path) -> None:
-    config = Config(store=f"sqlite:///{tmp_path / 'store.db'}", store_table="entries",
-                    journal_dir=tmp_path / "journal", ack="fsync")
+def test_sqlite_runs_in_a_worker_thread_unless_the_url_asks_for_a_process(
+    tmp_path: Path,
+) -> None:
+    assert store_factory(f"sqlite:///{tmp_path / 'store.db'}").worker == "thread"  # type: ignore[attr-defined]
+    assert factory(tmp_path, "process").worker == "process"
+
+
+async def test_a_cache_runs_sqlite_in_a_worker_process_when_asked(tmp_path: Path) -> None:
+    config = Config(store=f"sqlite:///{tmp_path / 'store.db'}?worker=process",
+                    store_table="entries", journal_dir=tmp_path / "journal", ack="fsync")
     with trio.fail_after(CAP):
         async with open_cache(config) as cache:
             (actor,) = cache._store_actors
@@ -205,12 +213,12 @@ async def test_a_cache_runs_sqlite_in_a_worker_process_by_default(tmp_path: Path
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    ("?worker=fork", "asks for worker 'fork'; write '?worker=process'"),
+    ("?worker=fork", "asks for worker 'fork'; write '?worker=thread' (the default"),
     ("?workers=thread", "unknown option 'workers=thread'; a SQLite URL takes only"),
     ("?worker", "unknown option 'worker'"),
 ])
 def test_a_bad_worker_option_is_refused_with_what_to_write(option: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Config(store=f"sqlite:///store.db{option}")
 
 
@@ -224,7 +232,7 @@ async def test_a_cache_killed_outright_takes_its_worker_with_it(tmp_path: Path) 
         import sys, trio
         from writebehind import Config, open_cache
         async def main():
-            config = Config(store="sqlite:///{tmp_path / 'store.db'}",
+            config = Config(store="sqlite:///{tmp_path / 'store.db'}?worker=process",
                             journal_dir="{tmp_path / 'journal'}")
             async with open_cache(config) as cache:
                 print(cache._store_actors[0].worker_pid, flush=True)

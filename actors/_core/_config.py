@@ -146,14 +146,15 @@ def mask_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
-#: Where a SQLite store's blocking calls run: its own worker process (the default: its CPU
-#: and GIL then never stall the event loop) or a worker thread of the cache's process.
-SQLITE_WORKERS = ("process", "thread")
-DEFAULT_SQLITE_WORKER = "process"
+#: Where a SQLite store's blocking calls run: a worker thread of the cache's process (the
+#: default: it won the alternated measurements, specs/performance.md) or a worker process of
+#: its own (its CPU and GIL then stay off the event loop's process).
+SQLITE_WORKERS = ("thread", "process")
+DEFAULT_SQLITE_WORKER = "thread"
 
 
 def sqlite_worker(url: str) -> str:
-    """The URL's ``?worker=process|thread`` (default ``process``); :class:`ConfigError` for
+    """The URL's ``?worker=thread|process`` (default ``thread``); :class:`ConfigError` for
     any other option or value."""
     _, sep, query = url.partition("?")
     worker = DEFAULT_SQLITE_WORKER
@@ -162,12 +163,12 @@ def sqlite_worker(url: str) -> str:
         if name != "worker" or not eq:
             raise ConfigError(
                 f"Config.store {url!r} has an unknown option {option!r}; a SQLite URL takes "
-                "only '?worker=process' or '?worker=thread'"
+                "only '?worker=thread' or '?worker=process'"
             )
         if value not in SQLITE_WORKERS:
             raise ConfigError(
-                f"Config.store {url!r} asks for worker {value!r}; write '?worker=process' "
-                "(the default: the store in its own process) or '?worker=thread'"
+                f"Config.store {url!r} asks for worker {value!r}; write '?worker=thread' "
+                "(the default: a worker thread) or '?worker=process' (a process of its own)"
             )
         worker = value
     return worker
@@ -269,7 +270,9 @@ class Config:
         store (str): Where flushed writes go: ``'sqlite:///relative.db'``,
             ``'sqlite:////absolute.db'`` or ``'postgresql://user@host:5432/db'`` (the
             ``postgres`` extra; ``postgres://`` too). A password in it is masked in reprs,
-            logs and errors. Default: `'sqlite:///writebehind.db'`.
+            logs and errors. A SQLite URL may end in ``?worker=thread`` (the default: each
+            store actor calls its store from a worker thread) or ``?worker=process`` (from a
+            worker process of its own). Default: `'sqlite:///writebehind.db'`.
         store_table (str): The store's table; its meta and quarantine tables are named after
             it. SQLite: an identifier; PostgreSQL: ``[a-z_][a-z0-9_]*``, at most 41
             characters. One running cache per table. Default: `'writebehind_entries'`.

@@ -173,7 +173,17 @@ class _Worker:
                     self._backlog.popleft()
                     self._sending = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(f"the store worker process's pipe broke: {exc!r}")
+            await self._lost(f"its pipe broke: {exc!r}")
+
+    async def _lost(self, why: str) -> None:
+        """The worker is gone or cut off: fail every call, saying how it exited if it did."""
+        with trio.move_on_after(CLOSE_GRACE):
+            await self.process.wait()
+        code = self.process.returncode
+        self._fail(
+            f"the store worker process (pid {self.process.pid}) "
+            + (f"exited with code {code}" if code is not None else f"stopped: {why}")
+        )
 
     async def _read_answers(self) -> None:
         stdout = self.process.stdout
@@ -192,19 +202,13 @@ class _Worker:
                     answer = outcome.Value(value) if ok else outcome.Error(value)
                     self._waiting.popleft().deliver(answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(f"the store worker process's pipe broke: {exc!r}")
+            await self._lost(f"its pipe broke: {exc!r}")
             return
         except _wire.WireError as exc:
             self._fail(f"the store worker process's answer is unreadable: {exc}")
             self.process.kill()
             return
-        with trio.move_on_after(CLOSE_GRACE):
-            await self.process.wait()
-        self._fail(
-            f"the store worker process (pid {self.process.pid}) exited"
-            + ("" if self.process.returncode is None
-               else f" with code {self.process.returncode}")
-        )
+        await self._lost("it closed its end of the pipe")
 
     async def aclose(self) -> None:
         """Close the pipe (the worker closes its store and exits), kill it if it has not

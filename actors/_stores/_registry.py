@@ -22,7 +22,7 @@ class SQLiteFactory:
     path: Path
     table: str
     timeout: float
-    worker: str = "process"
+    worker: str = "thread"
 
     def __call__(self) -> SQLiteStore:
         return SQLiteStore(self.path, table=self.table, timeout=self.timeout)
