@@ -98,10 +98,16 @@ class StoreActor:
                         await store.aclose()
         except BaseExceptionGroup as group:
             # The pipe tasks never raise: the group holds the actor's own error, which the
-            # supervisor expects as it is.
+            # supervisor expects as it is (its cause and context kept as they were).
             if len(group.exceptions) != 1:
                 raise
-            raise group.exceptions[0] from None
+            exc = group.exceptions[0]
+            cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+            try:
+                raise exc
+            finally:
+                exc.__cause__, exc.__context__ = cause, context
+                exc.__suppress_context__ = suppress
 
     async def _serve(self, store: _Connection, task_status: Any) -> None:
         await self._connect(store)
