@@ -259,3 +259,44 @@ async def test_a_cache_killed_outright_takes_its_worker_with_it(tmp_path: Path) 
             if cache.returncode is None:
                 cache.kill()
                 await cache.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_a_worker_whose_pipe_stays_open_still_dies_with_the_cache_process() -> None:
+    # The worker started exactly as a cache starts it, but its stdin's other end is held by
+    # this test, so the parent's death closes no pipe: only the parent-death signal stops it
+    # (as it must stop a worker that is busy writing when its cache is SIGKILLed).
+    middle = textwrap.dedent("""
+        import subprocess, sys, time
+        from writebehind._runtime._store_process import worker_command
+        worker = subprocess.Popen(worker_command(), stdin=int(sys.argv[1]))
+        print(worker.pid, flush=True)
+        time.sleep(120)
+    """)
+    read_end, write_end = os.pipe()
+    try:
+        with trio.fail_after(CAP):
+            parent = await trio.lowlevel.open_process(
+                [sys.executable, "-c", middle, str(read_end)], stdout=subprocess.PIPE,
+                pass_fds=(read_end,),
+            )
+            try:
+                assert parent.stdout is not None
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await parent.stdout.receive_some(100)
+                    assert chunk, "the parent ended before it printed its worker's pid"
+                    line += chunk
+                worker = int(line)
+                await trio.sleep(1.0)  # the worker arms the signal first thing; let it start
+                assert not gone(worker)
+                parent.kill()
+                await parent.wait()
+                assert await wait_gone(worker)
+            finally:
+                if parent.returncode is None:
+                    parent.kill()
+                    await parent.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -1,8 +1,8 @@
 """A store in its own worker process: the event loop only ships bytes (``_stores/_wire.py``).
 
-A store actor whose factory says ``worker = "process"`` (SQLite's default) drives its store
-through a :class:`StoreProcess`: the store's per-row work and its GIL live in another
-process, so they never stall the puts. Each worker process has two tasks in the store
+A store actor whose factory says ``worker = "process"`` (SQLite's ``?worker=process``) drives
+its store through a :class:`StoreProcess`: the store's per-row work and its GIL live in
+another process, out of the event loop's way. Each worker process has two tasks in the store
 actor's nursery: one writes queued request frames to its stdin, one reads answers from its
 stdout and hands each to the oldest waiting call (the worker answers in order). A worker that
 dies or a pipe that breaks fails every waiting call, and every later one, with
@@ -52,7 +52,7 @@ _BOOT = (
     "package.__path__ = [sys.argv[1]]\n"
     "sys.modules['writebehind'] = package\n"
     "from writebehind._stores._worker import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
+    "sys.exit(main(sys.argv))\n"
 )
 
 

@@ -1,9 +1,10 @@
 """The store worker process: runs one store's blocking calls for a store actor, over a pipe.
 
-Started by ``_runtime/_store_process.py`` (``main([package_dir, parent_pid])``; or as
-``python -m writebehind._stores._worker PACKAGE_DIR PARENT_PID``) with its stdin and stdout
-piped to the store actor (the frames of :mod:`._wire`); stderr is the parent's. It serves
-requests one at a time, in order, and exits when its stdin closes (the store closed first).
+Started by ``_runtime/_store_process.py`` as ``python -c BOOT PACKAGE_DIR PARENT_PID`` (or
+``python -m writebehind._stores._worker PACKAGE_DIR PARENT_PID``: the same ``sys.argv``) with
+its stdin and stdout piped to the store actor (the frames of :mod:`._wire`); stderr is the
+parent's. It serves requests one at a time, in order, and exits when its stdin closes (the
+store closed first).
 On Linux it dies with its parent (``PR_SET_PDEATHSIG``): a cache killed outright must not
 leave a worker committing behind it. It ignores SIGINT: a Ctrl-C reaches the whole process
 group, and the cache, not the worker, decides when the store closes.
@@ -98,6 +99,7 @@ def serve(reader: IO[bytes], writer: IO[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """``argv``: ``[program, package_dir, parent_pid]`` (the parent's pid is optional)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(argv) > 2:
         _die_with_parent(int(argv[2]))
