@@ -146,6 +146,34 @@ def mask_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
+#: Where a SQLite store's blocking calls run: a worker thread of the cache's process (the
+#: default: it won the alternated measurements, specs/performance.md) or a worker process of
+#: its own (its CPU and GIL then stay off the event loop's process).
+SQLITE_WORKERS = ("thread", "process")
+DEFAULT_SQLITE_WORKER = "thread"
+
+
+def sqlite_worker(url: str) -> str:
+    """The URL's ``?worker=thread|process`` (default ``thread``); :class:`ConfigError` for
+    any other option or value."""
+    _, sep, query = url.partition("?")
+    worker = DEFAULT_SQLITE_WORKER
+    for option in query.split("&") if sep else ():
+        name, eq, value = option.partition("=")
+        if name != "worker" or not eq:
+            raise ConfigError(
+                f"Config.store {url!r} has an unknown option {option!r}; a SQLite URL takes "
+                "only '?worker=thread' or '?worker=process'"
+            )
+        if value not in SQLITE_WORKERS:
+            raise ConfigError(
+                f"Config.store {url!r} asks for worker {value!r}; write '?worker=thread' "
+                "(the default: a worker thread) or '?worker=process' (a process of its own)"
+            )
+        worker = value
+    return worker
+
+
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value.startswith(
         ("sqlite://", "postgresql://", "postgres://")
@@ -242,7 +270,9 @@ class Config:
         store (str): Where flushed writes go: ``'sqlite:///relative.db'``,
             ``'sqlite:////absolute.db'`` or ``'postgresql://user@host:5432/db'`` (the
             ``postgres`` extra; ``postgres://`` too). A password in it is masked in reprs,
-            logs and errors. Default: `'sqlite:///writebehind.db'`.
+            logs and errors. A SQLite URL may end in ``?worker=thread`` (the default: each
+            store actor calls its store from a worker thread) or ``?worker=process`` (from a
+            worker process of its own). Default: `'sqlite:///writebehind.db'`.
         store_table (str): The store's table; its meta and quarantine tables are named after
             it. SQLite: an identifier; PostgreSQL: ``[a-z_][a-z0-9_]*``, at most 41
             characters. One running cache per table. Default: `'writebehind_entries'`.
@@ -416,8 +446,10 @@ class Config:
     replicas: int = attrs.field(default=3, validator=_replicas)
 
     def __attrs_post_init__(self) -> None:
-        if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
-            raise ConfigError(f"Config.store has no path: {self.store!r}")
+        if self.store.startswith("sqlite://"):
+            if not self.store[len("sqlite://"):]:
+                raise ConfigError(f"Config.store has no path: {self.store!r}")
+            sqlite_worker(self.store)
         if self.segment_bytes < MIN_SEGMENT_BYTES:
             raise ConfigError(
                 f"Config.segment_bytes must be at least {MIN_SEGMENT_BYTES}, "
