@@ -7,6 +7,8 @@ real time, as a count a seed reproduces.
 
 import random
 
+import pytest
+
 from writebehind import Rejection
 from writebehind._bench._coalescing import Replay, replay
 from writebehind._core._shard_core import FlushPolicy, ShardCore
@@ -104,3 +106,10 @@ def test_a_zipf_trace_coalesces_to_the_floor_of_fixed_windows() -> None:
     assert found.ratio <= 1.0
     assert found.batches < 50
     assert replay(Replay(seconds=1.2)) == found  # a count, reproduced from the seed
+
+
+def test_min_wait_is_a_fraction_of_the_interval() -> None:
+    # Above 1 a batch due by the interval could carry nothing at all.
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="min_wait"):
+            FlushPolicy(min_wait=bad)

@@ -114,7 +114,8 @@ class FlushPolicy:
     # The fraction of flush_interval a key waits, at least, before a batch due by the
     # interval carries it (the bench's Zipf replay: 1.0 to 1.06x the coalescer's floor
     # taking any key, 0.97 to 1.0x with 0.5, for up to 1.5x the transactions).
-    min_wait: float = 0.5
+    min_wait: float = attrs.field(default=0.5, validator=[attrs.validators.ge(0.0),
+                                                           attrs.validators.le(1.0)])
     max_inflight: int = 4
     retry_initial: float = 0.05
     retry_max: float = 5.0
