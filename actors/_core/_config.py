@@ -289,8 +289,10 @@ class Config:
             with ``cluster``, where a shard is a partition. Default: `2`.
         store_actors (int): Store actors, each with its own store connection and one
             transaction at a time. Range: >= 1. Default: `1`.
-        flush_interval (float): Seconds between a shard's flushes (``flush_interval_ms`` in
-            TOML). Range: > 0, finite. Default: `0.5`.
+        flush_interval (float): Seconds a shard lets a written key wait for rewrites
+            before it sends the key to the store (``flush_interval_ms`` in TOML); the
+            batch then also takes keys that have waited half of it. Rewrites within the
+            wait coalesce into one store row. Range: > 0, finite. Default: `0.5`.
         batch_size (int): Records per store transaction. Range: >= 1. Default: `512`.
         flush_threshold (int): Dirty keys in a shard that start a flush before
             ``flush_interval`` ends. Range: >= 1. Default: `4096`.

@@ -56,6 +56,12 @@ def _check_figures(data: dict[str, Any]) -> None:
     assert all(r["store_writes_per_op"] == pytest.approx(1.0) for r in write_through)
     assert [r["records"] for r in data["recovery"]] == [2_000]
     assert data["recovery"][0]["records_per_s"] > 0
+    assert data["recovery"][0]["records_per_cpu_s"] > 0
+    floor = data["coalescing"]
+    # The cell's own floor counts its last, partial window: never below the steady one.
+    assert floor["ideal_rows_per_put_for_cell"] >= floor["ideal_rows_per_put_per_flush_interval"]
+    assert 0 < floor["replay_floor_rows_per_put"] <= 1
+    assert 0 < floor["replay_rows_per_put"] <= 1
     assert data["flush"]["rows"] == 2_000 and data["flush"]["rows_s"] > 0
     assert data["memory_per_million_keys_mib"] > 0
     assert len(data["targets"]) == 8
