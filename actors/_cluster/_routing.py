@@ -143,9 +143,13 @@ class RemotePartition:
                     f"{self._deadline:.1f}s (last: {why}); nothing was written. Is the "
                     "cluster up? Retry later"
                 )
+            # A read asks again after a quarter of the deadline (its owner may be paused or
+            # dead: the next attempt reaches the next one); a write waits as long as it may,
+            # since asking again could apply it twice.
+            timeout = min(remaining, self._deadline / 4) if idempotent else remaining
             try:
                 message = await self._conn.run(self._conn.client.request, self._subject,
-                                               payload, timeout=remaining)
+                                               payload, timeout=timeout)
             except nats.errors.NoRespondersError:
                 why = "no member hosts it"
             except nats.errors.Error as exc:
@@ -265,6 +269,11 @@ class PartitionServer:
         shard = None if cache is None else cache.hosted(partition)
         if shard is None:
             return Reply.not_serving(f"{self._member} does not host partition {partition}")
+        if shard.incarnation_serving() is None:
+            # Crashed and restarting, or waiting to retake a lease another member took (a
+            # paused former owner): answered now, never held to be served late. A request
+            # reaches every subscriber, and a late write would land after newer ones.
+            return Reply.not_serving(f"partition {partition} is restarting on {self._member}")
         keys, ok = request.keys, ReplyStatus.OK
         try:
             if request.op is Op.WRITE:
