@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from writebehind import Cache, Config, open_cache
+from writebehind import Cache, Config, WritebehindError, open_cache
 from writebehind._cluster._bridge import connect
 from writebehind._cluster._membership import Membership
 from writebehind._core._partitions import assign, owned_by
@@ -80,6 +80,43 @@ async def _settled(caches: list[Cache]) -> dict[str, frozenset[int]]:
 
 
 @asynccontextmanager
+async def _flowing(caches: dict[str, Cache], acknowledged: dict[str, bytes | None],
+                   errors: list[WritebehindError]) -> AsyncIterator[None]:
+    """Put keys through each of ``caches`` one after another for the block's duration,
+    recording each acknowledged write (and each error: none is expected)."""
+    stop = trio.Event()
+
+    async def writer(cache: Cache, who: str) -> None:
+        n = 0
+        while not stop.is_set():
+            key, value = f"flow-{who}-{n}", b"f%d" % n
+            try:
+                await cache.put(key, value)
+            except WritebehindError as exc:
+                errors.append(exc)
+            else:
+                acknowledged[key] = value
+            n += 1
+
+    async with trio.open_nursery() as nursery:
+        for who, cache in caches.items():
+            nursery.start_soon(writer, cache, who)
+        yield
+        stop.set()
+
+
+async def _run_instance(config: Config, leave: trio.Event, left: trio.Event, *,
+                        task_status: trio.TaskStatus[Cache] = trio.TASK_STATUS_IGNORED) -> None:
+    """An instance as a task: serves until ``leave``, then stops (a graceful leave)."""
+    try:
+        async with open_cache(config) as cache:
+            task_status.started(cache)
+            await leave.wait()
+    finally:
+        left.set()
+
+
+@asynccontextmanager
 async def _instance(config: Config) -> AsyncIterator[Cache]:
     async with open_cache(config) as cache:
         yield cache
@@ -90,6 +127,8 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
 ) -> None:
     name = "three"
     written: dict[str, bytes | None] = {}
+    flowed: dict[str, bytes | None] = {}  # acknowledged while partitions moved
+    errors: list[WritebehindError] = []
     with trio.fail_after(180):
         async with AsyncExitStack() as stack:
             a = await stack.enter_async_context(
@@ -98,21 +137,26 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
             assert alone[a.cluster_view().member] == set(range(PARTITIONS))
 
             # A second instance takes only its share: every move is from A to B.
-            b_stack = AsyncExitStack()
-            b = await b_stack.enter_async_context(
-                _instance(_config(nats_cluster, pg_table, tmp_path / "b", name)))
-            stack.push_async_callback(b_stack.aclose)
+            # Instances that leave mid-test run as tasks (their nurseries nest in this one).
+            instances = await stack.enter_async_context(trio.open_nursery())
+            leave_b, b_left, leave_c, c_left = (trio.Event() for _ in range(4))
+            stack.callback(leave_b.set)
+            stack.callback(leave_c.set)
+            b = await instances.start(
+                _run_instance, _config(nats_cluster, pg_table, tmp_path / "b", name),
+                leave_b, b_left)
             two = await _settled([a, b])
             ma, mb = a.cluster_view().member, b.cluster_view().member
             assert two[ma] | two[mb] == set(range(PARTITIONS)) and not two[ma] & two[mb]
             assert 0 < len(two[mb]) < PARTITIONS
 
             # A third one: again only its share moves, and nothing moves between A and B.
-            c_stack = AsyncExitStack()
-            c = await c_stack.enter_async_context(
-                _instance(_config(nats_cluster, pg_table, tmp_path / "c", name)))
-            stack.push_async_callback(c_stack.aclose)
-            three = await _settled([a, b, c])
+            # Writes keep flowing through A and B while it joins (and, below, leaves).
+            async with _flowing({"join-a": a, "join-b": b}, flowed, errors):
+                c = await instances.start(
+                    _run_instance, _config(nats_cluster, pg_table, tmp_path / "c", name),
+                    leave_c, c_left)
+                three = await _settled([a, b, c])
             mc = c.cluster_view().member
             assert three[ma] <= two[ma] and three[mb] <= two[mb]
             assert three[mc] == (two[ma] - three[ma]) | (two[mb] - three[mb])
@@ -166,19 +210,31 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
 
             # A graceful leave: C's share moves to A and B without waiting out a lease, and
             # nothing it acknowledged is lost.
-            leaving = trio.current_time()
-            await c_stack.aclose()
-            after = await _settled([a, b])
-            handed = trio.current_time() - leaving
+            async with _flowing({"leave-a": a, "leave-b": b}, flowed, errors):
+                leaving = trio.current_time()
+                leave_c.set()
+                await c_left.wait()
+                after = await _settled([a, b])
+                handed = trio.current_time() - leaving
+                await trio.sleep(0.2)  # and a little after
+            log.warning("%d writes acknowledged while a member joined and left; %d failed",
+                        len(flowed), len(errors))
+            assert not errors
+            assert {k.split("-")[1] for k in flowed} == {"join", "leave"}
+            written.update(flowed)
             log.warning("a graceful leave of %d partitions took %.2fs (ttl %.1fs)",
                         len(three[mc]), handed, TTL)
-            assert handed < TTL
+            # Every partition moved by its release, none by waiting out an expiry (which
+            # the time alone cannot show on a loaded machine).
+            assert a.cluster_view().takeovers == b.cluster_view().takeovers == 0
+            assert a.cluster_view().handovers + b.cluster_view().handovers > 0
             assert after[ma] == three[ma] | (after[ma] & three[mc])
             assert after[mb] == three[mb] | (after[mb] & three[mc])
             for cache in (a, b):
                 assert await cache.get_many(list(written)) == written
             # A takes its writes back home: one more leave, then A alone.
-            await b_stack.aclose()
+            leave_b.set()
+            await b_left.wait()
             assert (await _settled([a]))[ma] == set(range(PARTITIONS))
             assert await a.get_many(list(written)) == written
     stored = _stored(pg_table)
