@@ -49,6 +49,7 @@ class MemberView:
     lost: int  # leases found taken over at renewal
     routed_served: int  # routed calls answered here
     routed_refused: int  # routed calls answered "not serving"
+    routed_expired: int  # routed calls dropped: found past their caller's deadline
 
 
 @attrs.define
@@ -195,4 +196,5 @@ class Hosting:
             lost=self.epochs.lost,
             routed_served=self.server.served,
             routed_refused=self.server.refused,
+            routed_expired=self.server.expired,
         )
