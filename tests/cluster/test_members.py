@@ -45,6 +45,9 @@ def _config(nats_cluster: NatsCluster, pg: tuple[str, str], journal: Path, name:
         "cluster": nats_cluster.servers, "cluster_name": name, "partitions": PARTITIONS,
         "ack": "replicated", "lease_ttl": TTL, "store": url, "store_table": table,
         "journal_dir": journal, "replicas": 3,
+        # Nothing is flushed but by flush(), wait_persisted() and hand-overs: what the
+        # store holds afterwards is what they put there.
+        "flush_interval": 3600.0,
     }
     fields.update(overrides)
     return Config(**fields)  # type: ignore[arg-type]
@@ -182,6 +185,17 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
                 assert await cache.get_many(list(written)) == written
                 assert await cache.get("a-5") == b"a5"
                 assert await cache.get("never-written") is None
+            # flush() reaches every partition's owner: all of it is in the store after.
+            await b.flush()
+            snapshot = dict(written)
+            stored_now = await trio.to_thread.run_sync(_stored, pg_table)
+            assert {k: stored_now.get(k) for k in snapshot} == snapshot
+            elsewhere = next(k for k in (f"wp-{i}" for i in range(100))
+                             if shard_of(k, PARTITIONS) not in _hosted(c))
+            receipt = await c.put(elsewhere, b"persisted")
+            written[elsewhere] = b"persisted"
+            await c.wait_persisted(receipt)  # routed too
+            assert (await trio.to_thread.run_sync(_stored, pg_table))[elsewhere] == b"persisted"
             # Errors a routed call meets are the local ones, raised before any request.
             with pytest.raises(TypeError, match="value must be bytes"):
                 await b.put("a-5", "text")  # type: ignore[arg-type]
@@ -268,8 +282,7 @@ async def test_a_killed_instances_partitions_are_taken_over_and_nothing_is_lost(
     name = "killed"
     expected = {f"child-{i}": b"c%d" % i for i in range(120)}
     with trio.fail_after(180):
-        async with open_cache(_config(nats_cluster, pg_table, tmp_path / "a", name,
-                                      flush_interval=3600.0)) as a:
+        async with open_cache(_config(nats_cluster, pg_table, tmp_path / "a", name)) as a:
             child = subprocess.Popen(
                 [sys.executable, "-c", CHILD, nats_cluster.servers, name, str(PARTITIONS),
                  str(TTL), *pg_table, str(tmp_path / "child")],
