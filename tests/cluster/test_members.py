@@ -333,3 +333,59 @@ async def test_membership_sees_members_come_and_go(nats_cluster: NatsCluster) ->
             assert await b.read() == {"a", "b"}
             await trio.sleep(1.5 + 0.3 + 0.1)
             assert await b.read() == {"b"}
+
+
+ZOMBIE = CHILD.replace("await trio.sleep_forever()", """while True:
+                await trio.sleep(0.5)
+                print(cache.status.value, flush=True)""")
+
+
+async def test_a_paused_instance_is_taken_over_and_its_return_loses_nothing(
+    nats_cluster: NatsCluster, pg_table: tuple[str, str], tmp_path: Path,
+) -> None:
+    # SIGSTOP past its leases: the survivor takes its partitions over while its routing
+    # subscriptions still exist on the server; SIGCONT: it finds its leases gone.
+    name = "paused"
+    expected: dict[str, bytes | None] = {f"child-{i}": b"c%d" % i for i in range(120)}
+    with trio.fail_after(180):
+        async with open_cache(_config(nats_cluster, pg_table, tmp_path / "a", name)) as a:
+            child = subprocess.Popen(
+                [sys.executable, "-c", ZOMBIE, nats_cluster.servers, name, str(PARTITIONS),
+                 str(TTL), *pg_table, str(tmp_path / "child")],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+            try:
+                line = await trio.to_thread.run_sync(child.stdout.readline)  # type: ignore[union-attr]
+                share = set(json.loads(line))
+                os.kill(child.pid, signal.SIGSTOP)
+                paused = trio.current_time()
+                # Reads are asked again until the survivor took the partitions over.
+                assert await a.get_many(list(expected)) == expected
+                log.warning("a paused instance's %d partitions served by the survivor %.2fs "
+                            "after SIGSTOP (ttl %.1fs)", len(share),
+                            trio.current_time() - paused, TTL)
+                assert set(a.cluster_view().hosted) == set(range(PARTITIONS))
+                during = {k: b"during" for k in (f"d-{i}" for i in range(400))
+                          if shard_of(k, PARTITIONS) in share}
+                await a.put_many(during)
+                expected.update(during)
+                os.kill(child.pid, signal.SIGCONT)
+                # It finds its leases taken over; what it does then (restart its shards
+                # and wait, or stop with TooManyRestarts when it lost more than
+                # max_restarts of them) must not cost any acknowledged write.
+                with trio.move_on_after(3 * TTL):
+                    while child.poll() is None:
+                        await trio.to_thread.run_sync(
+                            child.stdout.readline, abandon_on_cancel=True)  # type: ignore[union-attr]
+                log.warning("after SIGCONT the paused instance %s",
+                            "is running" if child.poll() is None
+                            else f"exited with {child.returncode}")
+                await a.put("after", b"resumed")
+                expected["after"] = b"resumed"
+                assert await a.get_many(list(expected)) == expected
+            finally:
+                if child.poll() is None:
+                    os.kill(child.pid, signal.SIGKILL)
+                await trio.to_thread.run_sync(child.wait)
+    stored = _stored(pg_table)
+    assert {k: stored.get(k) for k in expected} == expected
