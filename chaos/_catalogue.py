@@ -14,7 +14,7 @@ import attrs
 
 AREAS = (
     "journal", "scan", "shard-core", "shard", "store-actor", "sqlite", "postgres", "cache",
-    "recover",
+    "recover", "cluster",
 )
 
 
@@ -28,7 +28,9 @@ class Mutant:
     find: str
     replace: str
     rule: str
-    needs: str | None = None  # "postgres": only with a PostgreSQL --store
+    # "postgres": only with a PostgreSQL --store; "cluster": only the cluster suite (several
+    # members on NATS) can reach it, the smoke suite runs one single-process cache
+    needs: str | None = None
 
     def apply(self, source: str) -> str:
         """The mutated source; ``ValueError`` unless ``find`` occurs exactly once."""
@@ -411,6 +413,27 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="        return tuple(superseded)",
         rule="records PostgreSQL refused for good are reported to the shard (quarantined), "
         "not counted as landed",
+    ),
+    # -- the cluster ------------------------------------------------------------------------
+    # Fencing is only exercised when a partition changes owner while the old owner still
+    # flushes: not by the smoke suite (one process, unfenced batches), so these are skipped
+    # by `chaos mutants` until the cluster suite runs them. The store-level and runtime
+    # tests (tests/test_store_fencing.py, tests/postgres/test_postgres_fencing.py) kill both.
+    Mutant(
+        name="store-fence-accepts-older-epoch",
+        area="cluster", file=_SQLTEXT, needs="cluster",
+        find='        f"WHEN excluded.epoch > {table}_fences.epoch THEN excluded.epoch "',
+        replace='        f"WHEN excluded.epoch IS NOT NULL THEN excluded.epoch "',
+        rule="the store refuses a batch from a partition epoch older than the newest it "
+        "recorded (a paused former owner's late flush), on SQLite and PostgreSQL alike",
+    ),
+    Mutant(
+        name="shard-flushes-unfenced-in-cluster",
+        area="cluster", file=_SHARD, needs="cluster",
+        find="fence = Fence(self.shard, epoch) if self._epochs.fences else None",
+        replace="fence = None",
+        rule="in cluster mode every batch carries its partition's epoch, so the store can "
+        "refuse a former owner's",
     ),
     # -- the cache --------------------------------------------------------------------------
     Mutant(

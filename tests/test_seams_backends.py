@@ -35,6 +35,11 @@ class CountingJournal:
 class Counter:
     """Epochs from a counter of our own (a lease, in a cluster)."""
 
+    fences = False
+
+    def fenced(self, shard: int, epoch: int) -> None:
+        raise AssertionError("a source that does not fence is never told of a fence")
+
     def __init__(self, start: int) -> None:
         self.taken: list[int] = []
         self._next = start

@@ -48,7 +48,11 @@ class EpochOverflow(WritebehindError):
 class LeaseEpochs:
     """One member's partition leases, as the :class:`~writebehind._core._epochs.EpochSource`
     of a cache whose shards are the cluster's partitions. Start :meth:`run` (the renew loop)
-    beside the cache; ``monotonic`` must be the clock the leases were sent on."""
+    beside the cache; ``monotonic`` must be the clock the leases were sent on. Its epochs
+    are fences: every batch of partition ``p`` carries ``(p, epoch)`` and the store refuses
+    one older than the newest it saw (a zombie's, after a take-over)."""
+
+    fences = True
 
     def __init__(self, leases: PartitionLeases, *,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -121,6 +125,18 @@ class LeaseEpochs:
 
     def may_acknowledge(self, partition: int, epoch: int) -> bool:
         return self._monotonic() < self.acknowledge_until(partition, epoch)
+
+    def fenced(self, shard: int, epoch: int) -> None:
+        """The store refused a batch of partition ``shard`` from ``epoch``: a member with a
+        newer epoch took it. Forget the lease as a refused renewal would (unless a newer
+        incarnation of ours retook it meanwhile): the journal stops acknowledging it, and
+        the next :meth:`take_epoch` acquires it afresh, waiting while the other holds it."""
+        held = self._held.get(shard)
+        if held is not None and held.epoch <= epoch:
+            del self._held[shard]
+            self.lost += 1
+            log.warning("partition %d: the store refused epoch %d's batch; another member "
+                        "holds the partition now", shard, epoch)
 
     def now(self) -> float:
         return self._monotonic()

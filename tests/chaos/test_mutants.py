@@ -42,8 +42,9 @@ def test_the_catalogue_is_large_named_uniquely_and_covers_every_area() -> None:
     for m in MUTANTS:
         # Mutants break the runtime, never the harness that judges it.
         assert m.file.startswith("actors/"), m.file
-        assert m.rule.strip() and m.needs in (None, "postgres")
+        assert m.rule.strip() and m.needs in (None, "postgres", "cluster")
         assert (m.needs == "postgres") == (m.area == "postgres"), m.name
+        assert (m.needs == "cluster") == (m.area == "cluster"), m.name
     # Both stores, the journal, recovery and the tools are all under test.
     files = {m.file for m in MUTANTS}
     for path in ("actors/_journal/_journal.py", "actors/_journal/_codec.py",
@@ -118,3 +119,13 @@ def test_fail_fast_stops_the_suite_at_the_first_failing_sub_run() -> None:
     assert [run.ok for run in report.runs][-1] is False
     assert sum(not run.ok for run in report.runs) == 1
     assert report.seconds < 60
+
+
+def test_cluster_mutants_are_skipped_by_the_smoke_suite_runner_saying_why() -> None:
+    from writebehind.chaos._mutants import needs_skip
+
+    cluster = [m for m in MUTANTS if m.area == "cluster"]
+    assert cluster
+    for m in cluster:
+        reason = needs_skip(m, "postgresql://x@h/db")
+        assert reason is not None and "cluster suite" in reason, m.name
