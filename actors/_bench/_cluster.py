@@ -1,0 +1,267 @@
+"""``writebehind bench --cluster``: cluster mode side by side with its limits (issue 14).
+
+One run starts its own three-node NATS cluster (``nats-server`` on loopback ports, stores in
+a temporary directory, ``sync_interval: always``), then measures, one cell after another on
+the same machine:
+
+- the limit: a raw JetStream publish-ack loop through the same trio bridge
+  (``_cluster/_bridge.py``), 64 concurrent publishers, on a stream of 1 and of 3 replicas,
+  each measured right before the cache cell it is compared with (the machine's load drifts);
+- ``ack='replicated'`` with 1 and 3 replicas, 64 writers: a cache whose shards are
+  partitions journaled on the cluster's stream;
+- the local ``ack='fsync'`` on the same store, for scale;
+- with one writer, raw R3, replicated R3 and fsync (the latency of a lone put).
+
+Each cell reports acknowledged writes per second, p50/p99 per write (call to return) and the
+CPU time per acknowledged write: this process's (trio, the bridge's loop thread, the client)
+and the NATS servers' (all three, summed, from ``/proc``). The CPU figures are what say what
+N machines would do: on a 2-core machine scaling cannot be measured by adding instances.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._cluster._nodes import NatsCluster
+from .._core._config import Config
+from .._open import open_cache
+from ._latency import Latencies
+from ._workloads import WORKLOADS, key_chooser, value_pool
+
+#: Bytes per raw message: about one record frame of a 100-byte value and its key.
+RAW_PAYLOAD = b"r" * 128
+VALUE_BYTES = 100
+WRITERS = 64
+
+
+@attrs.frozen
+class ClusterCell:
+    """One measured cell. ``kind`` is ``raw`` (publish-ack loop), ``replicated``, ``fsync``,
+    ``routed`` or ``local``; ``replicas`` the stream's (None for the local journal)."""
+
+    kind: str
+    replicas: int | None
+    writers: int
+    seconds: float
+    acks: int
+    p50_ms: float
+    p99_ms: float
+    cpu_s: float  # this process
+    server_cpu_s: float  # every NATS server of the run, summed
+    leader_cpu_s: float  # the busiest one (the stream leader, which every publish goes to)
+
+    @property
+    def name(self) -> str:
+        where = "" if self.replicas is None else f" R{self.replicas}"
+        label = {"raw": "raw publish-ack loop", "replicated": "ack=replicated",
+                 "fsync": "ack=fsync (local file)", "routed": "routed put (non-owner)",
+                 "local": "local put (owner)"}[self.kind]
+        return f"{label}{where}"
+
+    @property
+    def acks_s(self) -> float:
+        return self.acks / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_ack(self) -> float:
+        return self.cpu_s / self.acks * 1e6 if self.acks else 0.0
+
+    @property
+    def server_cpu_us_per_ack(self) -> float:
+        return self.server_cpu_s / self.acks * 1e6 if self.acks else 0.0
+
+    @property
+    def leader_cpu_us_per_ack(self) -> float:
+        return self.leader_cpu_s / self.acks * 1e6 if self.acks else 0.0
+
+
+@attrs.define
+class ClusterRun:
+    """Everything one ``bench --cluster`` run measured."""
+
+    scale: str
+    seed: int
+    cell_seconds: float
+    nats_version: str = ""
+    partitions: int = 0
+    cells: list[ClusterCell] = attrs.field(factory=list)
+    #: Why a cell the issue asks for was not run (kind -> reason).
+    skipped: dict[str, str] = attrs.field(factory=dict)
+    wall_seconds: float = 0.0
+
+    def cell(self, kind: str, replicas: int | None, writers: int = WRITERS
+             ) -> ClusterCell | None:
+        return next((c for c in self.cells if (c.kind, c.replicas, c.writers)
+                     == (kind, replicas, writers)), None)
+
+
+class _Clock:
+    """Process and server CPU over one timed window."""
+
+    def __init__(self, cluster: NatsCluster) -> None:
+        self._cluster = cluster
+        self._began = time.perf_counter()
+        self._cpu = time.process_time()
+        self._servers = [n.cpu_seconds() for n in cluster.nodes]
+
+    def stop(self) -> tuple[float, float, float, float]:
+        """(wall seconds, process CPU, servers' CPU summed, the busiest server's CPU)."""
+        elapsed = time.perf_counter() - self._began
+        cpu = time.process_time() - self._cpu
+        spent = [n.cpu_seconds() - before
+                 for n, before in zip(self._cluster.nodes, self._servers, strict=True)]
+        return elapsed, cpu, sum(spent), max(spent, default=0.0)
+
+
+async def _writers(count: int, seconds: float, one: Callable[[int, int], Awaitable[None]],
+                   cluster: NatsCluster) -> tuple[Latencies, int, tuple[float, ...]]:
+    """Run ``one(writer, n)`` in ``count`` tasks until ``seconds`` passed; each returns when
+    its write was acknowledged."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def writer(i: int) -> None:
+        n = 0
+        # At least one each, so a loaded machine still measures something.
+        while (start := time.perf_counter()) < deadline or not n:
+            await one(i, n)
+            samples.append(time.perf_counter() - start)
+            n += 1
+
+    clock = _Clock(cluster)
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(writer, i)
+    figures = clock.stop()
+    lat = Latencies()
+    for s in samples:
+        lat.record(s)
+    return lat, len(samples), figures
+
+
+def _cell(kind: str, replicas: int | None, writers: int, lat: Latencies, acks: int,
+          figures: tuple[float, ...]) -> ClusterCell:
+    elapsed, cpu, servers, leader = figures
+    return ClusterCell(kind, replicas, writers, elapsed, acks, lat.percentile_ms(50),
+                       lat.percentile_ms(99), cpu, servers, leader)
+
+
+async def raw_publish_loop(cluster: NatsCluster, replicas: int, writers: int,
+                           seconds: float) -> ClusterCell:
+    """The limit: ``writers`` tasks each publishing 128-byte messages to a stream of
+    ``replicas`` and awaiting each publish-ack, through the cache's own bridge."""
+    from .._cluster._bridge import connect
+
+    name = f"BENCH_RAW_R{replicas}_{writers}"
+    async with connect(cluster.servers, name="writebehind bench") as conn:
+        try:
+            await conn.run(conn.js.delete_stream, name)
+        except Exception:
+            pass
+        await conn.run(conn.js.add_stream, name=name, subjects=[f"{name}.>"],
+                       num_replicas=replicas)
+        publish = conn.js.publish
+
+        async def one(i: int, n: int) -> None:
+            await conn.run(publish, f"{name}.{i}", RAW_PAYLOAD, stream=name)
+
+        await _writers(writers, min(0.5, seconds), one, cluster)  # warm-up
+        lat, acks, figures = await _writers(writers, seconds, one, cluster)
+        await conn.run(conn.js.delete_stream, name)
+    return _cell("raw", replicas, writers, lat, acks, figures)
+
+
+async def cache_cell(cluster: NatsCluster, config: Config, writers: int, seconds: float,
+                     seed: int) -> ClusterCell:
+    """``writers`` tasks putting uniform keys with 100-byte values into a cache on
+    ``config``; the cache's start and final flush are outside the window."""
+    rngs = [random.Random(seed * 1_000_003 + i) for i in range(writers)]
+    choosers = [key_chooser(WORKLOADS["uniform"], rng) for rng in rngs]
+    pools = [value_pool(rng, VALUE_BYTES) for rng in rngs]
+    async with open_cache(config) as cache:
+        put = cache.put
+
+        async def one(i: int, n: int) -> None:
+            await put(choosers[i](), pools[i][n & 63])
+
+        lat, acks, figures = await _writers(writers, seconds, one, cluster)
+        await cache.flush()
+    kind = "fsync" if config.cluster is None else "replicated"
+    return _cell(kind, config.replicas if config.cluster else None, writers, lat, acks,
+                 figures)
+
+
+Step = tuple[str, Callable[[], Any]]
+
+
+def plan(run: ClusterRun, cluster: NatsCluster, root: Path, *, tiny: bool) -> list[Step]:
+    """The run as named steps (the progress bar counts them)."""
+    seconds, seed = run.cell_seconds, run.seed
+    steps: list[Step] = []
+    store = f"sqlite:///{(root / 'store.db').resolve()}"
+    counter = iter(range(1, 1000))
+
+    def config(replicas: int | None) -> Config:
+        index = next(counter)
+        if replicas is None:
+            return Config(store=store, store_table=f"bench_fsync_{index}",
+                          journal_dir=root / f"journal-{index}", ack="fsync", seed=seed)
+        # A stream and bucket of their own per cell: the replicas are the stream's.
+        return Config(store=store, store_table=f"bench_repl_{index}",
+                      journal_dir=root / f"journal-{index}", ack="replicated", seed=seed,
+                      cluster=cluster.servers, cluster_name=f"bench{index}",
+                      replicas=replicas)
+
+    def add(label: str, fn: Callable[[], Awaitable[ClusterCell]]) -> None:
+        steps.append((label, lambda: run.cells.append(trio.run(fn))))
+
+    def raw(writers: int, replicas: int) -> Callable[[], Awaitable[ClusterCell]]:
+        return lambda: raw_publish_loop(cluster, replicas, writers, seconds)
+
+    def cache(writers: int, replicas: int | None) -> Callable[[], Awaitable[ClusterCell]]:
+        return lambda: cache_cell(cluster, config(replicas), writers, seconds, seed)
+
+    # Each cache cell right after the raw loop it is compared with.
+    shapes = [(WRITERS, 1), (WRITERS, 3)] + ([] if tiny else [(1, 3)])
+    for writers, replicas in shapes:
+        add(f"raw publish-ack R{replicas}, {writers}w", raw(writers, replicas))
+        add(f"ack=replicated R{replicas}, {writers}w", cache(writers, replicas))
+    for writers in (WRITERS,) if tiny else (WRITERS, 1):
+        add(f"ack=fsync, {writers}w", cache(writers, None))
+    run.partitions = Config().shards
+    run.skipped["routed"] = (
+        "routing is not built (specs/cluster.md): a put on a non-owner cannot reach the owner "
+        "yet, so there is no routed put to time against a local one")
+    return steps
+
+
+def start_cluster(binary: Path, root: Path) -> NatsCluster:
+    """Three routed JetStream servers on free loopback ports, fsyncing every write."""
+    cluster = NatsCluster.create(binary, root / "nats", sync_always=True, name="wbbench")
+    try:
+        cluster.start()
+    except BaseException:
+        for node in cluster.nodes:
+            node.kill()
+        raise
+    return cluster
+
+
+def server_version(cluster: NatsCluster) -> str:
+    try:
+        return str(cluster.nodes[0].monitor("varz").get("version", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def temporary_root(parent: Path) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="writebehind-bench-cluster-", dir=parent))

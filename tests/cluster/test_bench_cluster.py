@@ -1,0 +1,72 @@
+"""``writebehind bench --cluster`` runs end to end (tiny scale) and writes well-formed JSON:
+the plumbing, never timings (those are the spec's, from full runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from writebehind._bench._cluster import ClusterCell, ClusterRun
+from writebehind._bench._cluster_report import scaling, targets
+from writebehind._cli import main
+
+
+def test_a_tiny_cluster_run_measures_every_cell_and_leaves_nothing(
+    tmp_path: Path, nats_binary: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    work = tmp_path / "work"
+    code = main(["bench", "--cluster", "--tiny", "--json", str(out), "--dir", str(work),
+                 "--nats-server", str(nats_binary)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["scale"] == "tiny" and data["nats_version"].startswith("2.")
+    cells = {(c["kind"], c["replicas"], c["writers"]) for c in data["cells"]}
+    assert cells == {("raw", 1, 64), ("replicated", 1, 64), ("raw", 3, 64),
+                     ("replicated", 3, 64), ("fsync", None, 64)}
+    for cell in data["cells"]:
+        assert cell["acks"] >= cell["writers"], cell
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"], cell
+        assert cell["cpu_us_per_ack"] > 0 and math.isfinite(cell["acks_s"]), cell
+        # The servers work for the cluster cells and not for the local journal's.
+        if cell["kind"] == "fsync":
+            assert cell["server_cpu_s"] < 0.05, cell
+        else:
+            assert cell["server_cpu_s"] > 0, cell
+    verdicts = [t["verdict"] for t in data["targets"]]
+    assert verdicts[:2] in (["PASS", "PASS"], ["PASS", "MISS"], ["MISS", "PASS"],
+                            ["MISS", "MISS"])
+    assert verdicts[2] == "NOT MEASURED" and "routed" in data["skipped"]
+    assert any("limits" in line for line in data["scaling"])
+    assert list(work.iterdir()) == []  # servers' stores and the SQLite file are gone
+
+
+def _cell(kind: str, replicas: int | None, acks: int, p50: float = 1.0) -> ClusterCell:
+    return ClusterCell(kind, replicas, 64 if kind != "routed" and kind != "local" else 1,
+                       1.0, acks, p50, 2 * p50, acks * 30e-6, acks * 60e-6, acks * 25e-6)
+
+
+def test_targets_compare_each_replicated_cell_with_its_own_raw_loop() -> None:
+    run = ClusterRun("tiny", 1, 1.0, cells=[
+        _cell("raw", 1, 10_000), _cell("replicated", 1, 4_000),
+        _cell("raw", 3, 8_000), _cell("replicated", 3, 4_000),
+    ])
+    r1, r3, routed = targets(run)
+    assert r1.measured == pytest.approx(0.4) and r1.verdict == "MISS"
+    assert r3.measured == pytest.approx(0.5) and r3.verdict == "PASS"
+    assert routed.verdict == "NOT MEASURED"
+    run.cells += [_cell("local", 3, 100, p50=1.0), _cell("routed", 3, 100, p50=2.5)]
+    assert targets(run)[2].measured == pytest.approx(2.5)
+    assert targets(run)[2].verdict == "MISS"
+
+
+def test_scaling_states_the_cost_per_write_it_was_given() -> None:
+    run = ClusterRun("tiny", 1, 1.0, cells=[_cell("replicated", 3, 1000)])
+    text = " ".join(scaling(run))
+    # 30 µs of this process and 60 µs of the servers per write; 25 of them on the leader.
+    assert "30.0 µs of this process's CPU and 60.0 µs of the NATS servers'" in text
+    assert "40,000 acks/s per core the leader can use" in text
+    assert scaling(ClusterRun("tiny", 1, 1.0)) == []
