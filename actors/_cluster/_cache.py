@@ -71,7 +71,8 @@ async def serve_cluster_cache(
             partitions=config.shards,
         ))
         cache = Cache(config, seams or Seams(), attachments,
-                      open_journal=member.open_journal, epochs=member.epochs)
+                      open_journal=member.open_journal, epochs=member.epochs,
+                      cluster_statistics=member.statistics)
         await cache._serve(task_status)
 
 

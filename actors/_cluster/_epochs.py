@@ -29,6 +29,7 @@ import trio
 from .._core._errors import WritebehindError
 from .._core._partition_lease import HeldLease
 from .._core._routing import EPOCH_SHIFT
+from .._core._stats import PartitionLeaseStatistics
 from ._lease import PartitionHeld, PartitionLeases, PartitionLost
 
 log = logging.getLogger("writebehind")
@@ -58,6 +59,7 @@ class LeaseEpochs:
         self._monotonic = monotonic
         self._wall = wall
         self.acquired = 0  # leases acquired (take-overs included) or retaken
+        self.take_overs = 0  # acquisitions of another member's lapsed lease
         self.renewals = 0
         self.lost = 0  # renewals refused: another member took the partition
 
@@ -97,6 +99,10 @@ class LeaseEpochs:
                 )
             self._held[shard] = new
             self.acquired += 1
+            if new.taken_from is not None:
+                self.take_overs += 1
+                log.info("partition %d: took over %r's lapsed lease with epoch %d", shard,
+                         new.taken_from, new.epoch)
             return new.epoch
 
     # -- what the journal asks -----------------------------------------------------------
@@ -125,6 +131,17 @@ class LeaseEpochs:
     def held(self) -> dict[int, HeldLease]:
         """The leases held now, by partition (a copy)."""
         return dict(self._held)
+
+    def lease_statistics(self) -> tuple[PartitionLeaseStatistics, ...]:
+        """The leases held now, by partition, with their epochs and remaining time."""
+        now = self._monotonic()
+        return tuple(
+            PartitionLeaseStatistics(
+                partition=p, epoch=h.epoch, expires_in=h.sent + h.ttl - now,
+                acknowledge_for=h.acknowledge_until() - now,
+            )
+            for p, h in sorted(self._held.items())
+        )
 
     # -- renewing and releasing ----------------------------------------------------------
 

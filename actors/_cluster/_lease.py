@@ -153,7 +153,7 @@ class PartitionLeases:
             raise PartitionLost(f"partition {partition}: another member wrote its lease "
                                 f"first ({exc.description})") from None
         return HeldLease(partition, epoch=decision.epoch, revision=revision, sent=sent,
-                         ttl=self.ttl, drift=self.drift)
+                         ttl=self.ttl, drift=self.drift, taken_from=decision.taken_from)
 
     async def renew(self, held: HeldLease) -> HeldLease:
         """Extend the lease by a compare-and-set on ``held.revision``; raises

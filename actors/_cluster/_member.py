@@ -18,6 +18,8 @@ import attrs
 import trio
 
 from .._core._partition_lease import DRIFT_MARGIN, LEASE_TTL, RENEW_EVERY
+from .._core._partitions import assign, owned_by
+from .._core._stats import ClusterStatistics
 from .._journal._backend import OpenJournal
 from ._bridge import NatsConnection
 from ._epochs import LeaseEpochs
@@ -35,6 +37,27 @@ class Member:
     conn: NatsConnection
     epochs: LeaseEpochs
     open_journal: OpenJournal
+    cluster: str = ""
+    partitions: int | None = None  # the cluster's number, when the member was told it
+
+    @property
+    def name(self) -> str:
+        return self.epochs.leases.member
+
+    def statistics(self) -> ClusterStatistics:
+        """This member's view, for ``Cache.statistics().cluster``. There is no membership
+        yet: the live members it knows of are itself, and the assignment over them gives it
+        every partition."""
+        leases = self.epochs.lease_statistics()
+        count = self.partitions if self.partitions is not None else len(leases)
+        members = (self.name,)
+        return ClusterStatistics(
+            cluster=self.cluster, member=self.name, members=members, partitions=count,
+            assigned=tuple(sorted(owned_by(assign(count, members), self.name))),
+            leases=leases, acquisitions=self.epochs.acquired,
+            take_overs=self.epochs.take_overs, renewals=self.epochs.renewals,
+            losses=self.epochs.lost,
+        )
 
 
 @asynccontextmanager
@@ -57,6 +80,7 @@ async def open_member(
     async with trio.open_nursery() as nursery:
         await nursery.start(epochs.run)
         yield Member(conn, epochs,
-                     replicated_journals(conn, cluster, epochs, timeout=publish_timeout))
+                     replicated_journals(conn, cluster, epochs, timeout=publish_timeout),
+                     cluster=cluster, partitions=partitions)
         await epochs.release_all()
         nursery.cancel_scope.cancel()

@@ -113,6 +113,39 @@ class StoreStatistics:
 
 
 @attrs.frozen(kw_only=True)
+class PartitionLeaseStatistics:
+    """A partition lease this cluster member holds. Times are seconds from the snapshot, on
+    this member's monotonic clock."""
+
+    partition: int
+    epoch: int  # the fencing token: one more than the partition's previous owner's
+    expires_in: float  # until the lease ends unless renewed
+    acknowledge_for: float  # until it stops acknowledging: ``expires_in`` less the drift margin
+
+
+@attrs.frozen(kw_only=True)
+class ClusterStatistics:
+    """A cluster member's view (``Config.cluster``): ``CacheStatistics.cluster``. Counters
+    are over the member's life."""
+
+    cluster: str  # Config.cluster_name
+    member: str  # this member's name in the leases (host:pid:random)
+    members: tuple[str, ...]  # the live members it knows of, itself included
+    partitions: int  # the cluster's number of partitions
+    assigned: tuple[int, ...]  # the partitions the assignment gives this member
+    leases: tuple[PartitionLeaseStatistics, ...]  # the leases it holds, by partition
+    acquisitions: int = 0  # leases acquired or retaken (each a new epoch)
+    take_overs: int = 0  # acquisitions of a lease another member let lapse (it died or hung)
+    renewals: int = 0
+    losses: int = 0  # renewals refused: another member took the partition
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partitions whose lease this member holds."""
+        return tuple(lease.partition for lease in self.leases)
+
+
+@attrs.frozen(kw_only=True)
 class CacheStatistics:
     """The whole cache at one instant."""
 
@@ -131,6 +164,7 @@ class CacheStatistics:
     store: str = ""  # Config.store with any password masked
     store_table: str = ""
     uptime: float = 0.0  # seconds since the cache started running (0 before)
+    cluster: ClusterStatistics | None = None  # None: a single process (no Config.cluster)
 
     @property
     def unpersisted(self) -> int:

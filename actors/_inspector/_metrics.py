@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import (
 
 from .._core._addresses import dial_netloc, is_loopback
 from .._core._errors import ConfigError, describe
-from .._core._stats import CacheStatistics, LatencyStatistics
+from .._core._stats import CacheStatistics, ClusterStatistics, LatencyStatistics
 from ._http import ConnectionBound, connection_cap, parse_head, read_head, respond
 
 if TYPE_CHECKING:
@@ -151,14 +151,18 @@ def families(stats: CacheStatistics | None) -> list[Metric]:
         unit="seconds",
     )
     mailbox = gauge("store_mailbox_depth", "Batches waiting for a store actor.")
+    cluster = _cluster_families(gauge, counter)
     result: list[Metric] = [
         running, acked, ack_latency, flush_batches, flush_latency, flush_failures, store_tx,
         store_rows, store_errors, refused, quarantined, entries, dirty, unpersisted, inflight,
         oldest, evictions, journal_bytes, journal_segments, sequence, lag, restarts,
         actor_running, alerts, waits, overloaded, recovered, recovery_seconds, mailbox,
+        *cluster.values(),
     ]
     if stats is None:
         return result
+    if stats.cluster is not None:
+        _cluster_samples(cluster, stats.cluster)
 
     running.add_metric([], 1 if stats.status == "running" else 0)
     acked.add_metric([stats.ack], stats.ack_latency.count)
@@ -198,6 +202,53 @@ def families(stats: CacheStatistics | None) -> list[Metric]:
         restarts.add_metric([st.name], st.restarts)
         actor_running.add_metric([st.name], 1 if st.status == "running" else 0)
     return result
+
+
+def _cluster_families(gauge: Any, counter: Any) -> dict[str, Any]:
+    """The cluster member's metric families (samples only in cluster mode)."""
+    partition = ["partition"]
+    return {
+        "info": gauge("cluster_member", "1, labelled with the cluster's name and this "
+                      "member's name in its leases.", ["cluster", "member"]),
+        "members": gauge("cluster_members", "Live cluster members this member knows of, "
+                         "itself included."),
+        "partitions": gauge("cluster_partitions", "The cluster's number of partitions."),
+        "assigned": gauge("cluster_assigned_partitions",
+                          "Partitions the assignment gives this member."),
+        "owned": gauge("cluster_owned_partitions",
+                       "Partitions whose lease this member holds."),
+        "epoch": gauge("partition_epoch", "The epoch (fencing token) this member holds a "
+                       "partition's lease with.", partition),
+        "expiry": gauge("partition_lease_expiry_seconds", "Seconds until a held partition "
+                        "lease ends unless renewed.", partition, unit="seconds"),
+        "acknowledge": gauge("partition_acknowledge_seconds", "Seconds this member may still "
+                             "acknowledge a partition's writes (the lease's expiry less the "
+                             "clock-drift margin).", partition, unit="seconds"),
+        "acquisitions": counter("lease_acquisitions", "Partition leases this member acquired "
+                                "or retook, each with a new epoch."),
+        "take_overs": counter("lease_take_overs", "Acquisitions of a lease another member "
+                              "let lapse without releasing it (it died or hung)."),
+        "renewals": counter("lease_renewals", "Partition lease renewals that succeeded."),
+        "losses": counter("lease_losses", "Renewals refused: another member took the "
+                          "partition."),
+    }
+
+
+def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> None:
+    family["info"].add_metric([cluster.cluster, cluster.member], 1)
+    family["members"].add_metric([], len(cluster.members))
+    family["partitions"].add_metric([], cluster.partitions)
+    family["assigned"].add_metric([], len(cluster.assigned))
+    family["owned"].add_metric([], len(cluster.leases))
+    for lease in cluster.leases:
+        label = [str(lease.partition)]
+        family["epoch"].add_metric(label, lease.epoch)
+        family["expiry"].add_metric(label, max(0.0, lease.expires_in))
+        family["acknowledge"].add_metric(label, max(0.0, lease.acknowledge_for))
+    family["acquisitions"].add_metric([], cluster.acquisitions)
+    family["take_overs"].add_metric([], cluster.take_overs)
+    family["renewals"].add_metric([], cluster.renewals)
+    family["losses"].add_metric([], cluster.losses)
 
 
 def _buckets(latency: LatencyStatistics) -> tuple[list[tuple[str, float]], float]:

@@ -143,6 +143,22 @@ def cache_of(stats: CacheStatistics | None) -> Message:
     }
 
 
+def cluster_of(stats: CacheStatistics | None) -> Message | None:
+    """The cluster member's view (``CacheStatistics.cluster``); None for a single process or
+    no cache."""
+    cluster = None if stats is None else stats.cluster
+    if cluster is None:
+        return None
+    return {
+        "cluster": cluster.cluster, "member": cluster.member, "members": list(cluster.members),
+        "partitions": cluster.partitions, "assigned": list(cluster.assigned),
+        "owned": list(cluster.owned),
+        "leases": [attrs.asdict(lease) for lease in cluster.leases],
+        "acquisitions": cluster.acquisitions, "take_overs": cluster.take_overs,
+        "renewals": cluster.renewals, "losses": cluster.losses,
+    }
+
+
 def state_message(
     kind: str,
     stats: CacheStatistics | None,
@@ -160,6 +176,7 @@ def state_message(
     message: Message = {
         "type": kind, "protocol": PROTOCOL_VERSION, "seq": seq, "time": now,
         "wall_time": wall_time, "cache": cache_of(stats), "actors": actors_of(stats),
+        "cluster": cluster_of(stats),
         "rates": None if rates is None else dict(rates),
     }
     if kind == "snapshot":

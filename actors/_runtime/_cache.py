@@ -42,6 +42,7 @@ from .._core._stats import (
     KEPT_EVENTS,
     CacheEvent,
     CacheStatistics,
+    ClusterStatistics,
     LatencyRecorder,
     LatencyStatistics,
 )
@@ -91,10 +92,13 @@ class Cache:
         *,
         open_journal: OpenJournal | None = None,
         epochs: EpochSource | None = None,
+        cluster_statistics: Callable[[], ClusterStatistics] | None = None,
     ) -> None:
         """``open_journal`` gives each shard its journals (default: files under
         ``Config.journal_dir``), ``epochs`` its incarnations' epochs (default: the store's
-        counter): the seams a cluster mode plugs its replicated log and its lease into."""
+        counter): the seams a cluster mode plugs its replicated log and its lease into.
+        ``cluster_statistics`` is the cluster member's snapshot, passed through as
+        ``statistics().cluster`` (None: a single process)."""
         self.config = config
         self._attachments = tuple(attachments)
         self._seams = seams
@@ -119,6 +123,7 @@ class Cache:
         self._set_limits(store_limits(config.store))  # refined from the store itself at start
         self._max_value_bytes = config.max_value_bytes
         self._epochs: EpochSource = epochs or StoreEpochs(self._reader_call)
+        self._cluster_statistics = cluster_statistics
         journals = open_journal or file_journals(config, seams.filesystem)
         self._shards = [
             ShardActor(
@@ -371,6 +376,7 @@ class Cache:
             store=mask_url(self.config.store),
             store_table=self.config.store_table,
             uptime=0.0 if self._running_since is None else self._now() - self._running_since,
+            cluster=None if self._cluster_statistics is None else self._cluster_statistics(),
         )
 
     def quarantined(self) -> list[tuple[str, int, str]]:
