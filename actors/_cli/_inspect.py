@@ -149,14 +149,15 @@ def cluster_parts(state: Mapping[str, Any]) -> list[Text]:
     leases = cluster.get("leases") or []
     epochs = sorted(int(lease["epoch"]) for lease in leases)
     window = min((float(lease["acknowledge_for"]) for lease in leases), default=None)
-    members = cluster.get("members") or []
     parts = [
         Text.assemble(("cluster ", "bold"), f"{cluster.get('cluster', '?')}"),
         Text(f"member {cluster.get('member', '?')}"),
-        Text(f"members {len(members)}"),
-        Text(f"partitions owned {len(leases)}/assigned {len(cluster.get('assigned') or [])}"
+        Text(f"live {len(cluster.get('live') or [])}"),
+        Text(f"partitions hosted {len(cluster.get('hosted') or [])}"
              f"/{_cell(cluster.get('partitions'))}"),
     ]
+    if cluster.get("starting"):
+        parts.append(Text(f"starting {len(cluster['starting'])}", style="yellow"))
     if epochs:
         parts.append(Text("epoch " + (f"{epochs[0]}" if epochs[0] == epochs[-1]
                                       else f"{epochs[0]}-{epochs[-1]}")))
@@ -164,8 +165,8 @@ def cluster_parts(state: Mapping[str, Any]) -> list[Text]:
         # The least time any held lease leaves it to acknowledge: near 0, renewals fail.
         parts.append(Text.assemble(("acks for ", "dim"), (f"{max(0.0, window):.1f}s",
                                    "bold" if window > 1.0 else "bold red")))
-    for name, label in (("take_overs", "take-overs"), ("losses", "losses"),
-                        ("renewals", "renewals")):
+    for name, label in (("takeovers", "take-overs"), ("handovers", "hand-overs"),
+                        ("losses", "losses"), ("routed_served", "routed in")):
         parts.append(Text(f"{label} {_cell(cluster.get(name))}"))
     return parts
 

@@ -4,9 +4,9 @@ needs to run its shards as the cluster's partitions (partition = shard id).
     async with connect(servers) as conn, open_member(conn, "orders", "host-a") as member:
         cache = Cache(config, seams, open_journal=member.open_journal, epochs=member.epochs)
 
-``writebehind.open_cache(Config(cluster=...))`` builds one (``_cluster/_cache.py``). There is
-no membership yet (this member takes every partition its shards cover, waiting out other
-holders' leases) and no routing; see ``specs/cluster.md``.
+``writebehind.open_cache(Config(cluster=...))`` builds one (``_cluster/_cache.py``) and adds
+its :class:`~writebehind._cluster._hosting.Hosting` (membership, the partitions it hosts,
+routing); :meth:`Member.view` is the snapshot statistics show. See ``specs/cluster.md``.
 """
 
 from __future__ import annotations
@@ -18,25 +18,26 @@ import attrs
 import trio
 
 from .._core._partition_lease import DRIFT_MARGIN, LEASE_TTL, RENEW_EVERY
-from .._core._partitions import assign, owned_by
 from .._core._stats import ClusterStatistics
 from .._journal._backend import OpenJournal
 from ._bridge import NatsConnection
 from ._epochs import LeaseEpochs
+from ._hosting import Hosting
 from ._journal import open_stream
 from ._lease import PartitionLeases
 from ._replicated import replicated_journals
 from ._status import lease_bucket
 
 
-@attrs.frozen
+@attrs.define
 class Member:
     """A member's connection, its partition leases (the ``EpochSource``) and its journal
-    factory (the ``OpenJournal``)."""
+    factory (the ``OpenJournal``); ``hosting`` once a cache runs on it."""
 
     conn: NatsConnection
     epochs: LeaseEpochs
     open_journal: OpenJournal
+    hosting: Hosting | None = None
     cluster: str = ""
     partitions: int | None = None  # the cluster's number, when the member was told it
 
@@ -44,19 +45,28 @@ class Member:
     def name(self) -> str:
         return self.epochs.leases.member
 
-    def statistics(self) -> ClusterStatistics:
-        """This member's view, for ``Cache.statistics().cluster``. There is no membership
-        yet: the live members it knows of are itself, and the assignment over them gives it
-        every partition."""
+    def view(self) -> ClusterStatistics:
+        """A frozen snapshot for ``Cache.statistics().cluster`` (the cache's ``cluster_view``):
+        live members, the partitions hosted here and starting, the leases held with their
+        epochs and remaining time, and the counters. Before a :class:`Hosting` runs on this
+        member (a cache given its seams directly hosts every shard itself) the live members
+        are itself and the hosted partitions those it holds a lease on."""
         leases = self.epochs.lease_statistics()
-        count = self.partitions if self.partitions is not None else len(leases)
-        members = (self.name,)
-        return ClusterStatistics(
-            cluster=self.cluster, member=self.name, members=members, partitions=count,
-            assigned=tuple(sorted(owned_by(assign(count, members), self.name))),
-            leases=leases, acquisitions=self.epochs.acquired,
-            take_overs=self.epochs.take_overs, renewals=self.epochs.renewals,
-            losses=self.epochs.lost,
+        epochs = self.epochs
+        stats = ClusterStatistics(
+            cluster=self.cluster, member=self.name, live=(self.name,), leases=leases,
+            partitions=self.partitions if self.partitions is not None else len(leases),
+            hosted=tuple(lease.partition for lease in leases),
+            acquisitions=epochs.acquired, takeovers=epochs.leases.takeovers,
+            renewals=epochs.renewals, losses=epochs.lost,
+        )
+        if self.hosting is None:
+            return stats
+        view = self.hosting.view()
+        return attrs.evolve(
+            stats, live=view.live, hosted=view.hosted, starting=view.starting,
+            handovers=view.handovers, routed_served=view.routed_served,
+            routed_refused=view.routed_refused,
         )
 
 

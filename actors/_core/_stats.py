@@ -130,19 +130,29 @@ class ClusterStatistics:
 
     cluster: str  # Config.cluster_name
     member: str  # this member's name in the leases (host:pid:random)
-    members: tuple[str, ...]  # the live members it knows of, itself included
+    live: tuple[str, ...]  # the live members as last read, itself included
     partitions: int  # the cluster's number of partitions
-    assigned: tuple[int, ...]  # the partitions the assignment gives this member
+    hosted: tuple[int, ...]  # partitions served here now
     leases: tuple[PartitionLeaseStatistics, ...]  # the leases it holds, by partition
+    # Partitions the assignment gives this member that wait for their lease or replay.
+    starting: tuple[int, ...] = ()
     acquisitions: int = 0  # leases acquired or retaken (each a new epoch)
-    take_overs: int = 0  # acquisitions of a lease another member let lapse (it died or hung)
+    takeovers: int = 0  # acquisitions of a lease another member let lapse (it died or hung)
+    handovers: int = 0  # partitions handed over to another member (a join, a graceful leave)
     renewals: int = 0
     losses: int = 0  # renewals refused: another member took the partition
+    routed_served: int = 0  # calls routed here by other members, answered
+    routed_refused: int = 0  # routed calls answered "not serving here"
 
     @property
     def owned(self) -> tuple[int, ...]:
         """The partitions whose lease this member holds."""
         return tuple(lease.partition for lease in self.leases)
+
+    @property
+    def assigned(self) -> tuple[int, ...]:
+        """The partitions the assignment gives this member: hosted or starting."""
+        return tuple(sorted({*self.hosted, *self.starting}))
 
 
 @attrs.frozen(kw_only=True)

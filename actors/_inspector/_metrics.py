@@ -210,11 +210,12 @@ def _cluster_families(gauge: Any, counter: Any) -> dict[str, Any]:
     return {
         "info": gauge("cluster_member", "1, labelled with the cluster's name and this "
                       "member's name in its leases.", ["cluster", "member"]),
-        "members": gauge("cluster_members", "Live cluster members this member knows of, "
-                         "itself included."),
+        "live": gauge("cluster_live_members", "Live cluster members as this member last "
+                      "read them, itself included."),
         "partitions": gauge("cluster_partitions", "The cluster's number of partitions."),
-        "assigned": gauge("cluster_assigned_partitions",
-                          "Partitions the assignment gives this member."),
+        "hosted": gauge("cluster_hosted_partitions", "Partitions served by this member now."),
+        "starting": gauge("cluster_starting_partitions", "Partitions assigned to this member "
+                          "that wait for their lease or replay."),
         "owned": gauge("cluster_owned_partitions",
                        "Partitions whose lease this member holds."),
         "epoch": gauge("partition_epoch", "The epoch (fencing token) this member holds a "
@@ -226,19 +227,25 @@ def _cluster_families(gauge: Any, counter: Any) -> dict[str, Any]:
                              "clock-drift margin).", partition, unit="seconds"),
         "acquisitions": counter("lease_acquisitions", "Partition leases this member acquired "
                                 "or retook, each with a new epoch."),
-        "take_overs": counter("lease_take_overs", "Acquisitions of a lease another member "
-                              "let lapse without releasing it (it died or hung)."),
+        "takeovers": counter("lease_takeovers", "Acquisitions of a lease another member let "
+                             "lapse without releasing it (it died or hung)."),
+        "handovers": counter("partition_handovers", "Partitions this member handed over to "
+                             "another (a join, a graceful leave)."),
         "renewals": counter("lease_renewals", "Partition lease renewals that succeeded."),
         "losses": counter("lease_losses", "Renewals refused: another member took the "
                           "partition."),
+        "served": counter("routed_calls_served", "Calls other members routed here, answered."),
+        "refused": counter("routed_calls_refused", "Routed calls answered 'not serving here' "
+                           "(the partition moved; the caller asks again)."),
     }
 
 
 def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> None:
     family["info"].add_metric([cluster.cluster, cluster.member], 1)
-    family["members"].add_metric([], len(cluster.members))
+    family["live"].add_metric([], len(cluster.live))
     family["partitions"].add_metric([], cluster.partitions)
-    family["assigned"].add_metric([], len(cluster.assigned))
+    family["hosted"].add_metric([], len(cluster.hosted))
+    family["starting"].add_metric([], len(cluster.starting))
     family["owned"].add_metric([], len(cluster.leases))
     for lease in cluster.leases:
         label = [str(lease.partition)]
@@ -246,9 +253,12 @@ def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> N
         family["expiry"].add_metric(label, max(0.0, lease.expires_in))
         family["acknowledge"].add_metric(label, max(0.0, lease.acknowledge_for))
     family["acquisitions"].add_metric([], cluster.acquisitions)
-    family["take_overs"].add_metric([], cluster.take_overs)
+    family["takeovers"].add_metric([], cluster.takeovers)
+    family["handovers"].add_metric([], cluster.handovers)
     family["renewals"].add_metric([], cluster.renewals)
     family["losses"].add_metric([], cluster.losses)
+    family["served"].add_metric([], cluster.routed_served)
+    family["refused"].add_metric([], cluster.routed_refused)
 
 
 def _buckets(latency: LatencyStatistics) -> tuple[list[tuple[str, float]], float]:

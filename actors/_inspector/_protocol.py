@@ -150,12 +150,14 @@ def cluster_of(stats: CacheStatistics | None) -> Message | None:
     if cluster is None:
         return None
     return {
-        "cluster": cluster.cluster, "member": cluster.member, "members": list(cluster.members),
-        "partitions": cluster.partitions, "assigned": list(cluster.assigned),
-        "owned": list(cluster.owned),
+        "cluster": cluster.cluster, "member": cluster.member, "live": list(cluster.live),
+        "partitions": cluster.partitions, "hosted": list(cluster.hosted),
+        "starting": list(cluster.starting), "owned": list(cluster.owned),
         "leases": [attrs.asdict(lease) for lease in cluster.leases],
-        "acquisitions": cluster.acquisitions, "take_overs": cluster.take_overs,
-        "renewals": cluster.renewals, "losses": cluster.losses,
+        "acquisitions": cluster.acquisitions, "takeovers": cluster.takeovers,
+        "handovers": cluster.handovers, "renewals": cluster.renewals,
+        "losses": cluster.losses, "routed_served": cluster.routed_served,
+        "routed_refused": cluster.routed_refused,
     }
 
 

@@ -38,11 +38,11 @@ async def test_open_cache_reports_its_member_leases_and_epochs(
             stats = cache.statistics().cluster
             assert isinstance(stats, ClusterStatistics)
             assert stats.cluster == "stats1" and stats.partitions == SHARDS
-            assert stats.members == (stats.member,)
-            assert stats.assigned == stats.owned == tuple(range(SHARDS))
+            assert stats.live == (stats.member,)
+            assert stats.hosted == stats.owned == tuple(range(SHARDS)) and stats.starting == ()
             # A new cluster: each partition's first acquisition, epoch 1, nobody taken over.
             assert [lease.epoch for lease in stats.leases] == [1] * SHARDS
-            assert stats.acquisitions == SHARDS and stats.take_overs == 0
+            assert stats.acquisitions == SHARDS and stats.takeovers == 0
             assert stats.losses == 0
             for lease in stats.leases:
                 # Renewed every 0.6 s of a 3 s lease, stopping 0.6 s before its end.
@@ -66,25 +66,25 @@ async def test_a_take_over_and_a_hand_over_are_counted_apart(
                     async with trio.open_nursery() as nursery:
                         cache1 = Cache(config, Seams(), epochs=m1.epochs,
                                        open_journal=m1.open_journal,
-                                       cluster_statistics=m1.statistics)
+                                       cluster_view=m1.view)
                         await nursery.start(cache1._serve)
                         await cache1.put("k", b"v1")
                         first = cache1.statistics().cluster
                         crash.cancel()  # no drain, no release
                         await trio.lowlevel.checkpoint()
-            assert first is not None and first.take_overs == 0
+            assert first is not None and first.takeovers == 0
 
             # -- the next takes each lapsed lease over, with a newer epoch -----------------
             async with open_member(conn, "stats2", "b", **LEASES) as m2:
                 async with trio.open_nursery() as nursery:
                     cache2 = Cache(config, Seams(), epochs=m2.epochs,
                                    open_journal=m2.open_journal,
-                                   cluster_statistics=m2.statistics)
+                                   cluster_view=m2.view)
                     await nursery.start(cache2._serve)
                     assert await cache2.get("k") == b"v1"
                     second = cache2.statistics().cluster
                     assert second is not None and second.member == "b"
-                    assert second.take_overs == second.acquisitions == SHARDS
+                    assert second.takeovers == second.acquisitions == SHARDS
                     assert [lease.epoch for lease in second.leases] == [
                         lease.epoch + 1 for lease in first.leases]
                     await cache2.aclose()  # drains; open_member then releases the leases
@@ -94,11 +94,11 @@ async def test_a_take_over_and_a_hand_over_are_counted_apart(
                 async with trio.open_nursery() as nursery:
                     cache3 = Cache(config, Seams(), epochs=m3.epochs,
                                    open_journal=m3.open_journal,
-                                   cluster_statistics=m3.statistics)
+                                   cluster_view=m3.view)
                     await nursery.start(cache3._serve)
                     third = cache3.statistics().cluster
                     assert third is not None
-                    assert third.acquisitions == SHARDS and third.take_overs == 0
+                    assert third.acquisitions == SHARDS and third.takeovers == 0
                     assert [lease.epoch for lease in third.leases] == [
                         lease.epoch + 1 for lease in second.leases]
 

@@ -192,8 +192,9 @@ async def test_a_cluster_member_shows_its_partitions_leases_and_counters(
     """The cluster panel follows the member's snapshot (a stand-in for a live member: the
     three-node tests check the snapshot itself); a single process never shows it."""
     view = [ClusterStatistics(
-        cluster="orders", member="host-a:12:ab", members=("host-a:12:ab", "host-b:7:cd"),
-        partitions=4, assigned=(0, 2), acquisitions=2, take_overs=1, renewals=7, losses=0,
+        cluster="orders", member="host-a:12:ab", live=("host-a:12:ab", "host-b:7:cd"),
+        partitions=4, hosted=(0,), starting=(2,), acquisitions=2, takeovers=1, renewals=7,
+        losses=0,
         leases=(PartitionLeaseStatistics(partition=0, epoch=5, expires_in=8.5,
                                          acknowledge_for=6.5),),
     )]
@@ -201,7 +202,7 @@ async def test_a_cluster_member_shows_its_partitions_leases_and_counters(
     seams = Seams(store_factory=MemoryStore().factory, filesystem=SimulatedFileSystem(7))
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            cache = Cache(config, seams, cluster_statistics=lambda: view[0])
+            cache = Cache(config, seams, cluster_view=lambda: view[0])
             await nursery.start(cache._serve)
             server = await nursery.start(serve_inspector, cache, "127.0.0.1", 0)
             async with open_page(server.page_url, tmp_path / "profile") as page:
@@ -209,11 +210,11 @@ async def test_a_cluster_member_shows_its_partitions_leases_and_counters(
                 await poll(page, "!document.getElementById('cluster').hidden")
                 assert await page.evaluate(LEASES) == [["0", "5", "8.5 s", "6.5 s"]]
                 shown = await page.evaluate(
-                    "['k-cluster', 'k-member', 'k-members', 'k-partitions', 'k-take_overs']"
-                    ".map(id => document.getElementById(id).textContent)")
-                assert shown == ["orders", "host-a:12:ab", "2", "1 / 2 / 4", "1"]
+                    "['k-cluster', 'k-member', 'k-live', 'k-partitions', 'k-starting', "
+                    "'k-takeovers'].map(id => document.getElementById(id).textContent)")
+                assert shown == ["orders", "host-a:12:ab", "2", "1 / 4", "2", "1"]
                 # A take-over of partition 2 arrives with the next state.
-                view[0] = attrs.evolve(view[0], take_overs=2, leases=(
+                view[0] = attrs.evolve(view[0], takeovers=2, hosted=(0, 2), starting=(), leases=(
                     *view[0].leases, PartitionLeaseStatistics(
                         partition=2, epoch=3, expires_in=9.0, acknowledge_for=0.5)))
                 await poll(page, f"JSON.stringify({LEASES}) === "
@@ -224,7 +225,9 @@ async def test_a_cluster_member_shows_its_partitions_leases_and_counters(
                     "document.querySelector('#leases tr[data-partition=\"2\"] td:last-child')"
                     ".className") == "short"
                 assert await page.evaluate(
-                    "document.getElementById('k-take_overs').textContent") == "2"
+                    "['k-partitions', 'k-starting', 'k-takeovers']"
+                    ".map(id => document.getElementById(id).textContent)"
+                ) == ["2 / 4", "none", "2"]
                 assert page.exceptions == []
             nursery.cancel_scope.cancel()
 

@@ -164,14 +164,16 @@ def test_a_cluster_member_gets_a_header_line_of_its_partitions_and_leases() -> N
     console.print(render(state, [], height=40, width=160))
     assert "cluster " not in console.export_text()  # a single process: no such line
     state["cluster"] = {
-        "cluster": "orders", "member": "host-a:12:ab", "members": ["host-a:12:ab", "b:7:cd"],
-        "partitions": 4, "assigned": [0, 2, 3], "owned": [0, 2],
+        "cluster": "orders", "member": "host-a:12:ab", "live": ["host-a:12:ab", "b:7:cd"],
+        "partitions": 4, "hosted": [0, 2], "starting": [3], "owned": [0, 2],
         "leases": [{"partition": 0, "epoch": 5, "expires_in": 8.5, "acknowledge_for": 6.5},
                    {"partition": 2, "epoch": 1, "expires_in": 2.0, "acknowledge_for": 0.25}],
-        "acquisitions": 3, "take_overs": 1, "renewals": 40, "losses": 0,
+        "acquisitions": 3, "takeovers": 1, "handovers": 2, "renewals": 40, "losses": 0,
+        "routed_served": 9, "routed_refused": 1,
     }
     console = Console(file=io.StringIO(), width=160, height=40, record=True)
     console.print(render(state, [], height=40, width=160))
     text = console.export_text()
-    assert ("cluster orders  member host-a:12:ab  members 2  partitions owned 2/assigned 3/4  "
-            "epoch 1-5  acks for 0.2s  take-overs 1  losses 0  renewals 40") in text
+    assert ("cluster orders  member host-a:12:ab  live 2  partitions hosted 2/4  starting 1  "
+            "epoch 1-5  acks for 0.2s  take-overs 1  hand-overs 2  losses 0  routed in 9"
+            ) in text

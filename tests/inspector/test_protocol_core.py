@@ -180,13 +180,14 @@ def test_a_detached_inspector_shows_no_actors() -> None:
 
 def cluster_view() -> ClusterStatistics:
     return ClusterStatistics(
-        cluster="orders", member="host-a:12:ab", members=("host-a:12:ab", "host-b:7:cd"),
-        partitions=4, assigned=(0, 2, 3),
+        cluster="orders", member="host-a:12:ab", live=("host-a:12:ab", "host-b:7:cd"),
+        partitions=4, hosted=(0, 2), starting=(3,),
         leases=(PartitionLeaseStatistics(partition=0, epoch=5, expires_in=8.5,
                                          acknowledge_for=6.5),
                 PartitionLeaseStatistics(partition=2, epoch=1, expires_in=9.0,
                                          acknowledge_for=7.0)),
-        acquisitions=3, take_overs=1, renewals=40, losses=0,
+        acquisitions=3, takeovers=1, handovers=2, renewals=40, losses=0, routed_served=9,
+        routed_refused=1,
     )
 
 
@@ -196,14 +197,16 @@ def test_a_single_process_state_has_no_cluster_part_and_a_member_has_one() -> No
     json.dumps(message, allow_nan=False)
     assert message["cluster"] == {
         "cluster": "orders", "member": "host-a:12:ab",
-        "members": ["host-a:12:ab", "host-b:7:cd"], "partitions": 4, "assigned": [0, 2, 3],
-        "owned": [0, 2],
+        "live": ["host-a:12:ab", "host-b:7:cd"], "partitions": 4, "hosted": [0, 2],
+        "starting": [3], "owned": [0, 2],
         "leases": [
             {"partition": 0, "epoch": 5, "expires_in": 8.5, "acknowledge_for": 6.5},
             {"partition": 2, "epoch": 1, "expires_in": 9.0, "acknowledge_for": 7.0},
         ],
-        "acquisitions": 3, "take_overs": 1, "renewals": 40, "losses": 0,
+        "acquisitions": 3, "takeovers": 1, "handovers": 2, "renewals": 40, "losses": 0,
+        "routed_served": 9, "routed_refused": 1,
     }
+    assert cluster_view().assigned == (0, 2, 3)
 
 
 def test_event_details_are_cut_to_a_bound() -> None:
