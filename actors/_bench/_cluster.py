@@ -10,7 +10,10 @@ the same machine:
 - ``ack='replicated'`` with 1 and 3 replicas, 64 writers: a cache whose shards are
   partitions journaled on the cluster's stream;
 - the local ``ack='fsync'`` on the same store, for scale;
-- with one writer, raw R3, replicated R3 and fsync (the latency of a lone put).
+- with one writer, raw R3, replicated R3 and fsync (the latency of a lone put);
+- a routed put (on an instance that does not host the key's partition, so it goes to the
+  owner over NATS request/reply) against a local one: two instances of one cluster in this
+  process, one writer on the first, rounds alternating.
 
 Each cell reports acknowledged writes per second, p50/p99 per write (call to return) and the
 CPU time per acknowledged write: this process's (trio, the bridge's loop thread, the client)
@@ -23,7 +26,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ import trio
 from .._cluster._nodes import NatsCluster
 from .._core._config import Config
 from .._open import open_cache
+from .._runtime._cache import Cache
 from ._latency import Latencies
 from ._workloads import WORKLOADS, key_chooser, value_pool
 
@@ -199,6 +203,73 @@ async def cache_cell(cluster: NatsCluster, config: Config, writers: int, seconds
                  figures)
 
 
+#: Partitions of the routed-put cell: enough that two members each host some.
+ROUTED_PARTITIONS = 8
+#: Interleaved rounds of local and routed puts, so both see the same machine.
+ROUTED_ROUNDS = 4
+
+
+async def _settled(caches: Sequence[Cache], partitions: int, timeout: float) -> None:
+    """Wait until every cache sees all of them live, none is still starting a partition,
+    and between them they host every partition once."""
+    with trio.fail_after(timeout):
+        while True:
+            views = [c.cluster_view() for c in caches]
+            if all(v is not None for v in views):
+                names = {v.member for v in views if v is not None}
+                hosted = [p for v in views if v is not None for p in v.hosted]
+                if all(v is not None and set(v.live) == names and not v.starting
+                       for v in views) and sorted(hosted) == list(range(partitions)):
+                    return
+            await trio.sleep(0.05)
+
+
+async def routed_cells(cluster: NatsCluster, config: Config, seconds: float, seed: int
+                       ) -> tuple[ClusterCell, ClusterCell] | str:
+    """A routed put (on an instance that does not own the key's partition: one NATS
+    request/reply to the owner) against a local one, one writer, two instances of one
+    cluster in this process; rounds alternate so both see the same machine. Returns the
+    (local, routed) cells, or why they could not be measured."""
+    from .._core._routing import shard_of
+
+    partitions = config.shards
+    values = value_pool(random.Random(seed), VALUE_BYTES)
+    async with open_cache(config) as a, open_cache(config) as b:
+        await _settled([a, b], partitions, timeout=60)
+        view = a.cluster_view()
+        assert view is not None
+        here = set(view.hosted)
+        if not here or len(here) == partitions:
+            return f"one instance hosts every partition ({sorted(here)} of {partitions})"
+        keys = [f"route-{i:07d}" for i in range(100_000)]
+        local_keys = [k for k in keys if shard_of(k, partitions) in here]
+        routed_keys = [k for k in keys if shard_of(k, partitions) not in here]
+        found: dict[str, list[Any]] = {"local": [], "routed": []}
+        for _ in range(ROUTED_ROUNDS):
+            for kind, pool in (("local", local_keys), ("routed", routed_keys)):
+                rng = random.Random(seed + len(found[kind]))
+
+                async def one(i: int, n: int, pool: list[str] = pool,
+                              rng: random.Random = rng) -> None:
+                    await a.put(pool[rng.randrange(len(pool))], values[n & 63])
+
+                found[kind].append(await _writers(1, seconds / ROUTED_ROUNDS, one, cluster))
+        # What the other instance answered: the routed puts reached it.
+        other = b.cluster_view()
+        assert other is not None and other.routed_served > 0
+    cells = []
+    for kind in ("local", "routed"):
+        lat = Latencies()
+        acks = 0
+        totals = [0.0, 0.0, 0.0, 0.0]
+        for part_lat, part_acks, figures in found[kind]:
+            lat.merge(part_lat)
+            acks += part_acks
+            totals = [t + f for t, f in zip(totals, figures, strict=True)]
+        cells.append(_cell(kind, config.replicas, 1, lat, acks, tuple(totals)))
+    return cells[0], cells[1]
+
+
 Step = tuple[str, Callable[[], Any]]
 
 
@@ -236,10 +307,21 @@ def plan(run: ClusterRun, cluster: NatsCluster, root: Path, *, tiny: bool) -> li
         add(f"ack=replicated R{replicas}, {writers}w", cache(writers, replicas))
     for writers in (WRITERS,) if tiny else (WRITERS, 1):
         add(f"ack=fsync, {writers}w", cache(writers, None))
+
+    def routed() -> None:
+        index = next(counter)
+        config = Config(store=store, store_table=f"bench_route_{index}",
+                        journal_dir=root / f"journal-{index}", ack="replicated", seed=seed,
+                        cluster=cluster.servers, cluster_name=f"bench{index}", replicas=3,
+                        partitions=ROUTED_PARTITIONS, lease_ttl=10.0)
+        found = trio.run(routed_cells, cluster, config, seconds, seed)
+        if isinstance(found, str):
+            run.skipped["routed"] = found
+        else:
+            run.cells.extend(found)
+
+    steps.append(("routed vs local put, 1w", routed))
     run.partitions = Config().shards
-    run.skipped["routed"] = (
-        "routing is not built (specs/cluster.md): a put on a non-owner cannot reach the owner "
-        "yet, so there is no routed put to time against a local one")
     return steps
 
 

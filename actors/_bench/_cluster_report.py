@@ -85,7 +85,9 @@ def tables(run: ClusterRun) -> list[Table]:
         "xRaw: acks/s over the raw publish-ack loop with the same replicas and writers, "
         "measured right before (R3 for the local fsync cell); latencies per write, call to "
         "return; CPU per acknowledged write: this process (trio, the bridge's loop thread, "
-        "nats-py) and the three NATS servers summed (max: the busiest one)")
+        "nats-py) and the three NATS servers summed (max: the busiest one); the local and "
+        "routed put cells run two instances of one cluster in this process (both counted), "
+        "8 partitions, alternating rounds, puts on the first instance")
     cells.add_column("cell")
     for name in ("writers", "acks/s", "xRaw", "p50 ms", "p99 ms", "CPU µs/ack",
                  "NATS CPU µs/ack", "(max)"):

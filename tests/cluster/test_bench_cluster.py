@@ -25,8 +25,16 @@ def test_a_tiny_cluster_run_measures_every_cell_and_leaves_nothing(
     data = json.loads(out.read_text())
     assert data["scale"] == "tiny" and data["nats_version"].startswith("2.")
     cells = {(c["kind"], c["replicas"], c["writers"]) for c in data["cells"]}
-    assert cells == {("raw", 1, 64), ("replicated", 1, 64), ("raw", 3, 64),
-                     ("replicated", 3, 64), ("fsync", None, 64)}
+    measured = {("raw", 1, 64), ("replicated", 1, 64), ("raw", 3, 64), ("replicated", 3, 64),
+                ("fsync", None, 64)}
+    # The routed cell needs each of its two instances to host a partition: rendezvous over
+    # two random member names gives one all 8 with probability 1/128; then it says so.
+    routed = {("local", 3, 1), ("routed", 3, 1)}
+    if "routed" in data["skipped"]:
+        assert "hosts every partition" in data["skipped"]["routed"]
+    else:
+        measured |= routed
+    assert cells == measured
     for cell in data["cells"]:
         assert cell["acks"] >= cell["writers"], cell
         assert 0 < cell["p50_ms"] <= cell["p99_ms"], cell
@@ -37,9 +45,9 @@ def test_a_tiny_cluster_run_measures_every_cell_and_leaves_nothing(
         else:
             assert cell["server_cpu_s"] > 0, cell
     verdicts = [t["verdict"] for t in data["targets"]]
-    assert verdicts[:2] in (["PASS", "PASS"], ["PASS", "MISS"], ["MISS", "PASS"],
-                            ["MISS", "MISS"])
-    assert verdicts[2] == "NOT MEASURED" and "routed" in data["skipped"]
+    assert all(v in ("PASS", "MISS") for v in verdicts[:2]), verdicts
+    assert verdicts[2] == ("NOT MEASURED" if "routed" in data["skipped"] else
+                           verdicts[2] if verdicts[2] in ("PASS", "MISS") else "PASS or MISS")
     assert any("limits" in line for line in data["scaling"])
     assert list(work.iterdir()) == []  # servers' stores and the SQLite file are gone
 
