@@ -101,9 +101,6 @@ class LeaseEpochs:
                 )
             self._held[shard] = new
             self.acquired += 1
-            if new.taken_from is not None:  # counted by the leases (``takeovers``)
-                log.info("partition %d: took over %r's lapsed lease with epoch %d", shard,
-                         new.taken_from, new.epoch)
             return new.epoch
 
     # -- what the journal asks -----------------------------------------------------------

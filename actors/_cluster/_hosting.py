@@ -49,6 +49,7 @@ class MemberView:
     lost: int  # leases found taken over at renewal
     routed_served: int  # routed calls answered here
     routed_refused: int  # routed calls answered "not serving"
+    routed_expired: int  # routed calls dropped: found past their caller's deadline
 
 
 @attrs.define
@@ -152,10 +153,17 @@ class Hosting:
             await state.stop.wait()
             # The hand-over: callers first stop reaching this member (they retry), then
             # the shard flushes, checkpoints and stops, then the lease goes.
+            began = trio.current_time()
             await self.server.stop_serving(partition)
+            unsubscribed = trio.current_time()
             await self._cache.unhost(partition)
+            unhosted = trio.current_time()
             await self.epochs.release(partition)
             self.handovers += 1
+            log.info("%s handed partition %d over in %.3fs (unsubscribe %.3fs, flush and "
+                     "stop %.3fs, release %.3fs)", self.member, partition,
+                     trio.current_time() - began, unsubscribed - began, unhosted - unsubscribed,
+                     trio.current_time() - unhosted)
         finally:
             del self._states[partition]
             if not self._states:
@@ -164,12 +172,14 @@ class Hosting:
     async def leave(self) -> None:
         """The graceful leave: stop renewing and delete this member's key (the others take
         its partitions over), then hand every partition over; returns once done."""
+        began = trio.current_time()
         self._heartbeat.cancel()
         self._loop.cancel()
         await self.membership.leave()
         for state in list(self._states.values()):
             self._give_up(state)
         await self._idle.wait()
+        log.info("%s left the cluster in %.3fs", self.member, trio.current_time() - began)
 
     def view(self) -> MemberView:
         serving = sorted(p for p, s in self._states.items() if s.serving)
@@ -186,4 +196,5 @@ class Hosting:
             lost=self.epochs.lost,
             routed_served=self.server.served,
             routed_refused=self.server.refused,
+            routed_expired=self.server.expired,
         )

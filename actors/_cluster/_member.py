@@ -66,7 +66,7 @@ class Member:
         return attrs.evolve(
             stats, live=view.live, hosted=view.hosted, starting=view.starting,
             handovers=view.handovers, routed_served=view.routed_served,
-            routed_refused=view.routed_refused,
+            routed_refused=view.routed_refused, routed_expired=view.routed_expired,
         )
 
 

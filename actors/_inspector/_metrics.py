@@ -237,6 +237,8 @@ def _cluster_families(gauge: Any, counter: Any) -> dict[str, Any]:
         "served": counter("routed_calls_served", "Calls other members routed here, answered."),
         "refused": counter("routed_calls_refused", "Routed calls answered 'not serving here' "
                            "(the partition moved; the caller asks again)."),
+        "expired": counter("routed_calls_expired", "Routed calls dropped unanswered: found "
+                           "past their caller's deadline (one buffered at a paused owner)."),
     }
 
 
@@ -259,6 +261,7 @@ def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> N
     family["losses"].add_metric([], cluster.losses)
     family["served"].add_metric([], cluster.routed_served)
     family["refused"].add_metric([], cluster.routed_refused)
+    family["expired"].add_metric([], cluster.routed_expired)
 
 
 def _buckets(latency: LatencyStatistics) -> tuple[list[tuple[str, float]], float]:
