@@ -61,6 +61,7 @@ class ClusterCell:
     cpu_s: float  # this process
     server_cpu_s: float  # every NATS server of the run, summed
     leader_cpu_s: float  # the busiest one (the stream leader, which every publish goes to)
+    messages: int | None = None  # stream messages published in the window (None: no stream)
 
     @property
     def name(self) -> str:
@@ -81,6 +82,11 @@ class ClusterCell:
     @property
     def server_cpu_us_per_ack(self) -> float:
         return self.server_cpu_s / self.acks * 1e6 if self.acks else 0.0
+
+    @property
+    def acks_per_message(self) -> float | None:
+        """Acknowledged writes per published message: the group commits' size."""
+        return self.acks / self.messages if self.messages else None
 
     @property
     def leader_cpu_us_per_ack(self) -> float:
@@ -152,10 +158,10 @@ async def _writers(count: int, seconds: float, one: Callable[[int, int], Awaitab
 
 
 def _cell(kind: str, replicas: int | None, writers: int, lat: Latencies, acks: int,
-          figures: tuple[float, ...]) -> ClusterCell:
+          figures: tuple[float, ...], messages: int | None = None) -> ClusterCell:
     elapsed, cpu, servers, leader = figures
     return ClusterCell(kind, replicas, writers, elapsed, acks, lat.percentile_ms(50),
-                       lat.percentile_ms(99), cpu, servers, leader)
+                       lat.percentile_ms(99), cpu, servers, leader, messages)
 
 
 async def raw_publish_loop(cluster: NatsCluster, replicas: int, writers: int,
@@ -180,7 +186,7 @@ async def raw_publish_loop(cluster: NatsCluster, replicas: int, writers: int,
         await _writers(writers, min(0.5, seconds), one, cluster)  # warm-up
         lat, acks, figures = await _writers(writers, seconds, one, cluster)
         await conn.run(conn.js.delete_stream, name)
-    return _cell("raw", replicas, writers, lat, acks, figures)
+    return _cell("raw", replicas, writers, lat, acks, figures, messages=acks)
 
 
 async def cache_cell(cluster: NatsCluster, config: Config, writers: int, seconds: float,
@@ -196,11 +202,27 @@ async def cache_cell(cluster: NatsCluster, config: Config, writers: int, seconds
         async def one(i: int, n: int) -> None:
             await put(choosers[i](), pools[i][n & 63])
 
+        before = await _published(cluster, config)
         lat, acks, figures = await _writers(writers, seconds, one, cluster)
+        after = await _published(cluster, config)
         await cache.flush()
     kind = "fsync" if config.cluster is None else "replicated"
+    messages = None if before is None or after is None else after - before
     return _cell(kind, config.replicas if config.cluster else None, writers, lat, acks,
-                 figures)
+                 figures, messages)
+
+
+async def _published(cluster: NatsCluster, config: Config) -> int | None:
+    """The journal stream's last sequence: every message the cache published so far (group
+    commits, fences); None for a local journal. Read on a connection of its own."""
+    if config.cluster is None:
+        return None
+    from .._cluster._bridge import connect
+    from .._cluster._journal import stream_name
+
+    async with connect(cluster.servers, name="writebehind bench") as conn:
+        info = await conn.run(conn.js.stream_info, stream_name(config.cluster_name))
+    return int(info.state.last_seq)
 
 
 #: Partitions of the routed-put cell: enough that two members each host some.

@@ -83,13 +83,14 @@ def tables(run: ClusterRun) -> list[Table]:
                         f"sync_interval: always, {run.partitions} partitions, seed {run.seed})")
     cells.caption = (
         "xRaw: acks/s over the raw publish-ack loop with the same replicas and writers, "
-        "measured right before (R3 for the local fsync cell); latencies per write, call to "
+        "measured right before (R3 for the local fsync cell); acks/msg: acknowledged writes "
+        "per message published to the stream (a group commit's size); latencies per write, call to "
         "return; CPU per acknowledged write: this process (trio, the bridge's loop thread, "
         "nats-py) and the three NATS servers summed (max: the busiest one); the local and "
         "routed put cells run two instances of one cluster in this process (both counted), "
         "8 partitions, alternating rounds, puts on the first instance")
     cells.add_column("cell")
-    for name in ("writers", "acks/s", "xRaw", "p50 ms", "p99 ms", "CPU µs/ack",
+    for name in ("writers", "acks/s", "xRaw", "acks/msg", "p50 ms", "p99 ms", "CPU µs/ack",
                  "NATS CPU µs/ack", "(max)"):
         cells.add_column(name, justify="right")
     for c in run.cells:
@@ -97,7 +98,7 @@ def tables(run: ClusterRun) -> list[Table]:
         cells.add_row(
             c.name, str(c.writers), _num(c.acks_s),
             _num(_ratio(c.acks_s, None if raw is None else raw.acks_s)),
-            _num(c.p50_ms), _num(c.p99_ms), _num(c.cpu_us_per_ack),
+            _num(c.acks_per_message), _num(c.p50_ms), _num(c.p99_ms), _num(c.cpu_us_per_ack),
             _num(c.server_cpu_us_per_ack), _num(c.leader_cpu_us_per_ack),
         )
 
@@ -130,6 +131,7 @@ def to_json(run: ClusterRun) -> dict[str, Any]:
         "wall_seconds": run.wall_seconds,
         "cells": [
             {**attrs.asdict(c), "name": c.name, "acks_s": c.acks_s,
+             "acks_per_message": c.acks_per_message,
              "cpu_us_per_ack": c.cpu_us_per_ack,
              "server_cpu_us_per_ack": c.server_cpu_us_per_ack,
              "leader_cpu_us_per_ack": c.leader_cpu_us_per_ack}
