@@ -105,6 +105,9 @@ class ClusterRun:
     cells: list[ClusterCell] = attrs.field(factory=list)
     #: Why a cell the issue asks for was not run (kind -> reason).
     skipped: dict[str, str] = attrs.field(factory=dict)
+    #: CPU seconds per second the three servers spend with no client writing (heartbeats,
+    #: Raft, timers): part of every cell's server figure, more of a slow cell's per write.
+    idle_server_cpu: float = 0.0
     wall_seconds: float = 0.0
 
     def cell(self, kind: str, replicas: int | None, writers: int = WRITERS
@@ -322,6 +325,14 @@ def plan(run: ClusterRun, cluster: NatsCluster, root: Path, *, tiny: bool) -> li
     def cache(writers: int, replicas: int | None) -> Callable[[], Awaitable[ClusterCell]]:
         return lambda: cache_cell(cluster, config(replicas), writers, seconds, seed)
 
+    def idle() -> None:
+        before = sum(n.cpu_seconds() for n in cluster.nodes)
+        began = time.perf_counter()
+        time.sleep(min(2.0, 4 * seconds))
+        spent = sum(n.cpu_seconds() for n in cluster.nodes) - before
+        run.idle_server_cpu = spent / (time.perf_counter() - began)
+
+    steps.append(("servers idle", idle))
     # Each cache cell right after the raw loop it is compared with.
     shapes = [(WRITERS, 1), (WRITERS, 3)] + ([] if tiny else [(1, 3)])
     for writers, replicas in shapes:

@@ -117,6 +117,9 @@ def tables(run: ClusterRun) -> list[Table]:
 def print_report(run: ClusterRun, console: Console) -> None:
     for table in tables(run):
         console.print(table)
+    console.print(f"the three NATS servers idle (no client writing) used "
+                  f"{run.idle_server_cpu * 1e3:.1f} ms of CPU per second: part of every "
+                  "cell's NATS figure, a larger part per write of the slower cells")
     for kind, reason in run.skipped.items():
         console.print(f"not measured ({kind}): {reason}")
     for line in scaling(run):
@@ -128,6 +131,7 @@ def to_json(run: ClusterRun) -> dict[str, Any]:
     return {
         "scale": run.scale, "seed": run.seed, "cell_seconds": run.cell_seconds,
         "nats_version": run.nats_version, "partitions": run.partitions,
+        "idle_server_cpu": run.idle_server_cpu,
         "wall_seconds": run.wall_seconds,
         "cells": [
             {**attrs.asdict(c), "name": c.name, "acks_s": c.acks_s,

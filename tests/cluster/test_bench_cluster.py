@@ -24,6 +24,7 @@ def test_a_tiny_cluster_run_measures_every_cell_and_leaves_nothing(
     assert code == 0
     data = json.loads(out.read_text())
     assert data["scale"] == "tiny" and data["nats_version"].startswith("2.")
+    assert data["idle_server_cpu"] >= 0
     cells = {(c["kind"], c["replicas"], c["writers"]) for c in data["cells"]}
     measured = {("raw", 1, 64), ("replicated", 1, 64), ("raw", 3, 64), ("replicated", 3, 64),
                 ("fsync", None, 64)}
