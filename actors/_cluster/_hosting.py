@@ -143,8 +143,14 @@ class Hosting:
         try:
             with state.scope:
                 await self._cache.host(partition)
-                await self.server.serve(partition)
-                state.serving = True
+                try:
+                    await self.server.serve(partition)
+                except nats.errors.Error as exc:
+                    # Give it up for now (its lease too); the next plan hosts it again.
+                    log.warning("%s: subscribing to partition %d's calls failed (%s); "
+                                "handing it back", self.member, partition, exc)
+                else:
+                    state.serving = True
             if not state.serving:
                 # Given up before it served: the lease may have been taken meanwhile.
                 await self._cache.unhost(partition)

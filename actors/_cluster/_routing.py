@@ -227,13 +227,16 @@ class PartitionServer:
         )
 
     async def stop_serving(self, partition: int) -> None:
-        """Unsubscribe from ``partition``'s subject (before its shard is handed over)."""
+        """Unsubscribe from ``partition``'s subject (before its shard is handed over).
+        Drained, not dropped: a request the server routed here before the unsubscription
+        is still answered (a plain unsubscribe discards it, and its caller would wait out
+        its deadline and hear that its write may or may not have happened)."""
         subscription = self._subscriptions.pop(partition, None)
         if subscription is None:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             try:
-                await self._conn.run(subscription.unsubscribe)
+                await self._conn.run(subscription.drain)
             except nats.errors.Error as exc:
                 log.warning("unsubscribing partition %d failed (%s)", partition, exc)
 

@@ -118,6 +118,14 @@ class ShardCrashed(WritebehindError):
     """The shard crashed while this write was in flight: it may or may not have happened."""
 
 
+class Relinquished(WritebehindError):
+    """Raised by an actor whose work is no longer its own (cluster mode: its partition's
+    lease lapsed, or a newer owner fenced its journal). The supervisor restarts it like a
+    crash but does not count it toward the restart intensity: losing many partitions at
+    once (a paused member) is not a crash loop, and the restart waits until the work comes
+    back (the partition's lease)."""
+
+
 class PartitionMoved(WritebehindError):
     """Cluster mode: the shard a call waited for was handed over to another member before
     the call did anything; retry it (it is routed to the new owner)."""
