@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from writebehind import Config, ConfigError, open_cache
-from writebehind._cluster._cache import ClusterUnavailable
+from writebehind._core._errors import ClusterUnavailable
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._stores._sqlite import SQLiteStore
 
