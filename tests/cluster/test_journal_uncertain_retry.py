@@ -79,8 +79,8 @@ async def test_a_retry_refused_after_its_first_copy_landed_returns_that_copy() -
     writer = journal(js)
     with trio.fail_after(10):
         seq = await writer.append([record(1)])
-    assert seq == 11 and writer.last == 11 and len(js.subject) == 1
-    assert await writer.append([record(2)]) == 12  # and the next append follows it
+        assert seq == 11 and writer.last == 11 and len(js.subject) == 1
+        assert await writer.append([record(2)]) == 12  # and the next append follows it
 
 
 async def test_a_retry_refused_after_a_newer_owners_fence_is_fenced() -> None:
