@@ -3,9 +3,8 @@
 One NATS connection (on its own asyncio loop thread), one member (the journal stream, the
 lease bucket and the renew loop) and a :class:`~writebehind._runtime._cache.Cache` whose
 shards are the cluster's partitions: their journals are the partitions' subjects, their
-epochs the partitions' leases. For now one instance owns every partition: a second live
-instance on the same store table is refused by the table's lease (``LeaseHeld``), and one on
-another table of the same cluster waits for partitions that never come free.
+epochs the partitions' leases. The store table's one-instance lease is not taken: the
+partition leases decide who writes which keys.
 """
 
 from __future__ import annotations
@@ -71,7 +70,8 @@ async def serve_cluster_cache(
             partitions=config.shards,
         ))
         cache = Cache(config, seams or Seams(), attachments,
-                      open_journal=member.open_journal, epochs=member.epochs)
+                      open_journal=member.open_journal, epochs=member.epochs,
+                      store_lease=False)
         await cache._serve(task_status)
 
 

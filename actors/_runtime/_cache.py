@@ -91,10 +91,13 @@ class Cache:
         *,
         open_journal: OpenJournal | None = None,
         epochs: EpochSource | None = None,
+        store_lease: bool = True,
     ) -> None:
         """``open_journal`` gives each shard its journals (default: files under
         ``Config.journal_dir``), ``epochs`` its incarnations' epochs (default: the store's
-        counter): the seams a cluster mode plugs its replicated log and its lease into."""
+        counter): the seams a cluster mode plugs its replicated log and its lease into.
+        ``store_lease=False`` skips the store table's one-instance lease: a cluster's
+        partition leases decide who writes which keys, so several instances share a table."""
         self.config = config
         self._attachments = tuple(attachments)
         self._seams = seams
@@ -105,6 +108,7 @@ class Cache:
         self._reader: Store | None = None
         self._reader_limiter = trio.CapacityLimiter(1)
         self._lease: LeaseKeeper | None = None  # a store that supports leases has one
+        self._store_lease = store_lease
         send, receive = trio.open_memory_channel[Outgoing](config.store_actors * 2)
         self._mailbox = send
         self._store_actors = [
@@ -548,7 +552,7 @@ class Cache:
             reader = self._seams.wrap_store(reader)
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
-        if hasattr(reader, "acquire_lease"):
+        if self._store_lease and hasattr(reader, "acquire_lease"):
             # One live instance per table, before anything is written to it (two would
             # overwrite each other's newer writes: the later epoch always wins).
             lease = LeaseKeeper(self._reader_call, self.config.store_table,
