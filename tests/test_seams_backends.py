@@ -35,6 +35,8 @@ class CountingJournal:
 class Counter:
     """Epochs from a counter of our own (a lease, in a cluster)."""
 
+    fences = False
+
     def __init__(self, start: int) -> None:
         self.taken: list[int] = []
         self._next = start

@@ -48,7 +48,11 @@ class EpochOverflow(WritebehindError):
 class LeaseEpochs:
     """One member's partition leases, as the :class:`~writebehind._core._epochs.EpochSource`
     of a cache whose shards are the cluster's partitions. Start :meth:`run` (the renew loop)
-    beside the cache; ``monotonic`` must be the clock the leases were sent on."""
+    beside the cache; ``monotonic`` must be the clock the leases were sent on. Its epochs
+    are fences: every batch of partition ``p`` carries ``(p, epoch)`` and the store refuses
+    one older than the newest it saw (a zombie's, after a take-over)."""
+
+    fences = True
 
     def __init__(self, leases: PartitionLeases, *,
                  monotonic: Callable[[], float] = time.monotonic,

@@ -5,7 +5,8 @@ takes a fresh epoch, above every epoch any earlier incarnation (of any shard, in
 writing the same table) took, so its versions are newer than anything journaled or stored.
 The store hands epochs out (``Store.take_epoch``, an atomic counter in its meta table); a
 cluster member takes them from the lease of the shard's partition instead
-(``_cluster/_epochs.py``), hence the shard argument. The shard actor knows only this.
+(``_cluster/_epochs.py``), hence the shard argument, and its epochs fence the store too
+(``fences``). The shard actor knows only this.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Protocol
 
 
 class EpochSource(Protocol):
-    """Hands out epochs, each above every one handed out before."""
+    """Hands out epochs, each above every one handed out before.
+
+    ``fences``: are the epochs a partition's fencing tokens (a cluster: epoch = the
+    partition lease's, shard = partition)? Then every batch a shard sends carries
+    ``(shard, epoch)`` and the store refuses one from an epoch older than the partition's
+    newest (``StoreFenced``). The store's own counter says no: one process owns the table.
+    """
+
+    fences: bool
 
     async def take_epoch(self, shard: int) -> int:
         """A new epoch for an incarnation of ``shard`` (an ``int`` greater than every

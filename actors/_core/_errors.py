@@ -6,7 +6,8 @@
   it is repaired and reported, see :class:`TornTail`).
 - The journal's own I/O: :class:`JournalFailed`, :class:`JournalLocked`, :class:`JournalFull`.
 - The store: :class:`StoreUnavailable`, :class:`StoreRejected`, :class:`SchemaMismatch`,
-  :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`.
+  :class:`LeaseHeld` (another instance owns the table), :class:`LeaseLost`,
+  :class:`StoreFenced` (a cluster partition's newer owner fenced this one out).
 - The runtime: :class:`ShardCrashed`, :class:`TooManyRestarts`.
 - A call writing many keys, part of which failed: :class:`PartiallyAcknowledged`.
 
@@ -94,6 +95,22 @@ class StoreUnavailable(StoreError):
 
 class StoreRejected(StoreError):
     """The store permanently refused one record: it goes to the quarantine."""
+
+
+class StoreFenced(StoreError):
+    """The store refused a whole batch: it carried a cluster partition's epoch older than
+    the one the store recorded for that partition, so a newer owner holds the partition.
+
+    Never retried and never quarantined: nothing of the batch was written, and the newer
+    owner replays those records from the partition's journal itself. The incarnation that
+    sent it stops (it is a zombie). ``partition``, ``epoch`` (the batch's) and ``current``
+    (the store's) say which."""
+
+    def __init__(self, message: str, *, partition: int, epoch: int, current: int) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.epoch = epoch
+        self.current = current
 
 
 class SchemaMismatch(StoreError):

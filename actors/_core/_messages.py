@@ -37,13 +37,24 @@ class Superseded:
 
 
 @attrs.frozen
+class Fence:
+    """A batch's fencing token in cluster mode: the store applies the batch only if
+    ``epoch`` is at least the newest epoch it recorded for ``partition`` (and records it)."""
+
+    partition: int
+    epoch: int
+
+
+@attrs.frozen
 class FlushBatch:
-    """Records a shard hands to a store actor, written in one transaction."""
+    """Records a shard hands to a store actor, written in one transaction; with a ``fence``
+    (cluster mode) only if the store's epoch check lets it through."""
 
     shard: int
     incarnation: int
     batch_id: int
     records: tuple[StoreRecord, ...]
+    fence: Fence | None = None
 
 
 @attrs.frozen
@@ -66,6 +77,16 @@ class StoreNack:
 
     batch_id: int
     reason: str
+
+
+@attrs.frozen
+class BatchFenced:
+    """The store refused the whole batch (nothing of it written): its partition has an owner
+    with a newer epoch. Not retried: the sending incarnation is a zombie and must stop."""
+
+    batch_id: int
+    reason: str
+    current: int  # the partition's epoch the store holds
 
 
 @attrs.frozen

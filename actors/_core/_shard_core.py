@@ -38,7 +38,7 @@ from typing import Protocol
 
 import attrs
 
-from ._messages import FlushBatch, Rejection, StoreRecord, Superseded
+from ._messages import Fence, FlushBatch, Rejection, StoreRecord, Superseded
 
 _COMPACT_AFTER = 4096
 
@@ -130,9 +130,11 @@ class ShardCore:
         max_entries: int,
         rng: random.Random,
         hold_until_durable: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         self.shard = shard
         self.incarnation = incarnation
+        self.fence = fence  # carried by every batch (cluster mode: the partition's epoch)
         self.policy = policy
         self.max_entries = max_entries
         self.rng = rng
@@ -379,7 +381,7 @@ class ShardCore:
         batch = tuple(records)
         self.inflight[batch_id] = InFlight(batch, oldest)
         self.inflight_records += len(batch)
-        return FlushBatch(self.shard, self.incarnation, batch_id, batch)
+        return FlushBatch(self.shard, self.incarnation, batch_id, batch, self.fence)
 
     def on_ack(
         self,

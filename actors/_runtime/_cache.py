@@ -552,6 +552,12 @@ class Cache:
             reader = self._seams.wrap_store(reader)
         await call_store(reader.blocking, self._reader_limiter, reader.connect)
         self._reader = reader
+        if self._epochs.fences and not hasattr(reader, "write_batch_fenced"):
+            raise ConfigError(
+                f"{reader!r} cannot fence batches by partition epoch (no write_batch_fenced), "
+                "which a cluster needs to refuse a former owner's late flushes; use a "
+                "PostgreSQL (or SQLite) store"
+            )
         if self._store_lease and hasattr(reader, "acquire_lease"):
             # One live instance per table, before anything is written to it (two would
             # overwrite each other's newer writes: the later epoch always wins).
@@ -652,7 +658,9 @@ class Cache:
 
 class StoreEpochs:
     """The single-process :class:`EpochSource`: the store's epoch counter, through the
-    cache's reader connection."""
+    cache's reader connection. Not fences: one process owns the table (its lease)."""
+
+    fences = False
 
     def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
         self._call = call

@@ -28,11 +28,14 @@ from .._core._errors import (
     JournalFull,
     Overloaded,
     ShardCrashed,
+    StoreFenced,
     StoreRejected,
     StoreUnavailable,
     describe,
 )
 from .._core._messages import (
+    BatchFenced,
+    Fence,
     FlushBatch,
     FlushRequest,
     Receipt,
@@ -98,6 +101,7 @@ class ShardActor:
         self._rng = rng
         self._incarnation = 0
         self._epoch = 0
+        self._fence: Fence | None = None  # cluster mode: (partition, epoch) on every batch
         # make_version(epoch, 0): a put ORs its counter in, no call on the hot path.
         self._version_base = 0
         self._counter = 0
@@ -154,6 +158,7 @@ class ShardActor:
         try:
             with scope:
                 epoch = await self._epochs.take_epoch(self.shard)
+                fence = Fence(self.shard, epoch) if self._epochs.fences else None
                 policy = FlushPolicy(
                     flush_interval=self.config.flush_interval,
                     batch_size=self.config.batch_size,
@@ -168,7 +173,7 @@ class ShardActor:
                 core = ShardCore(
                     self.shard, self._incarnation, policy,
                     max_entries=self.config.max_entries_per_shard, rng=self._rng,
-                    hold_until_durable=hold,
+                    hold_until_durable=hold, fence=fence,
                 )
                 async with trio.open_nursery() as nursery:
                     if self.config.ack != "store":
@@ -196,7 +201,7 @@ class ShardActor:
                         for kind, message in recovery.cuts:
                             self._alert(kind, self.name, f"{self.name}: {message}")
                         await nursery.start(journal.run)
-                    self._epoch, self._counter = epoch, 0
+                    self._epoch, self._counter, self._fence = epoch, 0, fence
                     self._version_base = make_version(epoch, 0)
                     self.core, self.journal, self._inbox = core, journal, inbox
                     self._kicked = False
@@ -286,6 +291,14 @@ class ShardActor:
         now = trio.current_time()
         if isinstance(message, FlushRequest):
             self._kicked = False
+        elif isinstance(message, BatchFenced):
+            # A newer owner holds the partition: this incarnation is a zombie. It stops at
+            # once (callers in flight get ShardCrashed; nothing more is acknowledged), and
+            # loses nothing acknowledged: the new owner replays the partition's journal.
+            # Its restart waits in take_epoch until the partition is free again (the
+            # supervisor reports the crash, naming the epochs).
+            raise StoreFenced(message.reason, partition=self.shard, epoch=self._epoch,
+                              current=message.current)
         elif isinstance(message, StoreAck | StoreNack) and message.batch_id in self._through_many:
             self._settle_through_many(core, message, now)
         elif isinstance(message, StoreAck):
@@ -584,7 +597,7 @@ class ShardActor:
             sent = False
             try:
                 await self._store_mailbox.send(
-                    (FlushBatch(self.shard, incarnation, batch_id, (record,)), inbox)
+                    (FlushBatch(self.shard, incarnation, batch_id, (record,), self._fence), inbox)
                 )
                 sent = True
                 while self._through[batch_id] == "pending":
@@ -707,7 +720,7 @@ class ShardActor:
             sent = False
             try:
                 await self._store_mailbox.send(
-                    (FlushBatch(self.shard, incarnation, batch_id, records), inbox)
+                    (FlushBatch(self.shard, incarnation, batch_id, records, self._fence), inbox)
                 )
                 sent = True
                 while batch_id not in self._through_many_done:

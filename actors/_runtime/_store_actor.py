@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 import outcome
 import trio
 
-from .._core._errors import StoreUnavailable
-from .._core._messages import FlushBatch, StoreAck, StoreNack, StoreRecord
+from .._core._errors import StoreFenced, StoreUnavailable
+from .._core._messages import BatchFenced, Fence, FlushBatch, StoreAck, StoreNack, StoreRecord
 from .._core._stats import StoreStatistics
 from .._core._status import STORE_ACTOR, Status
 from .._stores._protocol import Store, StoreFactory, WriteOutcome, rejections, supersessions
@@ -82,7 +81,7 @@ class StoreActor:
 
     def _start(self, store: Store, batch: FlushBatch) -> _Write:
         self._fault("store.before_commit")
-        return _Write(store, batch.records, blocking=self._store_blocking)
+        return _Write(store, batch.records, batch.fence, blocking=self._store_blocking)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         store = await self._connect()
@@ -111,6 +110,14 @@ class StoreActor:
                     await self._call(store.close)
                     store = await self._connect()
                     self._become(Status.RUNNING)
+                    continue
+                except StoreFenced as exc:
+                    # Nothing of it was written, and retrying cannot help: the partition has
+                    # a newer owner. The connection is fine.
+                    job = None
+                    held.remove(outgoing)
+                    log.warning("%s: %s", self.name, exc)
+                    await _answer(reply, BatchFenced(batch.batch_id, str(exc), exc.current))
                     continue
                 job = None
                 self._fault("store.after_commit")
@@ -195,9 +202,11 @@ class _Write:
     before the thread starts); it is never abandoned, like ``to_thread`` without
     ``abandon_on_cancel``. A non-blocking store's runs inline when the result is awaited."""
 
-    def __init__(self, store: Store, records: tuple[StoreRecord, ...], *, blocking: bool) -> None:
+    def __init__(self, store: Store, records: tuple[StoreRecord, ...], fence: Fence | None,
+                 *, blocking: bool) -> None:
         self._store = store
         self._records = records
+        self._fence = fence
         self._threaded = blocking
         self._done = trio.Event()
         self._outcome: outcome.Outcome[WriteOutcome] | None = None
@@ -207,7 +216,15 @@ class _Write:
             def deliver(result: outcome.Outcome[WriteOutcome]) -> None:
                 token.run_sync_soon(self._finish, result)
 
-            trio.lowlevel.start_thread_soon(functools.partial(store.write_batch, records), deliver)
+            trio.lowlevel.start_thread_soon(self._write, deliver)
+
+    def _write(self) -> WriteOutcome:
+        if self._fence is None:
+            return self._store.write_batch(self._records)
+        # Only a store that has it is given fenced batches (the cache checks at start).
+        fenced: Any = getattr(self._store, "write_batch_fenced")  # noqa: B009
+        answer: WriteOutcome = fenced(self._records, self._fence)
+        return answer
 
     def _finish(self, result: outcome.Outcome[WriteOutcome]) -> None:
         self._outcome = result
@@ -216,7 +233,7 @@ class _Write:
     async def result(self) -> WriteOutcome:
         if not self._threaded:
             back = await _on_the_wire(self._store)
-            answer = self._store.write_batch(self._records)
+            answer = self._write()
             await trio.sleep(back)  # 0 for a store without latency: a plain checkpoint
             return answer
         await self.settle()

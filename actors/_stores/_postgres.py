@@ -21,9 +21,9 @@ from .._core._config import mask_url
 from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
 from .._core._lease import LeaseClaim, LeaseHolder, decide
 from .._core._limits import POSTGRES_LIMITS
-from .._core._messages import Rejection, StoreRecord, Superseded
+from .._core._messages import Fence, Rejection, StoreRecord, Superseded
 from . import _sql
-from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, check_fence
 
 # Per-connection staging table for COPY; emptied by every commit.
 _STAGE = "writebehind_stage"
@@ -71,6 +71,7 @@ class PostgresStore:
         self.table = table
         self.timeout = timeout
         self._conn: Any = None
+        self._fences_ready = False  # the fence table exists (created at the first fence)
 
     def __repr__(self) -> str:
         return f"PostgresStore({mask_url(self.url)!r}, table={self.table!r})"
@@ -164,6 +165,34 @@ class PostgresStore:
             raise
 
     def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+        return self._write(records, None)
+
+    def write_batch_fenced(self, records: Sequence[StoreRecord], fence: Fence) -> WriteOutcome:
+        """:meth:`write_batch`, in one transaction with the check of ``fence``: raises
+        :class:`StoreFenced` (nothing written) if the partition has a newer epoch."""
+        if not self._fences_ready:
+            import psycopg
+
+            db = self._db()
+            try:
+                with db.transaction(), db.cursor() as cur:
+                    # Two members' first batches must not race on CREATE TABLE.
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                (f"{self.table}:fences",))
+                    cur.execute(_sql.create_fences(self.table))
+            except psycopg.Error as exc:
+                raise self._fail("create the fence table", exc) from None
+            self._fences_ready = True
+        return self._write(records, fence)
+
+    def _fence(self, cur: Any, fence: Fence) -> None:
+        """In the open transaction: record the batch's epoch, refuse an older one (raising
+        inside ``db.transaction()`` rolls the batch back)."""
+        cur.execute(_sql.fence(self.table, "%s"), (fence.partition, fence.epoch))
+        (current,) = cur.fetchone()
+        check_fence(fence, int(current), f"PostgreSQL table {self.table!r}")
+
+    def _write(self, records: Sequence[StoreRecord], fence: Fence | None) -> WriteOutcome:
         import psycopg
 
         newest: dict[str, StoreRecord] = {}
@@ -174,6 +203,8 @@ class PostgresStore:
         db = self._db()
         try:
             with db.transaction(), db.cursor() as cur:
+                if fence is not None:
+                    self._fence(cur, fence)
                 with cur.copy(f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(["text", "bytea", "int8", "bool"])
                     for r in rows:
@@ -191,9 +222,10 @@ class PostgresStore:
         except psycopg.Error as exc:
             if _is_transient(exc):
                 raise self._fail("batch write", exc) from None
-        return self._write_one_by_one(rows)
+        return self._write_one_by_one(rows, fence)
 
-    def _write_one_by_one(self, rows: Sequence[StoreRecord]) -> WriteOutcome:
+    def _write_one_by_one(self, rows: Sequence[StoreRecord],
+                          fence: Fence | None) -> WriteOutcome:
         """A permanent error somewhere in the batch: land what can land, quarantine the rest
         (a record an operator discarded is answered as superseded)."""
         import psycopg
@@ -204,6 +236,8 @@ class PostgresStore:
         superseded: list[Superseded] = []
         try:
             with db.transaction(), db.cursor() as cur:
+                if fence is not None:
+                    self._fence(cur, fence)
                 for row in rows:
                     try:
                         with db.transaction():  # a savepoint per record
@@ -326,6 +360,7 @@ class PostgresStore:
         self._lease_transaction(claim, None, renewal=False)
 
     def close(self) -> None:
+        self._fences_ready = False
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:

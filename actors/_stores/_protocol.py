@@ -13,7 +13,8 @@ from typing import Protocol
 
 import attrs
 
-from .._core._messages import Rejection, StoreRecord, Superseded
+from .._core._errors import StoreFenced
+from .._core._messages import Fence, Rejection, StoreRecord, Superseded
 
 #: The tables' layout version, kept in each store's meta table.
 SCHEMA_VERSION = 1
@@ -30,7 +31,9 @@ class Store(Protocol):
     ``resolve_quarantine(action, keys)`` (its quarantine table, for the ``quarantine``
     command and ``Cache.retry_quarantined``/``discard_quarantined``), and
     ``acquire_lease``/``renew_lease``/``release_lease`` (one instance per table, see
-    :class:`LeaseHeld`). A failed call raises :class:`StoreUnavailable`, which is retried."""
+    :class:`LeaseHeld`), and ``write_batch_fenced(records, fence)``: :meth:`write_batch` in
+    the same transaction as a check of the batch's :class:`Fence` (cluster mode needs it;
+    :func:`check_fence`). A failed call raises :class:`StoreUnavailable`, which is retried."""
 
     blocking: bool
     # Optionally also ``limits``: a :class:`StoreLimits` saying what keys it can hold, which
@@ -73,6 +76,19 @@ WriteOutcome = tuple[Rejection | Superseded, ...]
 #: Quarantine resolutions an operator records (``writebehind quarantine``,
 #: ``Cache.discard_quarantined``): a discarded write is answered as superseded from then on.
 DISCARD = "discard"
+
+
+def check_fence(fence: Fence, current: int, where: str) -> None:
+    """Raise :class:`StoreFenced` if ``current`` (the partition's epoch the store holds now,
+    after recording the batch's) is newer than the batch's: the caller's transaction must
+    then roll back, so nothing of the batch is written."""
+    if current > fence.epoch:
+        raise StoreFenced(
+            f"{where} refused a batch of partition {fence.partition} from epoch {fence.epoch}: "
+            f"the partition's owner now has epoch {current}, so this owner was fenced out "
+            "(nothing of the batch was written; the new owner replays it from the journal)",
+            partition=fence.partition, epoch=fence.epoch, current=current,
+        )
 
 
 def rejections(outcome: WriteOutcome) -> tuple[Rejection, ...]:

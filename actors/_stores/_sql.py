@@ -32,6 +32,28 @@ def values(rows: int, mark: str) -> str:
     return "VALUES " + ",".join((f"({mark}, {mark}, {mark}, {mark})",) * rows)
 
 
+def create_fences(table: str) -> str:
+    """The fence table of cluster mode: per partition, the newest epoch a batch carried."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table}_fences "
+        "(partition_id INTEGER PRIMARY KEY, epoch BIGINT NOT NULL)"
+    )
+
+
+def fence(table: str, mark: str) -> str:
+    """Record a batch's ``(partition, epoch)``, keeping the newer of it and the recorded
+    epoch, and return the epoch the partition holds now: the batch is fenced out if that is
+    newer than its own. One statement that always writes the row, so it holds the row's lock
+    to the end of the batch's transaction: an owner's batch and a newer owner's are ordered
+    by it, and once a newer epoch committed no older batch gets past."""
+    return (
+        f"INSERT INTO {table}_fences (partition_id, epoch) VALUES ({mark}, {mark}) "
+        "ON CONFLICT (partition_id) DO UPDATE SET epoch = CASE "
+        f"WHEN excluded.epoch > {table}_fences.epoch THEN excluded.epoch "
+        f"ELSE {table}_fences.epoch END RETURNING epoch"
+    )
+
+
 def take_epoch(table: str) -> str:
     """Count the meta table's epoch up by one, returning the new value."""
     return f"UPDATE {table}_meta SET value = value + 1 WHERE name = 'epoch' RETURNING value"

@@ -6,12 +6,12 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._core._errors import ConfigError, SchemaMismatch, StoreUnavailable
+from .._core._errors import ConfigError, SchemaMismatch, StoreFenced, StoreUnavailable
 from .._core._lease import LeaseClaim, LeaseHolder, decide
 from .._core._limits import SQLITE_LIMITS
-from .._core._messages import Rejection, StoreRecord, Superseded
+from .._core._messages import Fence, Rejection, StoreRecord, Superseded
 from . import _sql
-from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome
+from ._protocol import DISCARD, SCHEMA_VERSION, QuarantineRow, WriteOutcome, check_fence
 
 _MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
 
@@ -43,6 +43,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._statements: dict[int, str] = {}  # upsert SQL by row count
         self._max_rows = _MAX_ROWS
+        self._fences_ready = False  # the fence table exists (created at the first fence)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -117,6 +118,30 @@ class SQLiteStore:
         return int(row[0])
 
     def write_batch(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+        return self._write(records, None)
+
+    def write_batch_fenced(self, records: Sequence[StoreRecord], fence: Fence) -> WriteOutcome:
+        """:meth:`write_batch`, in one transaction with the check of ``fence``: raises
+        :class:`StoreFenced` (nothing written) if the partition has a newer epoch."""
+        if not self._fences_ready:
+            self._create_fences()
+        return self._write(records, fence)
+
+    def _create_fences(self) -> None:
+        try:
+            self._conn().execute(_sql.create_fences(self.table))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite cannot create the fence table: {exc}") from exc
+        self._fences_ready = True
+
+    def _fence(self, fence: Fence) -> None:
+        """In the open transaction: record the batch's epoch, refuse an older one."""
+        (current,) = self._conn().execute(
+            _sql.fence(self.table, "?"), (fence.partition, fence.epoch)
+        ).fetchone()
+        check_fence(fence, int(current), f"SQLite store {str(self.path)!r}")
+
+    def _write(self, records: Sequence[StoreRecord], fence: Fence | None) -> WriteOutcome:
         # Multi-row statements, not executemany: the driver releases and retakes the GIL
         # around every statement step, so executemany hands the GIL over twice per row, and
         # while the event loop's thread is busy each handover waits for its switch interval
@@ -127,10 +152,12 @@ class SQLiteStore:
         chunks = _chunks(len(records), self._max_rows)
         applied = 0
         try:
-            if len(chunks) == 1:  # one statement is one transaction in autocommit mode
+            if len(chunks) == 1 and fence is None:  # one statement: one autocommit transaction
                 applied = db.execute(self._upsert(len(records)), _flatten(records)).rowcount
             else:
                 db.execute("BEGIN IMMEDIATE")
+                if fence is not None:
+                    self._fence(fence)
                 start = 0
                 for size in chunks:
                     cursor = db.execute(self._upsert(size), _flatten(records[start:start + size]))
@@ -142,7 +169,10 @@ class SQLiteStore:
                 db.execute("ROLLBACK")
             if not _sqlite_refusal(exc):
                 raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
-            return self._write_one_by_one(records)
+            return self._write_one_by_one(records, fence)
+        except StoreFenced:
+            db.execute("ROLLBACK")
+            raise
         if applied >= len(records):
             return ()
         # Some upserts did not apply: the store holds those keys at a version at least as
@@ -166,7 +196,8 @@ class SQLiteStore:
             found.update(rows.fetchall())
         return found
 
-    def _write_one_by_one(self, records: Sequence[StoreRecord]) -> WriteOutcome:
+    def _write_one_by_one(self, records: Sequence[StoreRecord],
+                          fence: Fence | None) -> WriteOutcome:
         """A permanent error somewhere in the batch: land what can land, quarantine the rest
         (a record an operator discarded is answered as superseded)."""
         db = self._conn()
@@ -174,6 +205,8 @@ class SQLiteStore:
         outcome: list[Rejection | Superseded] = []
         try:
             db.execute("BEGIN IMMEDIATE")
+            if fence is not None:
+                self._fence(fence)
             for r in records:
                 db.execute("SAVEPOINT one")
                 try:
@@ -200,6 +233,9 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+        except StoreFenced:
+            db.execute("ROLLBACK")
+            raise
         refused = {(r.key, r.version) for r in outcome}
         landed = [r for r in records if (r.key, r.version) not in refused]
         return tuple(outcome) + (self._superseded(landed) if landed else ())
@@ -306,6 +342,7 @@ class SQLiteStore:
         self._lease_transaction(claim, None, renewal=False)
 
     def close(self) -> None:
+        self._fences_ready = False  # a reconnect may find another file: check again
         if self._db is not None:
             db, self._db = self._db, None
             db.close()

@@ -41,5 +41,5 @@ def pg_table(pg_url: str) -> Iterator[str]:
     table = f"wb_test_{uuid.uuid4().hex[:12]}"
     yield table
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        for suffix in ("", "_meta", "_quarantine"):
+        for suffix in ("", "_meta", "_quarantine", "_fences"):
             conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
