@@ -48,7 +48,7 @@ import attrs
 from writebehind._core._config import mask_url
 from writebehind._stores._registry import store_factory
 
-from ._history import CheckResult, Op, Snapshot, Stored, check
+from ._history import CheckResult, Kind, Op, Snapshot, Stored, check
 from ._nats import NatsCluster, nats_server_binary
 from ._proxy import TcpProxy
 from ._worker import STORE_ENV
@@ -134,6 +134,7 @@ class _Instance:
         self.starts = 0
         self.stopped_by_us = False
         self.paused = False
+        self.last_start = 0.0
 
     def poll_log(self) -> list[dict[str, Any]]:
         """New complete events of the current process's log (start/stop/error only kept)."""
@@ -153,6 +154,7 @@ class _Instance:
             if event["e"] == "start":
                 self.serving = True
                 self.starts += 1
+                self.last_start = event["t"]
             elif event["e"] in ("stop", "error", "exit"):
                 self.serving = False
             events.append(event)
@@ -206,7 +208,7 @@ def read_history(logs: Sequence[Path]) -> list[Op]:
                 pending[event["id"]] = event
             elif event["e"] == "c":
                 inv = pending.pop(event["id"])
-                kind = "read" if inv["op"] == "r" else "write"
+                kind: Kind = "read" if inv["op"] == "r" else "write"
                 value = event.get("v") if kind == "read" else inv["v"]
                 ops.append(Op(
                     process=process, key=inv["k"], kind=kind,
@@ -310,7 +312,7 @@ def run_cluster_rounds(
         env = {**os.environ, STORE_ENV: worker_url}
         instances = [_Instance(slot) for slot in SLOTS]
         logs: list[Path] = []
-        stack.callback(lambda: [_kill(i) for i in instances])
+        stack.callback(_kill_all, instances)
 
         def spawn(inst: _Instance, *extra: str) -> None:
             inst.generation += 1
@@ -487,6 +489,11 @@ def _stop(inst: _Instance, timeout: float) -> list[str]:
     if inst.process.returncode != 0:
         return [f"{inst.name} exited with {inst.process.returncode} on SIGTERM"]
     return []
+
+
+def _kill_all(instances: Sequence[_Instance]) -> None:
+    for inst in instances:
+        _kill(inst)
 
 
 def _kill(inst: _Instance) -> None:
