@@ -14,7 +14,7 @@ import attrs
 
 AREAS = (
     "journal", "scan", "shard-core", "shard", "store-actor", "sqlite", "postgres", "cache",
-    "recover",
+    "recover", "cluster",
 )
 
 
@@ -29,6 +29,9 @@ class Mutant:
     replace: str
     rule: str
     needs: str | None = None  # "postgres": only with a PostgreSQL --store
+    # The suite that must catch it: "cluster" mutants break ownership, fencing or take-over
+    # and run with ``writebehind chaos run --suite cluster``.
+    suite: str = "smoke"
 
     def apply(self, source: str) -> str:
         """The mutated source; ``ValueError`` unless ``find`` occurs exactly once."""
@@ -52,6 +55,8 @@ _SQL = "actors/_stores/_sqlite.py"
 _PG = "actors/_stores/_postgres.py"
 _SQLTEXT = "actors/_stores/_sql.py"  # the statements both stores run
 _CACHE = "actors/_runtime/_cache.py"
+_REPL = "actors/_cluster/_replicated.py"
+_PJ = "actors/_cluster/_journal.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- the journal ------------------------------------------------------------------------
@@ -462,6 +467,62 @@ MUTANTS: tuple[Mutant, ...] = (
         return record""",
         rule="a read that cannot reach the store fails; it never reports an acknowledged key "
         "as absent",
+    ),
+    # -- the cluster: ownership, fencing, take-over (run with the cluster suite) -------------
+    Mutant(
+        name="cluster-ack-without-lease-check",
+        area="cluster", file=_REPL, suite="cluster",
+        find="""\
+        # JetStream stored it; but only an owner whose lease still stands may acknowledge.
+        if not self._leases.may_acknowledge(self.partition, self.epoch):""",
+        replace="""\
+        # JetStream stored it; but only an owner whose lease still stands may acknowledge.
+        if False:  # mutant: acknowledge without the lease check""",
+        rule="a partition's owner acknowledges a group commit only while its lease stands "
+        "(may_acknowledge), so a paused owner that wakes acknowledges nothing",
+    ),
+    Mutant(
+        name="cluster-publish-without-expected-sequence",
+        area="cluster", file=_PJ, suite="cluster",
+        find="            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),\n",
+        replace="",
+        rule="every journal publish states the subject sequence it expects, so a fenced "
+        "former owner's appends are refused",
+    ),
+    Mutant(
+        name="cluster-takeover-skips-replay",
+        area="cluster", file=_REPL, suite="cluster",
+        find="        entries = await writer.replay(1)\n",
+        replace="        entries = []  # mutant: take over without replaying the subject\n",
+        rule="a new owner replays the partition's subject before serving, so the writes a "
+        "dead owner acknowledged and had not flushed are not lost",
+    ),
+    Mutant(
+        name="cluster-fence-not-written",
+        area="cluster", file=_REPL, suite="cluster",
+        find="        await writer.fence()\n",
+        replace="        writer.last = await writer.last_sequence()  # mutant: no fence record\n",
+        rule="a new owner publishes its fence record before serving, so the former owner "
+        "can no longer append",
+    ),
+    Mutant(
+        name="cluster-takeover-reuses-epoch",
+        area="cluster", file="actors/_core/_partition_lease.py", suite="cluster",
+        find="        return entry.value.epoch + 1\n",
+        replace="        return entry.value.epoch  # mutant: the new owner keeps the old epoch\n",
+        rule="each acquisition of a partition takes a higher epoch than every earlier owner's, "
+        "so the new owner's versions win and the former owner is fenced",
+    ),
+    Mutant(
+        name="cluster-store-fence-ignored",
+        area="cluster", file=_PG, suite="cluster", needs="postgres",
+        find="""\
+        (current,) = cur.fetchone()
+        check_fence(fence, int(current), f"PostgreSQL table {self.table!r}")""",
+        replace="""\
+        (current,) = cur.fetchone()  # mutant: the epoch is recorded, never checked""",
+        rule="the store refuses a batch from an epoch older than the partition's newest, so a "
+        "former owner's late flush lands nothing",
     ),
     # -- the recovery tools -----------------------------------------------------------------
     Mutant(

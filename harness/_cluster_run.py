@@ -237,7 +237,7 @@ def _drop_tables(url: str, table: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        for suffix in ("", "_quarantine", "_meta"):
+        for suffix in ("", "_quarantine", "_meta", "_fences"):
             conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
 
 
