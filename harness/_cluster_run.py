@@ -57,6 +57,7 @@ from ._worker import STORE_ENV
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
 FAULT_KINDS = ("sigkill", "zombie", "nats", "store")
 SLOTS = ("A", "B", "C")
+DRAIN_TIMEOUT = 30.0  # each instance's Config.drain_timeout
 
 #: ``progress(done, total, note)``: seconds of the fault phase done, and what just happened.
 Progress = Callable[[int, int, str], None]
@@ -81,6 +82,10 @@ class ClusterResult:
     errors: tuple[str, ...]  # problems of the run itself (a drain that hung, no ack at all)
     notes: tuple[str, ...]  # errors instances logged and recovered from (expected under faults)
     seconds: float
+    # What was checked, for a caller that wants to look again (tests inject violations).
+    history: tuple[Op, ...] = attrs.field(default=(), repr=False)
+    stored: dict[str, Stored] = attrs.field(factory=dict, repr=False)
+    snapshots: tuple[Snapshot, ...] = attrs.field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +140,7 @@ class _Instance:
         self.stopped_by_us = False
         self.paused = False
         self.last_start = 0.0
+        self.last_ack = 0.0  # when its latest acknowledged write completed
 
     def poll_log(self) -> list[dict[str, Any]]:
         """New complete events of the current process's log (start/stop/error only kept)."""
@@ -148,7 +154,11 @@ class _Instance:
         self.offset += end
         events = []
         for raw in data[:end].splitlines():
-            if b'"e": "i"' in raw or b'"e": "c"' in raw:
+            if b'"e": "i"' in raw:
+                continue
+            if b'"e": "c"' in raw:
+                if b'"ver"' in raw:
+                    self.last_ack = max(self.last_ack, json.loads(raw)["t"])
                 continue
             event = json.loads(raw)
             if event["e"] == "start":
@@ -308,7 +318,7 @@ def run_cluster_rounds(
         config = {"cluster": nats.servers, "cluster_name": cluster_name,
                   "partitions": partitions, "replicas": 3, "ack": "replicated",
                   "lease_ttl": lease_ttl, "store_table": table, "flush_interval": 0.5,
-                  "drain_timeout": 30.0}
+                  "drain_timeout": DRAIN_TIMEOUT}
         env = {**os.environ, STORE_ENV: worker_url}
         instances = [_Instance(slot) for slot in SLOTS]
         logs: list[Path] = []
@@ -344,8 +354,12 @@ def run_cluster_rounds(
                     inst.stopped_by_us = True  # reported once
 
         def serving() -> list[_Instance]:
+            """The instances acknowledging writes now: an instance that started and did not
+            stop may be a former owner waiting for partitions it will not get."""
             poll()
-            return [i for i in instances if i.serving and i.alive and not i.paused]
+            now = time.monotonic()
+            return [i for i in instances
+                    if i.serving and i.alive and not i.paused and now - i.last_ack < 1.0]
 
         def wait_serving(timeout: float) -> bool:
             deadline = time.monotonic() + timeout
@@ -432,11 +446,10 @@ def run_cluster_rounds(
                           f"{30 + 3 * lease_ttl:g}s")
         say("healed")
         time.sleep(1.0)  # a little traffic on the healed cluster
-        # Drain: the standbys first (a standby must not take over from a draining server
-        # only to be stopped half-started), then the serving instances one by one.
-        poll()
-        for inst in sorted(instances, key=lambda i: i.serving):
-            errors += _stop(inst, 15.0 if not inst.serving else 60.0)
+        # Drain: SIGTERM to every instance at once. The owner drains and releases its
+        # partitions; a former owner waiting for them may take them, replay and drain too; a
+        # standby stops. Whatever a stop leaves in a journal, the final instance replays.
+        errors += _stop_all(instances, 2 * DRAIN_TIMEOUT + 15)
         say("drained")
         snapshots.done.set()
         snapshots.join(timeout=10)
@@ -469,26 +482,32 @@ def run_cluster_rounds(
         seed=seed, store=mask_url(url) + f" table {table}", duration=duration, faults=counts,
         events=tuple(events), check=result, starts=starts, takeovers=takeovers,
         errors=tuple(errors), notes=tuple(notes), seconds=time.monotonic() - started,
+        history=tuple(history), stored=stored, snapshots=tuple(snapshots.taken),
     )
 
 
-def _stop(inst: _Instance, timeout: float) -> list[str]:
-    """SIGTERM and wait (a serving instance drains); SIGKILL after ``timeout``."""
-    if not inst.alive:
-        return []
-    inst.stopped_by_us = True
-    assert inst.process is not None
-    inst.process.send_signal(signal.SIGTERM)
-    try:
-        inst.process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(inst)
-        return [f"{inst.name} did not stop within {timeout:g}s of SIGTERM"
-                + (" (it was serving: its drain hung)" if inst.serving else "")]
-    inst.poll_log()
-    if inst.process.returncode != 0:
-        return [f"{inst.name} exited with {inst.process.returncode} on SIGTERM"]
-    return []
+def _stop_all(instances: Sequence[_Instance], timeout: float) -> list[str]:
+    """SIGTERM every live instance and wait (a serving one drains); SIGKILL what is left
+    after ``timeout``."""
+    live = [inst for inst in instances if inst.alive]
+    for inst in live:
+        inst.stopped_by_us = True
+        assert inst.process is not None
+        inst.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    errors = []
+    for inst in live:
+        assert inst.process is not None
+        try:
+            inst.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill(inst)
+            errors.append(f"{inst.name} did not stop within {timeout:g}s of SIGTERM")
+            continue
+        inst.poll_log()
+        if inst.process.returncode != 0:
+            errors.append(f"{inst.name} exited with {inst.process.returncode} on SIGTERM")
+    return errors
 
 
 def _kill_all(instances: Sequence[_Instance]) -> None:

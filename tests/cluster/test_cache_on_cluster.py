@@ -29,7 +29,6 @@ from writebehind._journal._backend import JournalBackend, OpenJournal
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
 from writebehind._stores._sqlite import SQLiteStore
-
 from writebehind.harness._nats import NatsCluster
 
 CLUSTER = "wire"

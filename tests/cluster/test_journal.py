@@ -25,7 +25,6 @@ from writebehind._cluster._journal import (
 )
 from writebehind._core._errors import WritebehindError
 from writebehind._journal._codec import JournalRecord, RecordKind
-
 from writebehind.harness._nats import NatsCluster
 
 

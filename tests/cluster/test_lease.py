@@ -19,7 +19,6 @@ from writebehind._core._partition_lease import (
     decide_acquire,
     next_epoch,
 )
-
 from writebehind.harness._nats import NatsCluster
 
 # -- the pure rule --------------------------------------------------------------------------

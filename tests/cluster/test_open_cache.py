@@ -23,7 +23,6 @@ from writebehind import Config, ConfigError, open_cache
 from writebehind._cluster._cache import ClusterUnavailable
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._stores._sqlite import SQLiteStore
-
 from writebehind.harness._nats import NatsCluster
 
 log = logging.getLogger(__name__)
