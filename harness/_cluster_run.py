@@ -476,6 +476,9 @@ def run_cluster_rounds(
         if result.acknowledged == 0:
             errors.append("no write was acknowledged: the run proved nothing")
         starts = sum(i.starts for i in instances)
+    say(f"checked {result.writes} writes ({result.acknowledged} acknowledged), "
+        f"{result.reads} reads, {result.keys} keys, {len(snapshots.taken)} store snapshots: "
+        f"{len(result.violations)} violations")
     for violation in result.violations[:20]:
         say(f"violation: {violation}")
     return ClusterResult(
