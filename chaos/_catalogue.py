@@ -443,11 +443,11 @@ MUTANTS: tuple[Mutant, ...] = (
         name="cache-drain-skips-inflight-shards",
         area="cache", file=_CACHE,
         find="""\
-                for shard in self._shards:
+                for shard in self._hosted():
                     nursery.start_soon(shard.flush)
         # Even ack='memory'""",
         replace="""\
-                for shard in self._shards:
+                for shard in self._hosted():
                     if shard.core is not None and shard.core.statistics().dirty:
                         nursery.start_soon(shard.flush)
         # Even ack='memory'""",
@@ -457,10 +457,10 @@ MUTANTS: tuple[Mutant, ...] = (
         name="cache-memory-drain-unsealed",
         area="cache", file=_CACHE,
         find="""\
-            for shard in self._shards:
+            for shard in self._hosted():
                 await shard.seal()""",
         replace="""\
-            for shard in self._shards:
+            for shard in self._hosted():
                 if self.config.ack != "memory":
                     await shard.seal()""",
         rule="even ack='memory' leaves a complete, checkpointed journal on a clean stop, so the "

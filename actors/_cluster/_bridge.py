@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ import trio
 from nats.aio.client import Client as NatsClient
 
 T = TypeVar("T")
+log = logging.getLogger("writebehind")
 
 #: How long closing waits for the NATS connection to drain before it closes it anyway.
 CLOSE_TIMEOUT = 5.0
@@ -41,6 +43,7 @@ class AsyncioLoop:
         self._loop = loop
         self._token = token
         self._calls = 0
+        self._spawned: set[asyncio.Task[Any]] = set()  # referenced until done (asyncio's rule)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -84,6 +87,25 @@ class AsyncioLoop:
         future.add_done_callback(done)
         value: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return value
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Start ``fn(*args)`` on the asyncio loop and return at once, from trio (a reply
+        published without waiting for it). Its failure is logged; a closed loop drops it."""
+
+        def start() -> None:
+            task: asyncio.Task[Any] = self._loop.create_task(fn(*args))
+            self._spawned.add(task)
+            task.add_done_callback(self._spawned_done)
+
+        try:
+            self._loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed: the process is stopping
+            pass
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:  # in the loop's thread
+        self._spawned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a call spawned on the NATS loop failed: %r", task.exception())
 
     def statistics(self) -> dict[str, int]:
         return {"calls": self._calls}

@@ -10,6 +10,7 @@ partition leases decide who writes which keys.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -25,13 +26,27 @@ from .._core._errors import WritebehindError
 from .._runtime._cache import Attachment, Cache, open_served
 from .._runtime._seams import Seams
 from ._bridge import connect
+from ._hosting import Hosting
 from ._member import open_member
+from ._membership import Membership
+from ._routing import PartitionServer, RemotePartition
 
 #: Partition-lease timings as fractions of ``Config.lease_ttl``: renewed every fifth of it
 #: (so one failed renewal still leaves time for the next), and the holder stops
-#: acknowledging a fifth of it before it ends (the clock-drift margin).
+#: acknowledging a fifth of it before it ends (the clock-drift margin). Membership keys
+#: use the same timings.
 RENEW_FRACTION = 0.2
 DRIFT_FRACTION = 0.2
+#: What a routed call allows beyond the longest a partition can stay without an owner
+#: (a dead member's lease and membership lapsing, the next owner noticing, fencing and
+#: replaying).
+ROUTE_MARGIN = 5.0
+
+
+def route_deadline(config: Config) -> float:
+    """How long a routed call keeps asking while no member serves its partition."""
+    ttl = config.lease_ttl
+    return ttl * (1 + DRIFT_FRACTION + RENEW_FRACTION) + ROUTE_MARGIN
 
 
 class ClusterUnavailable(WritebehindError):
@@ -64,14 +79,31 @@ async def serve_cluster_cache(
                 f"cannot reach the NATS servers of Config.cluster ({', '.join(servers)}): "
                 f"{exc!r}"
             ) from exc
+        name = member_name()
+        renew_every, drift = ttl * RENEW_FRACTION, ttl * DRIFT_FRACTION
         member = await stack.enter_async_context(open_member(
-            conn, config.cluster_name, member_name(), replicas=config.replicas, ttl=ttl,
-            renew_every=ttl * RENEW_FRACTION, drift=ttl * DRIFT_FRACTION,
-            partitions=config.shards,
+            conn, config.cluster_name, name, replicas=config.replicas, ttl=ttl,
+            renew_every=renew_every, drift=drift, partitions=config.shards,
         ))
-        cache = Cache(config, seams or Seams(), attachments,
+        membership = await Membership.open(
+            conn, config.cluster_name, name, replicas=config.replicas, ttl=ttl,
+            renew_every=renew_every, drift=drift,
+        )
+        hosting = member.hosting = Hosting(
+            membership, member.epochs, PartitionServer(conn, config.cluster_name, name),
+            partitions=config.shards,
+        )
+        rng = random.Random(config.seed)
+        deadline = route_deadline(config)
+
+        def elsewhere(partition: int) -> RemotePartition:
+            return RemotePartition(conn, config.cluster_name, partition, deadline=deadline,
+                                   rng=random.Random(rng.getrandbits(64)))
+
+        cache = Cache(config, seams or Seams(), (hosting.attach, *attachments),
                       open_journal=member.open_journal, epochs=member.epochs,
-                      store_lease=False)
+                      store_lease=False, elsewhere=elsewhere, on_stop=hosting.leave,
+                      cluster_view=member.view)
         await cache._serve(task_status)
 
 

@@ -81,7 +81,10 @@ class LeaseEpochs:
                 wait = exc.holder.expires - self._wall()
                 log.info("partition %d is held by %r for %.2fs more; waiting", shard,
                          exc.holder.member, wait)
-                await trio.sleep(max(RETRY, wait + 0.01))
+                # Asked again well before the expiry: a holder handing the partition over
+                # releases it early (cluster membership), and the next owner should not
+                # wait out the whole lease.
+                await trio.sleep(max(RETRY, min(wait + 0.01, self.leases.renew_every / 2)))
                 continue
             except PartitionLost:
                 # A race lost (a contender, or this member's renewal of the same revision):
@@ -165,6 +168,18 @@ class LeaseEpochs:
         if self._held.get(held.partition) is held:  # not retaken meanwhile
             self._held[held.partition] = renewed
             self.renewals += 1
+
+    async def release(self, partition: int) -> None:
+        """Give ``partition``'s lease up (a hand-over, after its shard was flushed, sealed
+        and stopped), so its next owner need not wait for the expiry. Best effort."""
+        held = self._held.pop(partition, None)
+        if held is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await self.leases.release(held)
+            except nats.errors.Error as exc:
+                log.warning("releasing partition %d's lease failed (%s)", partition, exc)
 
     async def release_all(self) -> None:
         """Give every held lease up (a graceful stop, after the cache drained), so the

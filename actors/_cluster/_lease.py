@@ -82,6 +82,9 @@ class PartitionLeases:
         self.drift = drift
         self._wall = wall
         self._monotonic = monotonic
+        # Partitions taken from another member whose lease expired (it died or was paused),
+        # rather than created, released to us, or retaken.
+        self.takeovers = 0
 
     @classmethod
     async def open(cls, conn: NatsConnection, bucket: str, member: str, *, replicas: int = 3,
@@ -152,6 +155,8 @@ class PartitionLeases:
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise PartitionLost(f"partition {partition}: another member wrote its lease "
                                 f"first ({exc.description})") from None
+        if entry is not None and entry.value is not None and entry.value.expires > 0:
+            self.takeovers += 1
         return HeldLease(partition, epoch=decision.epoch, revision=revision, sent=sent,
                          ttl=self.ttl, drift=self.drift)
 

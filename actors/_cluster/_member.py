@@ -4,9 +4,9 @@ needs to run its shards as the cluster's partitions (partition = shard id).
     async with connect(servers) as conn, open_member(conn, "orders", "host-a") as member:
         cache = Cache(config, seams, open_journal=member.open_journal, epochs=member.epochs)
 
-``writebehind.open_cache(Config(cluster=...))`` builds one (``_cluster/_cache.py``). There is
-no membership yet (this member takes every partition its shards cover, waiting out other
-holders' leases) and no routing; see ``specs/cluster.md``.
+``writebehind.open_cache(Config(cluster=...))`` builds one (``_cluster/_cache.py``) and adds
+its :class:`~writebehind._cluster._hosting.Hosting` (membership, the partitions it hosts,
+routing); :meth:`Member.view` is the snapshot statistics show. See ``specs/cluster.md``.
 """
 
 from __future__ import annotations
@@ -21,20 +21,27 @@ from .._core._partition_lease import DRIFT_MARGIN, LEASE_TTL, RENEW_EVERY
 from .._journal._backend import OpenJournal
 from ._bridge import NatsConnection
 from ._epochs import LeaseEpochs
+from ._hosting import Hosting, MemberView
 from ._journal import open_stream
 from ._lease import PartitionLeases
 from ._replicated import replicated_journals
 from ._status import lease_bucket
 
 
-@attrs.frozen
+@attrs.define
 class Member:
     """A member's connection, its partition leases (the ``EpochSource``) and its journal
-    factory (the ``OpenJournal``)."""
+    factory (the ``OpenJournal``); ``hosting`` once a cache runs on it."""
 
     conn: NatsConnection
     epochs: LeaseEpochs
     open_journal: OpenJournal
+    hosting: Hosting | None = None
+
+    def view(self) -> MemberView | None:
+        """A frozen snapshot: live members, hosted partitions, their epochs, take-overs
+        (None before a cache hosts anything on this member)."""
+        return None if self.hosting is None else self.hosting.view()
 
 
 @asynccontextmanager

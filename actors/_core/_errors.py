@@ -135,6 +135,11 @@ class ShardCrashed(WritebehindError):
     """The shard crashed while this write was in flight: it may or may not have happened."""
 
 
+class PartitionMoved(WritebehindError):
+    """Cluster mode: the shard a call waited for was handed over to another member before
+    the call did anything; retry it (it is routed to the new owner)."""
+
+
 class TooManyRestarts(WritebehindError):
     """An actor crashed more often than the restart intensity allows; the service stopped."""
 

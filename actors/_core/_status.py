@@ -51,13 +51,14 @@ class Lifecycle:
 
 S = Status
 
-#: A shard: each incarnation replays, runs, then crashes (and is restarted) or stops.
+#: A shard: each incarnation replays, runs, then crashes (and is restarted) or stops. In
+#: cluster mode a stopped shard (handed over) starts again when its partition comes back.
 SHARD = Lifecycle("shard", S.STARTING, {
     S.STARTING: frozenset({S.REPLAYING}),
     S.REPLAYING: frozenset({S.RUNNING, S.CRASHED, S.STOPPED}),
     S.RUNNING: frozenset({S.CRASHED, S.STOPPED}),
     S.CRASHED: frozenset({S.REPLAYING}),
-    S.STOPPED: frozenset(),
+    S.STOPPED: frozenset({S.REPLAYING}),
 })
 
 #: A store actor: connects (retrying while the store is away), runs, reconnects after a

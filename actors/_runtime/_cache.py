@@ -51,6 +51,7 @@ from .._journal._backend import OpenJournal
 from .._journal._fs import FileSystem, OsFileSystem, write_file_atomic
 from .._stores._protocol import DISCARD, Store
 from .._stores._registry import store_factory
+from ._elsewhere import Partition
 from ._lease import LeaseKeeper
 from ._recover import recover_journals
 from ._seams import Seams
@@ -92,12 +93,21 @@ class Cache:
         open_journal: OpenJournal | None = None,
         epochs: EpochSource | None = None,
         store_lease: bool = True,
+        elsewhere: Callable[[int], Partition] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        cluster_view: Callable[[], Any] | None = None,
     ) -> None:
         """``open_journal`` gives each shard its journals (default: files under
         ``Config.journal_dir``), ``epochs`` its incarnations' epochs (default: the store's
         counter): the seams a cluster mode plugs its replicated log and its lease into.
         ``store_lease=False`` skips the store table's one-instance lease: a cluster's
-        partition leases decide who writes which keys, so several instances share a table."""
+        partition leases decide who writes which keys, so several instances share a table.
+
+        ``elsewhere`` (cluster mode) makes the cache host no shard at start: shard ``i``'s
+        calls go to ``elsewhere(i)`` until :meth:`host` starts it here (and again after
+        :meth:`unhost`). ``on_stop`` runs when a stop is asked, before the drain (a cluster
+        member leaves and hands its shards over there). ``cluster_view`` gives
+        :meth:`cluster_view`'s snapshot."""
         self.config = config
         self._attachments = tuple(attachments)
         self._seams = seams
@@ -124,7 +134,7 @@ class Cache:
         self._max_value_bytes = config.max_value_bytes
         self._epochs: EpochSource = epochs or StoreEpochs(self._reader_call)
         journals = open_journal or file_journals(config, seams.filesystem)
-        self._shards = [
+        self._actors = [
             ShardActor(
                 i, config, store_mailbox=send, epochs=self._epochs, open_journal=journals,
                 read_store=self._read, seams=seams, alert=self._alert,
@@ -132,6 +142,16 @@ class Cache:
             )
             for i in range(config.shards)
         ]
+        # Who answers each shard's calls: its actor here, or (cluster mode) a stand-in that
+        # routes them to the member hosting it. _route reads it on every put.
+        self._elsewhere = elsewhere
+        self._shards: list[Partition] = (
+            list(self._actors) if elsewhere is None
+            else [elsewhere(i) for i in range(config.shards)]
+        )
+        self._on_stop = on_stop
+        self._cluster_view = cluster_view
+        self._nursery: trio.Nursery | None = None
         self._supervisor = Supervisor(
             max_restarts=config.max_restarts, restart_period=config.restart_period,
             on_event=self._emit,
@@ -212,7 +232,7 @@ class Cache:
             return {}
         found: dict[str, bytes | None] = {}
 
-        async def read(shard: ShardActor, part: list[str]) -> None:
+        async def read(shard: Partition, part: list[str]) -> None:
             found.update(await shard.get_many(part))
 
         if len(parts) == 1:
@@ -232,7 +252,7 @@ class Cache:
     ) -> list[Receipt]:
         start = self._now()
         # key -> (its shard, value, UTF-8 key); a later item of a key replaces the earlier.
-        chosen: dict[str, tuple[ShardActor, bytes | None, bytes]] = {}
+        chosen: dict[str, tuple[Partition, bytes | None, bytes]] = {}
         for index, pair in enumerate(pairs):
             try:
                 key, value = pair
@@ -251,7 +271,7 @@ class Cache:
         outcomes: dict[int, list[Receipt | StoreRejected] | WritebehindError] = {}
         taken_by: dict[int, int | None] = {}  # shard -> the incarnation that acknowledged
 
-        async def write(shard: ShardActor, part: list[tuple[str, bytes | None, bytes]]) -> None:
+        async def write(shard: Partition, part: list[tuple[str, bytes | None, bytes]]) -> None:
             try:
                 outcomes[shard.shard] = await shard.write_many(part)
                 taken_by[shard.shard] = shard.incarnation_serving()
@@ -302,7 +322,7 @@ class Cache:
 
     def _check_item(
         self, index: int, key: str, value: bytes | None, call: str
-    ) -> tuple[ShardActor, bytes | None, bytes]:
+    ) -> tuple[Partition, bytes | None, bytes]:
         """``put``'s checks of one item of a call on many keys (the value: unless None), with
         the item named in the error; returns its shard, its value as bytes and its UTF-8 key."""
         try:
@@ -358,7 +378,7 @@ class Cache:
 
     def statistics(self) -> CacheStatistics:
         """A frozen snapshot of every actor."""
-        shards = tuple(s.statistics() for s in self._shards)
+        shards = tuple(s.statistics() for s in self._actors)
         return CacheStatistics(
             ack=self.config.ack,
             status=self.status.value,
@@ -370,18 +390,23 @@ class Cache:
             last_alert=self.last_alert,
             ack_latency=self._ack_latency.statistics(),
             flush_latency=LatencyStatistics.merge(
-                s.flush_latency.statistics() for s in self._shards
+                s.flush_latency.statistics() for s in self._actors
             ),
             store=mask_url(self.config.store),
             store_table=self.config.store_table,
             uptime=0.0 if self._running_since is None else self._now() - self._running_since,
         )
 
+    def cluster_view(self) -> Any:
+        """Cluster mode: a frozen snapshot of this member (live members, hosted partitions
+        and their epochs, take-overs, hand-overs); None in single-process mode."""
+        return None if self._cluster_view is None else self._cluster_view()
+
     def quarantined(self) -> list[tuple[str, int, str]]:
         """``(key, version, reason)`` of every record the store refused for good."""
         return [
             (q.key, q.version, q.reason)
-            for shard in self._shards
+            for shard in self._actors
             for q in shard.quarantined()
         ]
 
@@ -407,7 +432,7 @@ class Cache:
         wanted = None if keys is None else set(keys)
         chosen = sorted({
             q.key
-            for shard in self._shards
+            for shard in self._actors
             for q in shard.quarantined()
             if wanted is None or q.key in wanted
         })
@@ -418,7 +443,7 @@ class Cache:
             await self._reader_call("resolve_quarantine", action, chosen)
         count = 0
         now = trio.current_time()
-        for shard in self._shards:
+        for shard in self._actors:
             if action == DISCARD:
                 count += shard.discard_quarantined(wanted)
             else:
@@ -432,7 +457,7 @@ class Cache:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _route(self, key: str) -> tuple[ShardActor, bytes]:
+    def _route(self, key: str) -> tuple[Partition, bytes]:
         """Validate ``key`` (and that the cache is open); return the shard that owns it
         (:func:`~writebehind.shard_of`) and the key's UTF-8 bytes, which the journal reuses."""
         if not isinstance(key, str):
@@ -613,14 +638,18 @@ class Cache:
                     nursery.start_soon(self._lease.keep)
                 for actor in self._store_actors:
                     await nursery.start(self._supervisor.supervise, actor)
-                for shard in self._shards:
-                    await nursery.start(self._supervisor.supervise, shard)
+                self._nursery = nursery
+                if self._elsewhere is None:
+                    for shard in self._actors:
+                        await nursery.start(self._supervisor.supervise, shard)
                 self._become(Status.RUNNING)
                 self._running_since = self._now()
                 for attach in self._attachments:
                     await attach(self, nursery)
                 task_status.started(self)
                 await self._stop.wait()
+                if self._on_stop is not None:
+                    await self._on_stop()
                 self._become(Status.DRAINING)
                 await self._drain()
                 nursery.cancel_scope.cancel()
@@ -628,7 +657,8 @@ class Cache:
             _raise_single(group, journal_dir=self.config.journal_dir)
         finally:
             self._become(Status.STOPPED)
-            for shard in self._shards:
+            self._nursery = None
+            for shard in self._actors:
                 shard.close()
             if self._lease is not None:
                 await self._lease.release()
@@ -638,17 +668,61 @@ class Cache:
                 self._reader = None
             self._stopped.set()
 
+    def _hosted(self) -> list[ShardActor]:
+        """The shards this process hosts (all of them but in cluster mode)."""
+        return [actor for actor in self._actors if self._shards[actor.shard] is actor]
+
+    # -- hosting shards at run time (cluster mode) ---------------------------------------------
+
+    def hosted(self, shard: int) -> ShardActor | None:
+        """Shard ``shard``'s actor if this process hosts it now, else None (the member
+        answering a routed call asks this before it touches the shard)."""
+        actor = self._actors[shard]
+        return actor if self._shards[shard] is actor else None
+
+    async def host(self, shard: int) -> None:
+        """Start serving shard ``shard`` here: its first incarnation takes the epoch (a
+        cluster's partition lease: this may wait for another member's to end), opens and
+        replays the journal, and runs under the supervisor; from then on its calls are
+        answered here. Returns once it serves; cancelled, it leaves nothing running."""
+        actor = self._actors[shard]
+        if self._shards[shard] is actor:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._nursery is None or self.status is not Status.RUNNING:
+            raise CacheClosed(f"the cache is {self.status}; it hosts no more shards")
+        actor.take_back()
+        await self._nursery.start(self._supervisor.supervise, actor)
+        self._shards[shard] = actor
+
+    async def unhost(self, shard: int) -> None:
+        """Hand shard ``shard`` over: its calls go elsewhere from now on; what it holds is
+        flushed to the store and checkpointed (each within ``Config.drain_timeout``; what is
+        left stays in the journal for the next owner to replay), then it stops. A call
+        still waiting for it gets :class:`PartitionMoved` (nothing happened: retry)."""
+        actor = self._actors[shard]
+        if self._shards[shard] is not actor or self._elsewhere is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._shards[shard] = self._elsewhere(shard)
+        with trio.move_on_after(self.config.drain_timeout):
+            await actor.flush()
+        with trio.move_on_after(self.config.drain_timeout):
+            await actor.seal()
+        await self._supervisor.stop(actor)
+        actor.hand_off()
+
     async def _drain(self) -> None:
         with trio.move_on_after(self.config.drain_timeout):
             async with trio.open_nursery() as nursery:
-                for shard in self._shards:
+                for shard in self._hosted():
                     nursery.start_soon(shard.flush)
         # Even ack='memory' leaves a complete journal on a clean stop: one missing its newest
         # records would replay older values over what the store holds.
         with trio.move_on_after(self.config.drain_timeout):
-            for shard in self._shards:
+            for shard in self._hosted():
                 await shard.seal()
-        left = sum(s.unpersisted() for s in self._shards)
+        left = sum(s.unpersisted() for s in self._hosted())
         if left:
             log.warning(
                 "drain timed out after %ss: %d entries stay journaled and will replay on the "

@@ -27,6 +27,7 @@ from .._core._errors import (
     JournalError,
     JournalFull,
     Overloaded,
+    PartitionMoved,
     ShardCrashed,
     StoreFenced,
     StoreRejected,
@@ -110,6 +111,7 @@ class ShardActor:
         self._ready = trio.Event()
         self._progress = trio.Event()
         self._closed = False
+        self._away = False  # handed over to another member (cluster mode)
         self._crash: BaseException | None = None
         self._scope: trio.CancelScope | None = None
         # write-through batch id -> nack reason, or the store's refusal for good
@@ -426,6 +428,19 @@ class ShardActor:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
+    def hand_off(self) -> None:
+        """Cluster mode, after the supervisor stopped it: the shard is hosted elsewhere now;
+        wake whoever waits for it (they get :class:`PartitionMoved`)."""
+        self._away = True
+        self._ready.set()
+        self._notify()
+
+    def take_back(self) -> None:
+        """Cluster mode, before it starts again: hosted here again."""
+        self._away = False
+        if self._ready.is_set() and self.core is None:
+            self._ready = trio.Event()
+
     def close(self) -> None:
         """The cache stopped: wake everyone who waits on this shard."""
         self._closed = True
@@ -477,6 +492,10 @@ class ShardActor:
         while True:
             if self._closed:
                 raise CacheClosed("the cache is closed")
+            if self._away:
+                raise PartitionMoved(
+                    f"{self.name} was handed over to another member; nothing was done, retry"
+                )
             core = self.core
             if core is not None:
                 return core

@@ -50,3 +50,29 @@ def nats_cluster(nats_binary: Path, tmp_path: Path, sync_always: bool) -> Iterat
     finally:
         for node in cluster.nodes:
             node.kill()  # a clean stop of three nodes takes seconds; nothing here is kept
+
+
+PG_URL = os.environ.get("WRITEBEHIND_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_table() -> Iterator[tuple[str, str]]:
+    """``(url, table)``: PostgreSQL (the store a cluster is meant for) and a fresh table
+    name, dropped after. Skips when the server is unreachable, outside CI."""
+    import uuid
+
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            pass
+    except Exception as exc:
+        message = f"PostgreSQL at {PG_URL} is not reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    table = f"wb_members_{uuid.uuid4().hex[:12]}"
+    yield PG_URL, table
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for suffix in ("", "_meta", "_quarantine"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
