@@ -65,9 +65,14 @@ def test_the_store_holding_a_refused_or_unwritten_value_is_a_phantom() -> None:
     ops = [w("A:1", 0, 1, version=v(1, 1)), w("A:2", 2, 3, "fail")]
     assert rules(check(ops, {"k": s("A:2", v(1, 2))})) == ["phantom"]
     assert rules(check(ops, {"k": s("Z:9", v(1, 2))})) == ["phantom"]
-    # At another version than the acknowledgement reported.
+    # At a version above the one the acknowledgement reported: applied again after it.
     assert rules(check([w("A:1", 0, 1, version=v(1, 1))], {"k": s("A:1", v(1, 7))})) == [
         "phantom"]
+    # Below it, in a snapshot: an earlier application (a routed write retried on a new
+    # owner), superseded by the acknowledged one.
+    retried = [w("A:1", 0, 1, version=v(2, 1))]
+    assert check(retried, {"k": s("A:1", v(2, 1))}, [Snapshot(0.5, {"k": s("A:1", v(1, 9))})]).ok
+    assert rules(check(retried, {"k": s("A:1", v(1, 9))})) == ["lost"]
     # A tombstone needs a delete that was not refused.
     assert rules(check([w(None, 0, 1, version=v(1, 1))], {"k": s(None, v(1, 1))})) == []
     assert "phantom" in rules(check([w(None, 0, 1, "fail")], {"k": s(None, v(1, 1))}))
