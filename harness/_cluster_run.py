@@ -9,18 +9,18 @@ What runs (all on loopback, in a fresh working directory):
   :class:`~._proxy.TcpProxy` that the run cuts and restores, or a SQLite file (no outages);
 - instance processes A, B and C (:mod:`._cluster_worker`), each ``open_cache`` in cluster
   mode with ``ack="replicated"`` and a short ``lease_ttl``, writing and reading one shared
-  key space and logging every operation. While the cluster preview lets one instance serve
-  a store table at a time, the other two are standbys retrying to open; with several live
-  members all three serve;
+  key space and logging every operation. With several live members all three serve (each
+  its share of the partitions, the rest routed); when one instance may serve a table at a
+  time, the other two are standbys retrying to open;
 - a thread that snapshots the store every second (directly, not through the proxy).
 
 Faults, one at a time, drawn from the seed (kind, target, lengths) and printed as they go:
-``sigkill`` an instance (the serving one when there is one) and start a new process in its
-place; ``zombie``: SIGSTOP the serving instance past its lease (a standby takes over), then
-SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``: cut the store proxy
-for a while. Then heal (everything resumed and restarted), drain (SIGTERM the standbys, then
-the serving instances, one by one: each drains), start a final instance that reads every key
-and drains, read the store and check.
+``sigkill`` an instance (a serving one when there is one) and start a new process in its
+place; ``zombie``: SIGSTOP a serving instance past its lease (the others take its
+partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``:
+cut the store proxy for a while. Then heal (everything resumed and restarted), drain
+(SIGTERM to every instance at once: each drains), start a final instance that reads every
+key and drains, read the store and check.
 
 Real processes: the same seed repeats the same schedule and workload choices, not the same
 interleaving.

@@ -7,10 +7,11 @@ operation's invocation and completion go to the process's own log, one ``os.writ
 JSON line (``O_APPEND``): a SIGKILL never undoes a finished ``write(2)``, so a completion
 line in the log describes an answer the instance gave.
 
-When the cache cannot start (another live instance holds the store table, its partitions
-are leased, NATS or the store is unreachable), or stops with an error (its lease was taken
-over while it was paused), the process logs why and opens it again: it is a standby until
-it can serve. SIGTERM stops it gracefully: the workload stops and the cache drains.
+With several live members each instance hosts its share of the partitions and routes the
+rest. When the cache cannot start (NATS or the store is unreachable; before membership,
+another live instance held the store table), or stops with an error (its lease was taken
+over while it was paused), the process logs why and opens it again: a standby until it can
+serve. SIGTERM stops it gracefully: the workload stops and the cache drains.
 
 Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linux)::
 
