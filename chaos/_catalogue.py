@@ -527,6 +527,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "can no longer append",
     ),
     Mutant(
+        name="cluster-routing-serves-while-restarting",
+        area="cluster", file="actors/_cluster/_routing.py", suite="cluster",
+        find="        if shard.incarnation_serving() is None:\n",
+        replace="        if False:  # mutant: hold the request until the shard serves again\n",
+        rule="a routed request that meets a partition restarting or waiting to retake its "
+        "lease is answered 'not serving' at once, never held and served late by a former "
+        "owner",
+    ),
+    Mutant(
         name="cluster-takeover-reuses-epoch",
         area="cluster", file="actors/_core/_partition_lease.py", suite="cluster",
         find="        return entry.value.epoch + 1\n",
