@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from writebehind import Config, JournalFull, LeaseHeld, Overloaded, open_cache
+from writebehind import Config, LeaseHeld, WritebehindError, open_cache
 from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
 
@@ -86,7 +86,10 @@ async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) 
     except UNCERTAIN_OUTCOME:
         log.event("c", id=n, o="fail" if op == "r" else "unknown")
         raise
-    except (Overloaded, JournalFull) as exc:
+    except WritebehindError as exc:
+        # Every other error of the library says the write did not happen (Overloaded,
+        # JournalFull, a partition nobody serves): refused. The checker holds it to that: a
+        # refused value found in the store is a phantom.
         log.event("c", id=n, o="fail", err=type(exc).__name__)
         return
     except BaseException:
