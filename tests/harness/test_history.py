@@ -76,6 +76,10 @@ def test_the_store_holding_a_refused_or_unwritten_value_is_a_phantom() -> None:
     # A tombstone needs a delete that was not refused.
     assert rules(check([w(None, 0, 1, version=v(1, 1))], {"k": s(None, v(1, 1))})) == []
     assert "phantom" in rules(check([w(None, 0, 1, "fail")], {"k": s(None, v(1, 1))}))
+    assert rules(check([w(None, 0, 1, version=v(2, 1))], {"k": s(None, v(2, 1))},
+                       [Snapshot(0.5, {"k": s(None, v(1, 3))})])) == []  # applied earlier too
+    assert rules(check([w(None, 0, 1, version=v(1, 1))], {"k": s(None, v(1, 5))})) == [
+        "phantom"]  # above the acknowledged version: applied again after the ack
 
 
 # -- real time --------------------------------------------------------------------------------
