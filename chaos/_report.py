@@ -42,7 +42,7 @@ def fault_group(kind: str) -> str:
         "crash_loop": "crash loop",
         "time.jump": "clock jump",
         "sigkill": "SIGKILL",
-        "zombie": "zombie (SIGSTOP past the lease)",
+        "zombie": "zombie (SIGSTOP, SIGCONT)",
         "nats": "NATS node killed",
         "store": "store outage",
     }.get(kind, kind)
