@@ -124,7 +124,7 @@ async def _watch_parent(parent: int, lifetime: float) -> None:
     os._exit(3)
 
 
-async def run_instance(args: argparse.Namespace) -> None:
+async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> None:
     store = os.environ.get(STORE_ENV)
     if not store:
         raise SystemExit(f"the worker takes its store URL from ${STORE_ENV}, which is not set")
@@ -140,15 +140,18 @@ async def run_instance(args: argparse.Namespace) -> None:
         guard.start_soon(_watch_parent, args.parent, args.lifetime)
         attempt = trio.CancelScope()
 
-        async def on_sigterm() -> None:
+        async def on_sigterm(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
                 async for _ in signals:
                     stopping.set()
                     if not serving:
                         attempt.cancel()  # a standby stops at once; a server drains
                     return
 
-        guard.start_soon(on_sigterm)
+        await guard.start(on_sigterm)
+        if early:
+            stopping.set()  # stopped before it listened: a standby that never opened
         rng = random.Random(f"{args.seed}:{args.name}")
         while not stopping.is_set():
             attempt = trio.CancelScope()
@@ -197,7 +200,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--final", action="store_true", help="read every key, then drain")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--lifetime", type=float, default=600.0)
-    trio.run(run_instance, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    # A SIGTERM that arrives before trio listens for it (the harness may stop a process it
+    # just started) must stop the process gracefully too, not kill it.
+    early: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
+    trio.run(run_instance, args, early)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ from writebehind._cluster._membership import Membership
 from writebehind._core._partitions import assign, owned_by
 from writebehind._core._routing import shard_of
 from writebehind._stores._postgres import PostgresStore
-
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 log = logging.getLogger(__name__)
 PARTITIONS = 8

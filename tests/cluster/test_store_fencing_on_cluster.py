@@ -25,8 +25,7 @@ from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
 from writebehind._stores._protocol import Store, WriteOutcome
 from writebehind._stores._sqlite import SQLiteStore
-
-from .nodes import NatsCluster
+from writebehind.harness._nats import NatsCluster
 
 CLUSTER = "fencing"
 SHARDS = 4
