@@ -141,6 +141,7 @@ class _Instance:
         self.paused = False
         self.last_start = 0.0
         self.last_ack = 0.0  # when its latest acknowledged write completed
+        self.opened = False  # the current process opened a cache
 
     def poll_log(self) -> list[dict[str, Any]]:
         """New complete events of the current process's log (start/stop/error only kept)."""
@@ -162,7 +163,7 @@ class _Instance:
                 continue
             event = json.loads(raw)
             if event["e"] == "start":
-                self.serving = True
+                self.serving = self.opened = True
                 self.starts += 1
                 self.last_start = event["t"]
             elif event["e"] in ("stop", "error", "exit"):
@@ -329,7 +330,7 @@ def run_cluster_rounds(
             inst.name = f"{inst.slot}{inst.generation}"
             inst.log = workdir / f"{inst.name}.log"
             inst.offset = 0
-            inst.serving = inst.stopped_by_us = inst.paused = False
+            inst.serving = inst.stopped_by_us = inst.paused = inst.opened = False
             logs.append(inst.log)
             (workdir / inst.name).mkdir(exist_ok=True)
             with (workdir / f"{inst.name}.stderr").open("wb") as stderr:
@@ -513,7 +514,7 @@ def _stop_all(instances: Sequence[_Instance], timeout: float) -> list[str]:
         inst.poll_log()
         # SIGTERM before the process got as far as handling it (still importing): it never
         # opened a cache, so it had nothing to drain.
-        unopened = inst.process.returncode == -signal.SIGTERM and inst.starts == 0
+        unopened = inst.process.returncode == -signal.SIGTERM and not inst.opened
         if inst.process.returncode != 0 and not unopened:
             errors.append(f"{inst.name} exited with {inst.process.returncode} on SIGTERM")
     return errors
