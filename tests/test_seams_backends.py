@@ -37,6 +37,9 @@ class Counter:
 
     fences = False
 
+    def fenced(self, shard: int, epoch: int) -> None:
+        raise AssertionError("a source that does not fence is never told of a fence")
+
     def __init__(self, start: int) -> None:
         self.taken: list[int] = []
         self._next = start

@@ -150,6 +150,10 @@ class MovingEpochs:
         self.taken: list[tuple[int, int]] = []
         self.asked_again = trio.Event()
         self.free = trio.Event()
+        self.fenced_out: list[tuple[int, int]] = []
+
+    def fenced(self, shard: int, epoch: int) -> None:
+        self.fenced_out.append((shard, epoch))
 
     async def take_epoch(self, shard: int) -> int:
         await trio.lowlevel.checkpoint()
@@ -198,6 +202,7 @@ async def test_a_zombie_incarnations_flush_is_refused_it_stops_and_its_writes_la
             await cache.aclose()
     try:
         assert epochs.taken == [(0, 10), (0, 12)]
+        assert epochs.fenced_out == [(0, 10)]  # the source was told, once
         found = other.read_all()
         assert found["z"] == StoreRecord("z", b"zombie", receipt.version)
         assert found["a"].value == b"before" and found["b"].value == b"new owner"

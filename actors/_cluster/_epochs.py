@@ -126,6 +126,18 @@ class LeaseEpochs:
     def may_acknowledge(self, partition: int, epoch: int) -> bool:
         return self._monotonic() < self.acknowledge_until(partition, epoch)
 
+    def fenced(self, shard: int, epoch: int) -> None:
+        """The store refused a batch of partition ``shard`` from ``epoch``: a member with a
+        newer epoch took it. Forget the lease as a refused renewal would (unless a newer
+        incarnation of ours retook it meanwhile): the journal stops acknowledging it, and
+        the next :meth:`take_epoch` acquires it afresh, waiting while the other holds it."""
+        held = self._held.get(shard)
+        if held is not None and held.epoch <= epoch:
+            del self._held[shard]
+            self.lost += 1
+            log.warning("partition %d: the store refused epoch %d's batch; another member "
+                        "holds the partition now", shard, epoch)
+
     def now(self) -> float:
         return self._monotonic()
 

@@ -32,3 +32,10 @@ class EpochSource(Protocol):
         ``StoreUnavailable`` (or the source's own error), which crashes the incarnation
         that asked, and its supervisor retries."""
         ...
+
+    def fenced(self, shard: int, epoch: int) -> None:
+        """The store refused a batch of ``shard`` from ``epoch``: a newer owner holds the
+        partition. A lease source forgets that lease at once (as if a renewal had been
+        refused), so nothing more of it is acknowledged and the next ``take_epoch`` waits
+        for the partition instead of retaking it. Only called when ``fences`` is true."""
+        ...

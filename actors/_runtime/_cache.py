@@ -739,6 +739,9 @@ class StoreEpochs:
     def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
         self._call = call
 
+    def fenced(self, shard: int, epoch: int) -> None:
+        """Never called: the store's counter does not fence."""
+
     async def take_epoch(self, shard: int) -> int:
         epoch: int = await self._call("take_epoch")
         return epoch

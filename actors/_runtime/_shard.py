@@ -299,6 +299,7 @@ class ShardActor:
             # loses nothing acknowledged: the new owner replays the partition's journal.
             # Its restart waits in take_epoch until the partition is free again (the
             # supervisor reports the crash, naming the epochs).
+            self._epochs.fenced(self.shard, self._epoch)
             raise StoreFenced(message.reason, partition=self.shard, epoch=self._epoch,
                               current=message.current)
         elif isinstance(message, StoreAck | StoreNack) and message.batch_id in self._through_many:

@@ -10,19 +10,25 @@ then the gate opens and the first member's batch reaches the store with its old 
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from writebehind import Config, Fence, StoreFenced, StoreRecord
 from writebehind._cluster._bridge import connect
+from writebehind._cluster._epochs import LeaseEpochs
 from writebehind._cluster._member import open_member
+from writebehind._core._partition_lease import HeldLease
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
+from writebehind._stores._postgres import PostgresStore
 from writebehind._stores._protocol import Store, WriteOutcome
 from writebehind._stores._sqlite import SQLiteStore
 from writebehind.harness._nats import NatsCluster
@@ -30,6 +36,30 @@ from writebehind.harness._nats import NatsCluster
 CLUSTER = "fencing"
 SHARDS = 4
 LEASES = {"ttl": 3.0, "renew_every": 0.5, "drift": 0.5}
+PG_URL = os.environ.get("WRITEBEHIND_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``(Config.store, Config.store_table)``: a SQLite file, or a fresh PostgreSQL table
+    (dropped after; skipped outside CI when the server is unreachable)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db", "writebehind_entries"
+        return
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+    table = f"wb_fence_{uuid.uuid4().hex[:12]}"
+    yield PG_URL, table
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for suffix in ("", "_meta", "_quarantine", "_fences"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
 
 
 class Gated:
@@ -39,7 +69,7 @@ class Gated:
 
     blocking = True
 
-    def __init__(self, inner: SQLiteStore, gate: threading.Event, log: list[Any],
+    def __init__(self, inner: SQLiteStore | PostgresStore, gate: threading.Event, log: list[Any],
                  waiting: list[int]) -> None:
         self.inner = inner
         self.limits = inner.limits
@@ -64,16 +94,17 @@ class Gated:
 
 def gated(gate: threading.Event, log: list[Any], waiting: list[int]) -> Any:
     def wrap(store: Store) -> Store:
-        assert isinstance(store, SQLiteStore)
+        assert isinstance(store, SQLiteStore | PostgresStore)
         return Gated(store, gate, log, waiting)  # type: ignore[return-value]
 
     return wrap
 
 
 async def test_a_paused_owners_late_flush_is_refused_and_versions_never_go_back(
-    nats_cluster: NatsCluster, tmp_path: Path,
+    nats_cluster: NatsCluster, tmp_path: Path, store_url: tuple[str, str],
 ) -> None:
-    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+    url, table = store_url
+    config = Config(store=url, store_table=table, journal_dir=tmp_path / "journal",
                     shards=SHARDS, ack="fsync", flush_interval=0.05)
     before = {f"a{i}": b"a %d" % i for i in range(40)}
     during = {f"b{i}": b"b %d" % i for i in range(40)}
@@ -85,7 +116,8 @@ async def test_a_paused_owners_late_flush_is_refused_and_versions_never_go_back(
     stored_mid: dict[str, StoreRecord] = {}
     epochs1: dict[int, int] = {}
     epochs2: dict[int, int] = {}
-    reader = SQLiteStore(tmp_path / "store.db")
+    reader = (SQLiteStore(tmp_path / "store.db", table=table) if url.startswith("sqlite")
+              else PostgresStore(url, table=table))
     landed_before: list[int] = []
 
     with trio.fail_after(120):
@@ -164,3 +196,16 @@ async def test_a_paused_owners_late_flush_is_refused_and_versions_never_go_back(
         epochs2.values()
     )
 
+
+
+def test_lease_epochs_forget_a_fenced_lease_but_not_a_newer_retake() -> None:
+    """What the shard tells its ``EpochSource`` when the store fenced a batch out: the lease
+    of that epoch is dropped like a refused renewal (no NATS needed)."""
+    epochs = LeaseEpochs(None, monotonic=lambda: 0.0)  # type: ignore[arg-type]
+    epochs._held[1] = HeldLease(1, epoch=5, revision=9, sent=0.0, ttl=10.0, drift=2.0)
+    epochs._held[2] = HeldLease(2, epoch=7, revision=12, sent=0.0, ttl=10.0, drift=2.0)
+    assert epochs.fences and epochs.may_acknowledge(1, 5)
+    epochs.fenced(1, 5)
+    assert not epochs.may_acknowledge(1, 5) and 1 not in epochs.held() and epochs.lost == 1
+    epochs.fenced(2, 6)  # an older incarnation's late answer: epoch 7 is this member's now
+    assert epochs.may_acknowledge(2, 7) and epochs.lost == 1
