@@ -3,6 +3,9 @@ not a whole message of this version is refused, never half-read."""
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,7 +38,8 @@ def requests(draw: st.DrawFn) -> Request:
     if op in (Op.WRITE, Op.WRITE_MANY) and ks:
         vs = tuple(draw(values) for _ in ks)
     return Request(op, draw(st.integers(0, 2**32 - 1)), ks, vs,
-                   draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**64 - 1)))
+                   draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**64 - 1)),
+                   draw(st.floats(allow_nan=False, allow_infinity=False)))
 
 
 @st.composite
@@ -95,6 +99,8 @@ def test_bytes_after_the_end_and_other_versions_are_refused() -> None:
         Request.decode(Reply(ReplyStatus.OK).encode())
     with pytest.raises(WireError, match="unknown op 9"):
         Request.decode(request[:4] + bytes([9]) + request[5:])
+    with pytest.raises(WireError, match="expires is nan"):
+        Request.decode(request[:-8] + struct.pack(">d", math.nan))
 
 
 def test_errors_come_back_as_the_same_types() -> None:

@@ -90,7 +90,9 @@ async def serve_cluster_cache(
             renew_every=renew_every, drift=drift,
         )
         hosting = member.hosting = Hosting(
-            membership, member.epochs, PartitionServer(conn, config.cluster_name, name),
+            membership, member.epochs,
+            PartitionServer(conn, config.cluster_name, name, epochs=member.epochs,
+                            drift=drift),
             partitions=config.shards,
         )
         rng = random.Random(config.seed)

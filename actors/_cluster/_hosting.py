@@ -49,6 +49,7 @@ class MemberView:
     lost: int  # leases found taken over at renewal
     routed_served: int  # routed calls answered here
     routed_refused: int  # routed calls answered "not serving"
+    routed_expired: int  # routed calls dropped: found past their caller's deadline
 
 
 @attrs.define
@@ -142,8 +143,14 @@ class Hosting:
         try:
             with state.scope:
                 await self._cache.host(partition)
-                await self.server.serve(partition)
-                state.serving = True
+                try:
+                    await self.server.serve(partition)
+                except nats.errors.Error as exc:
+                    # Give it up for now (its lease too); the next plan hosts it again.
+                    log.warning("%s: subscribing to partition %d's calls failed (%s); "
+                                "handing it back", self.member, partition, exc)
+                else:
+                    state.serving = True
             if not state.serving:
                 # Given up before it served: the lease may have been taken meanwhile.
                 await self._cache.unhost(partition)
@@ -195,4 +202,5 @@ class Hosting:
             lost=self.epochs.lost,
             routed_served=self.server.served,
             routed_refused=self.server.refused,
+            routed_expired=self.server.expired,
         )

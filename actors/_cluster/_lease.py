@@ -9,6 +9,7 @@ revision that is no longer the last learns that it lost the partition.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,8 @@ from .._core._partition_lease import (
 )
 from ._bridge import NatsConnection
 
+log = logging.getLogger("writebehind")
+
 
 class PartitionHeld(WritebehindError):
     """Another member holds the partition's lease and it has not expired."""
@@ -45,6 +48,8 @@ class PartitionLost(WritebehindError):
     """A renewal was refused: the lease's last revision is no longer this holder's."""
 
 
+#: How often a release is tried again after this member's own in-flight renewal beat it.
+RELEASE_TRIES = 5
 #: The bucket's key recording the cluster's number of partitions.
 PARTITIONS_KEY = "partitions"
 
@@ -157,6 +162,9 @@ class PartitionLeases:
                                 f"first ({exc.description})") from None
         if entry is not None and entry.value is not None and entry.value.expires > 0:
             self.takeovers += 1
+            log.warning("%s took partition %d over from %r, whose lease expired %.2fs ago "
+                        "(epoch %d)", self.member, partition, entry.value.member,
+                        sent_wall - entry.value.expires, decision.epoch)
         return HeldLease(partition, epoch=decision.epoch, revision=revision, sent=sent,
                          ttl=self.ttl, drift=self.drift)
 
@@ -202,11 +210,22 @@ class PartitionLeases:
         the epoch, which the next owner counts on. A refused write means it was taken over
         already; nothing to release."""
         value = LeaseValue(self.member, 0.0, held.epoch).encode()
-        try:
-            await self._conn.run(self._kv.update, lease_key(held.partition), value,
-                                 held.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
-        except nats.js.errors.APIError as exc:
-            if exc.err_code not in (10071, 10164):
-                raise
+        revision = held.revision
+        for _ in range(RELEASE_TRIES):
+            try:
+                await self._conn.run(self._kv.update, lease_key(held.partition), value,
+                                     revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            except nats.js.errors.APIError as exc:
+                if exc.err_code not in (10071, 10164):
+                    raise
+            # Refused: taken over, or this member's own renewal of the same revision
+            # landed first (it was in flight). In that case the lease is still ours, with
+            # another revision: release that one, or the next owner waits out the TTL.
+            entry = await self.read(held.partition)
+            if (entry is None or entry.value is None or entry.value.member != self.member
+                    or entry.value.epoch != held.epoch or entry.value.expires == 0):
+                return
+            revision = entry.revision

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import nats.errors
 import trio
 
@@ -41,6 +43,7 @@ from .._core._messages import Receipt
 from .._core._wire import Op, Reply, ReplyStatus, Request, WireError
 from .._runtime._cache import Cache
 from ._bridge import NatsConnection
+from ._epochs import LeaseEpochs
 
 log = logging.getLogger("writebehind")
 
@@ -130,7 +133,6 @@ class RemotePartition:
                             f"expected {receipts} and {values}")
 
     async def _call(self, request: Request, *, idempotent: bool) -> Reply:
-        payload = request.encode()
         now = trio.current_time
         give_up = now() + self._deadline
         backoff = FIRST_BACKOFF
@@ -147,6 +149,7 @@ class RemotePartition:
             # dead: the next attempt reaches the next one); a write waits as long as it may,
             # since asking again could apply it twice.
             timeout = min(remaining, self._deadline / 4) if idempotent else remaining
+            payload = attrs.evolve(request, expires=time.time() + timeout).encode()
             try:
                 message = await self._conn.run(self._conn.client.request, self._subject,
                                                payload, timeout=timeout)
@@ -178,8 +181,14 @@ class PartitionServer:
     shards. Start :meth:`run` (the dispatcher) first; then :meth:`serve` and
     :meth:`stop_serving` each partition as it is hosted and handed over."""
 
-    def __init__(self, conn: NatsConnection, cluster: str, member: str) -> None:
+    def __init__(self, conn: NatsConnection, cluster: str, member: str, *,
+                 epochs: LeaseEpochs | None = None, drift: float = 0.0) -> None:
+        """With ``epochs``, a call is answered only while this member may still
+        acknowledge on the partition's lease; ``drift`` is the clock-drift margin a
+        request's ``expires`` is judged with."""
         self._conn = conn
+        self._epochs = epochs
+        self._drift = drift
         self._cluster = cluster
         self._member = member
         self._cache: Cache | None = None
@@ -188,6 +197,7 @@ class PartitionServer:
         self._slots = trio.Semaphore(CONCURRENCY)
         self.served = 0
         self.refused = 0  # answered "not serving" (not hosted, moved, busy)
+        self.expired = 0  # dropped unanswered: found past the caller's deadline
 
     async def run(self, cache: Cache, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Handle the routed requests, each in its own task (at most ``CONCURRENCY`` at
@@ -217,13 +227,16 @@ class PartitionServer:
         )
 
     async def stop_serving(self, partition: int) -> None:
-        """Unsubscribe from ``partition``'s subject (before its shard is handed over)."""
+        """Unsubscribe from ``partition``'s subject (before its shard is handed over).
+        Drained, not dropped: a request the server routed here before the unsubscription
+        is still answered (a plain unsubscribe discards it, and its caller would wait out
+        its deadline and hear that its write may or may not have happened)."""
         subscription = self._subscriptions.pop(partition, None)
         if subscription is None:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             try:
-                await self._conn.run(subscription.unsubscribe)
+                await self._conn.run(subscription.drain)
             except nats.errors.Error as exc:
                 log.warning("unsubscribing partition %d failed (%s)", partition, exc)
 
@@ -251,6 +264,11 @@ class PartitionServer:
             except WireError as exc:
                 reply = Reply.failed(exc)
             else:
+                if request.expires and time.time() > request.expires + self._drift:
+                    # The caller gave up on it (it sat in this member's buffer while the
+                    # process was paused, say): applying it now would land it late.
+                    self.expired += 1
+                    return
                 reply = await self._answer(partition, request)
             if reply.status is ReplyStatus.NOT_SERVING:
                 self.refused += 1
@@ -269,6 +287,13 @@ class PartitionServer:
         shard = None if cache is None else cache.hosted(partition)
         if shard is None:
             return Reply.not_serving(f"{self._member} does not host partition {partition}")
+        held = None if self._epochs is None else self._epochs.held().get(partition)
+        if self._epochs is not None and (
+            held is None or not self._epochs.may_acknowledge(partition, held.epoch)
+        ):
+            # Its lease lapsed (or is being retaken): another member may own the partition
+            # now, and a read served here could be stale.
+            return Reply.not_serving(f"{self._member}'s lease on partition {partition} lapsed")
         if shard.incarnation_serving() is None:
             # Crashed and restarting, or waiting to retake a lease another member took (a
             # paused former owner): answered now, never held to be served late. A request

@@ -8,7 +8,7 @@ field out of range) is refused with :class:`WireError` and never half-read.
 
     request = magic "WBQ" | version u8 | op u8 | partition u32
               | count u32 | count × (key: bytes) | values: u8 present? count × (value: opt bytes)
-              | version i64 | seq u64
+              | version i64 | seq u64 | expires f64
     reply   = magic "WBA" | version u8 | status u8
               | count u32 | count × receipt | count' u32 | count' × (value: opt bytes)
               | error: str | message: str
@@ -17,12 +17,16 @@ field out of range) is refused with :class:`WireError` and never half-read.
     bytes   = length u32 | data;  opt bytes = length u32 (0xFFFFFFFF: None) | data
     str     = bytes holding UTF-8
 
-Integers are big-endian. A key is a ``str`` (UTF-8 on the wire).
+Integers are big-endian. A key is a ``str`` (UTF-8 on the wire). ``expires`` is the
+caller's wall-clock time after which it no longer waits for the answer (0: none): the owner
+drops a request found past it (plus the clock-drift margin), one that sat in a paused
+owner's buffer, say, rather than apply it late.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from typing import Any
 
@@ -50,6 +54,7 @@ _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
 _HEAD = struct.Struct(">3sBBI")  # magic, version, op, partition
 _REPLY_HEAD = struct.Struct(">3sBB")  # magic, version, status
 
@@ -100,6 +105,7 @@ class Request:
     values: tuple[bytes | None, ...] = ()
     version: int = 0
     seq: int = 0
+    expires: float = 0.0
 
     def encode(self) -> bytes:
         if self.values and len(self.values) != len(self.keys):
@@ -111,6 +117,7 @@ class Request:
         parts.extend(_opt_bytes(value) for value in self.values)
         parts.append(_I64.pack(self.version))
         parts.append(_U64.pack(self.seq))
+        parts.append(_F64.pack(self.expires))
         return b"".join(parts)
 
     @classmethod
@@ -131,8 +138,11 @@ class Request:
             values = tuple(reader.opt_bytes() for _ in range(count))
         (version_field,) = reader.unpack(_I64)
         (seq,) = reader.unpack(_U64)
+        (expires,) = reader.unpack(_F64)
+        if not math.isfinite(expires):
+            raise WireError(f"routing request: expires is {expires}")
         reader.end()
-        return cls(kind, partition, keys, values, version_field, seq)
+        return cls(kind, partition, keys, values, version_field, seq, expires)
 
 
 @attrs.frozen

@@ -33,6 +33,7 @@ from .._core._errors import (
     StoreRejected,
     StoreUnavailable,
     describe,
+    leaves,
 )
 from .._core._messages import (
     BatchFenced,
@@ -214,7 +215,9 @@ class ShardActor:
                         nursery.start_soon(self._watch_journal, core, journal)
                     await self._serve(core, journal, replies)
         except BaseException as exc:
-            if self._crash is None and not isinstance(exc, trio.Cancelled):
+            # A stop (the supervisor's, a hand-over's) cancels the incarnation's nursery,
+            # which raises its tasks' Cancelled as a group: that is no crash either.
+            if self._crash is None and leaves(exc, skip=trio.Cancelled):
                 self._crash = exc
             raise
         finally:

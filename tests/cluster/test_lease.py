@@ -149,6 +149,26 @@ async def test_a_released_lease_is_taken_at_once(nats_cluster: NatsCluster) -> N
             assert entry is not None and entry.value is not None and entry.value.member == "b"
 
 
+async def test_a_release_beaten_by_its_own_renewal_still_releases(
+    nats_cluster: NatsCluster,
+) -> None:
+    # The renew loop's write of a revision can land just before the release naming the
+    # same revision: the release must still free the lease, or the next owner waits out
+    # the TTL (seen as an expired-lease take-over during a graceful hand-over).
+    with trio.fail_after(60):
+        async with connect(nats_cluster.servers) as conn:
+            a = await _leases(conn, "a")
+            b = await _leases(conn, "b")
+            held = await a.acquire(2)
+            renewed = await a.renew(held)  # the renewal that was in flight
+            await a.release(held)  # names the revision the renewal replaced
+            entry = await b.read(2)
+            assert entry is not None and entry.value is not None
+            assert entry.value.expires == 0 and entry.revision > renewed.revision
+            taken = await b.acquire(2)  # at once
+            assert b.takeovers == 0 and taken.epoch == held.epoch + 1
+
+
 async def test_leases_survive_the_loss_of_one_node(nats_cluster: NatsCluster) -> None:
     with trio.fail_after(90):
         async with connect(nats_cluster.servers) as conn:
