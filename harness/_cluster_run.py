@@ -380,11 +380,13 @@ def run_cluster_rounds(
         stack.callback(snapshots.done.set)
         phase_end = time.monotonic() + duration
         takeovers = 0
+        first = rng.sample(kinds, len(kinds))
         while not errors and time.monotonic() < phase_end:
             time.sleep(rng.uniform(1.0, 3.0))
             if time.monotonic() >= phase_end or not kinds:
                 break
-            kind = rng.choice(kinds)
+            # Every kind once first (in a seeded order), so a short run has them all.
+            kind = first.pop() if first else rng.choice(kinds)
             pick = rng.random()
             length = rng.uniform(1.0, 3.0)
             shape = rng.random()
@@ -398,6 +400,7 @@ def run_cluster_rounds(
             elif kind == "zombie":
                 if not live:
                     say("zombie: no instance serves; skipped")
+                    first.append(kind)  # the next fault tries again
                     continue
                 # Mostly well past the lease (others take over before it wakes), sometimes
                 # about as long (it wakes while they take over: the races fencing is for).
