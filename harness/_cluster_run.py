@@ -117,7 +117,8 @@ def _via_proxy(url: str, port: int) -> str:
     parts = urllib.parse.urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query,
+                                    parts.fragment))
 
 
 def _target(url: str) -> tuple[str, int]:
