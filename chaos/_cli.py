@@ -268,10 +268,14 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
     data = summary(report)
     faults = fault_count(data["faults"])
     of_budget = "" if report.budget is None else f" (budget {report.budget:g}s)"
+    cluster = any(run.kind == "cluster" for run in report.runs)
     console.print(
         f"{len(report.runs)} sub-runs in {report.seconds:.1f}s{of_budget}: {data['acked']} "
-        f"acknowledged writes, {faults} faults injected, {data['recoveries']} recoveries; "
-        f"{data['lost']} acknowledged writes lost where the contract forbids it"
+        f"acknowledged writes, {faults} faults injected, {data['recoveries']} "
+        + ("take-overs; " if cluster else "recoveries; ")
+        + (f"{data['lost']} violations of the cluster rules (the table's 'lost' column)"
+           if cluster else
+           f"{data['lost']} acknowledged writes lost where the contract forbids it")
     )
     if report.skipped:
         console.print(f"{len(report.skipped)} SIGKILL runs did not fit the budget and did not "
