@@ -244,12 +244,11 @@ MUTANTS: tuple[Mutant, ...] = (
         name="core-retry-gives-up",
         area="shard-core", file=_CORE,
         find="""\
-            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
-        ]""",
+            elif entry.version == r.version:
+                requeue.append(r.key)""",
         replace="""\
-            if r.key not in self.dirty and r.key in entries and entries[r.key].version == r.version
-            and self.failures < 4  # give up on a batch the store keeps failing
-        ]""",
+            elif entry.version == r.version and self.failures < 4:  # give up on a batch
+                requeue.append(r.key)  # the store keeps failing""",
         rule="a batch the store did not commit is retried until it lands, however many "
         "attempts that takes",
     ),

@@ -56,37 +56,59 @@ def progress_watch(
     catch it as a crash and finish: ``alarm.fired`` says it hung anyway, ``alarm.why`` how.
 
     Judged by progress, not by the wall clock alone: a loaded machine runs a healthy
-    simulation slowly, but its marker keeps moving."""
+    simulation slowly, but its marker keeps moving. A watcher thread judges; the main thread
+    gets a signal only once the run is hung. A signal every ``period`` would not do: trio
+    wakes for any signal, and that extra wake-up reorders its seeded schedule, so a run
+    would no longer replay exactly (a sub-run of a loaded suite read 636 acknowledged writes
+    once and 637 the next time, from one seed)."""
     alarm = _Alarm()
     if threading.current_thread() is not threading.main_thread():
         yield alarm
         return
-    started = time.monotonic()
-    last_marker, last_change = marker(), started
+    main = threading.main_thread().ident
+    assert main is not None
+    done = threading.Event()
 
-    def check(signum: int, frame: object) -> None:
-        nonlocal last_marker, last_change
-        now = time.monotonic()
-        if not alarm.fired:
+    why = ""  # the watcher's finding; the stuck report is made in the main thread
+
+    def watch() -> None:
+        nonlocal why
+        started = time.monotonic()
+        last_marker, last_change = marker(), started
+        while not done.wait(period):
+            now = time.monotonic()
             current = marker()
             if current != last_marker:
                 last_marker, last_change = current, now
                 if now - started < cap:
-                    return
-                alarm.why = f"it ran past {cap:g}s of wall time while progressing"
-            elif now - last_change >= stall:
-                alarm.why = f"no progress for {stall:g}s of wall time: {describe()}"
-            else:
+                    continue
+                why = f"it ran past {cap:g}s of wall time while progressing"
+            elif now - last_change < stall:
+                continue
+            break
+        else:
+            return
+        while True:  # again every period, until the main thread leaves the block
+            signal.pthread_kill(main, signal.SIGALRM)
+            if done.wait(period):
                 return
+
+    def hung(signum: int, frame: object) -> None:
+        if done.is_set():
+            return  # the run finished as the watcher gave up on it
+        if not alarm.fired:
             alarm.fired = True
+            alarm.why = why or f"no progress for {stall:g}s of wall time: {describe()}"
         raise SimulationHung(f"the simulation hung ({alarm.why})")
 
-    previous = signal.signal(signal.SIGALRM, check)
-    signal.setitimer(signal.ITIMER_REAL, period, period)
+    previous = signal.signal(signal.SIGALRM, hung)
+    watcher = threading.Thread(target=watch, name="writebehind-progress-watch", daemon=True)
+    watcher.start()
     try:
         yield alarm
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        done.set()
+        watcher.join()
         signal.signal(signal.SIGALRM, previous)
 
 

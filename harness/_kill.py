@@ -84,9 +84,11 @@ class KillResult:
 
 
 def _absolute(url: str) -> str:
-    """A relative SQLite path means the caller's directory, not the worker's."""
+    """A relative SQLite path means the caller's directory, not the worker's (options such
+    as ``?worker=process`` are kept)."""
     if url.startswith("sqlite://"):
-        return f"sqlite:///{sqlite_path(url).resolve()}"
+        _, sep, options = url.partition("?")
+        return f"sqlite:///{sqlite_path(url).resolve()}{sep}{options}"
     return url
 
 

@@ -360,7 +360,9 @@ def test_an_ack_of_the_older_of_two_in_flight_batches_leaves_the_key_unpersisted
     second = flush(core)
     core.on_ack(first)
     assert "a" not in core.clean
-    assert core.entries["a"].dirty_since == 0.0  # dirty since its first write, never clean
+    # Never clean, but stamped by the write still owed (the rewrite), not by its first.
+    assert core.entries["a"].dirty_since == 1.0
+    assert core.oldest_dirty_since() == 1.0
     assert core.entries["a"].persisted_version == 1
     assert core.persisted_mark() == 1
     assert not core.is_persisted("a", 2, 2)

@@ -98,3 +98,45 @@ async def test_one_child_is_supervised_once(autojump_clock: trio.abc.Clock) -> N
             await sup.supervise(a)
         await sup.stop(a)
     assert a.runs == 1
+
+
+class GivesUp:
+    """A child that, once started, fails ``times`` times with ``error`` (in a group, as a
+    shard's nursery raises it), then runs."""
+
+    def __init__(self, error: Exception, times: int) -> None:
+        self.name = "gives-up"
+        self.restarts = 0
+        self.error = error
+        self.times = times
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if self.times:
+            self.times -= 1
+            await trio.sleep(0.1)
+            raise ExceptionGroup("nursery", [self.error, self.error])
+        await trio.sleep_forever()
+
+
+async def test_giving_up_work_that_is_no_longer_ones_own_is_no_crash_loop(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from writebehind._core._errors import Relinquished
+
+    events: list[tuple[str, str, str]] = []
+    sup = supervisor(events)  # max_restarts=3
+    child = GivesUp(Relinquished("partition 3's lease lapsed"), times=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.supervise, child)
+        await trio.sleep(5)
+        assert child.times == 0 and child.restarts == 10  # restarted, never escalated
+        nursery.cancel_scope.cancel()
+    # A real crash still counts.
+    crashing = GivesUp(RuntimeError("boom"), times=10)
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.supervise, crashing)
+            await trio.sleep(5)
+    assert caught.group_contains(TooManyRestarts)
+    assert crashing.restarts == 3

@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
                         help="where to make the temporary journals (default: here, to measure "
                              "this disk rather than a tmpfs)")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (printed)")
+    parser.add_argument("--store-workers", type=int, metavar="PAIRS",
+                        help="instead of the full run: SQLite's store worker thread against "
+                             "its worker process, in PAIRS alternated pairs (flush vs the raw "
+                             "upsert, fsync and memory cells, CPU per row and per put)")
     # For the test suite: every step shrunk to a few hundred operations.
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=_run)
@@ -62,9 +66,19 @@ def _run(args: argparse.Namespace) -> int:
     # Piped output gets a width that fits the cell table rather than rich's 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=150)
     sizes = Sizes.for_scale(args.quick, args.tiny)
+    if args.store_workers is not None:
+        if args.store_workers < 1 or (args.store and not args.store.startswith("sqlite://")):
+            print("--store-workers takes a count of pairs (1 or more) and a SQLite store",
+                  file=sys.stderr)
+            return 2
     args.dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="writebehind-bench-", dir=args.dir))
     url = args.store or f"sqlite:///{(root / 'store.db').resolve()}"
+    if args.store_workers is not None:
+        try:
+            return _store_workers(args, console, sizes, url, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     target = StoreTarget(url)
     run = BenchRun(store=target.masked, store_kind=target.kind, scale=sizes.name,
                    seed=args.seed, cell_seconds=sizes.cell_seconds)
@@ -105,3 +119,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _store_workers(args: argparse.Namespace, console: Any, sizes: Any, url: str,
+                   root: Path) -> int:
+    import json
+    import os
+
+    import attrs
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ._workers import alternated, summary
+
+    console.print(f"seed {args.seed}; {args.store_workers} alternated pairs, thread vs "
+                  f"process; {sizes.name} sizes; load average {os.getloadavg()[0]:.2f}")
+    found = alternated(
+        args.store_workers, url, root, records=sizes.flush_records,
+        cell_seconds=sizes.cell_seconds, probe_seconds=sizes.probe_seconds, seed=args.seed,
+        progress=lambda name: console.print(f"  {name}"),
+    )
+    table = Table(title=escape("SQLite store worker: medians [ranges] of the pairs"))
+    for column in ("figure", "thread", "process", "process/thread"):
+        table.add_column(column)
+    for row in summary(found):
+        table.add_row(*map(escape, row))
+    console.print(table)
+    console.print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps([attrs.asdict(f) for f in found], indent=1))
+        console.print(f"wrote {args.json}")
+    return 0

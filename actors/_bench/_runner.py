@@ -18,6 +18,7 @@ import trio
 
 from . import _limits, _many
 from ._cells import Cell, CellResult, matrix, run_cell
+from ._coalescing import Replay, ReplayResult, replay
 from ._recovery import (
     FlushResult,
     RecoveryResult,
@@ -67,6 +68,8 @@ class BenchRun:
     recovery: list[RecoveryResult] = attrs.field(factory=list)
     flush: FlushResult | None = None
     flush_paired_rows_s: float | None = None  # the store's raw batched rate just before it
+    # The Zipf fsync 64w cell's rate and length replayed through the shard cores (a count).
+    coalescing_replay: ReplayResult | None = None
     memory_per_million_keys_mib: float = 0.0
     memory_value_bytes: int = 100
     wall_seconds: float = 0.0
@@ -186,6 +189,13 @@ def plan(run: BenchRun, target: StoreTarget, root: Path, sizes: Sizes, quick: bo
             run.cells.append(trio.run(lambda: run_cell(
                 cell, target, root, seconds=sizes.cell_seconds, seed=seed, index=index)))
         steps.append((f"{cell.mode:<7} {cell.label}", cell_step))
+
+    def replay_step() -> None:
+        zipf = run.cell("fsync", "zipf", 64)
+        if zipf is not None and zipf.puts:
+            run.coalescing_replay = replay(Replay(
+                puts_per_s=zipf.puts / zipf.seconds, seconds=zipf.seconds, seed=seed))
+    steps.append(("coalescing: the Zipf cell replayed through the shard cores", replay_step))
 
     for count in sizes.recovery_records:
         journal_root = root / f"recovery-{count}"

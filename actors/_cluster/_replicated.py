@@ -36,7 +36,7 @@ import attrs
 import nats.errors
 import trio
 
-from .._core._errors import JournalClosed, JournalFailed, Unstorable
+from .._core._errors import JournalClosed, JournalFailed, Relinquished, Unstorable
 from .._journal._backend import JournalBackend, JournalStatistics, OpenJournal, Replay
 from .._journal._codec import JournalRecord, RecordKind, encode_frame, salt_seed
 from ._bridge import NatsConnection
@@ -48,6 +48,11 @@ log = logging.getLogger("writebehind")
 _PUT, _DELETE, _CHECKPOINT = int(RecordKind.PUT), int(RecordKind.DELETE), int(RecordKind.CHECKPOINT)
 #: Room left in a message for its headers, below the server's ``max_payload``.
 HEADER_ROOM = 4096
+
+
+class PartitionRelinquished(JournalFailed, Relinquished):
+    """The journal failed because its partition is no longer this member's: its lease
+    lapsed, or a newer owner fenced the subject."""
 
 
 @attrs.frozen
@@ -186,13 +191,13 @@ class ReplicatedJournal:
                     await self._commit()
                 elif not self._leases.may_acknowledge(self.partition, self.epoch):
                     self._fail(f"partition {self.partition}: the lease of epoch {self.epoch} "
-                               "lapsed (not renewed in time, or taken over)")
+                               "lapsed (not renewed in time, or taken over)", lost=True)
                     break
                 if self._purge_to and not self._closed and self._failure is None:
                     await self._purge()
         except Fenced as exc:
             self._fail(f"partition {self.partition} was fenced by a newer owner; epoch "
-                       f"{self.epoch} acknowledges nothing more ({exc})")
+                       f"{self.epoch} acknowledges nothing more ({exc})", lost=True)
         except (AppendUncertain, Unsynced) as exc:
             self._fail(f"partition {self.partition}: a group commit's outcome is unknown "
                        f"({exc}); its records are not acknowledged")
@@ -202,7 +207,7 @@ class ReplicatedJournal:
         finally:
             self._running = False
         if self._failure is not None:
-            raise JournalFailed(str(self._failure))
+            raise type(self._failure)(str(self._failure))
 
     def statistics(self) -> JournalStatistics:
         return JournalStatistics(
@@ -237,7 +242,7 @@ class ReplicatedJournal:
 
     def _check_usable(self) -> None:
         if self._failure is not None:
-            raise JournalFailed(str(self._failure))
+            raise type(self._failure)(str(self._failure))
         if self._closed:
             raise JournalClosed(f"partition {self.partition}'s journal is closed")
 
@@ -276,7 +281,8 @@ class ReplicatedJournal:
         # JetStream stored it; but only an owner whose lease still stands may acknowledge.
         if not self._leases.may_acknowledge(self.partition, self.epoch):
             self._fail(f"partition {self.partition}: the lease of epoch {self.epoch} lapsed "
-                       f"before the publish-ack of records up to {last}; not acknowledged")
+                       f"before the publish-ack of records up to {last}; not acknowledged",
+                       lost=True)
             return
         self.commits += 1
         self._messages.append(_Message(stream_seq, last, size))
@@ -309,9 +315,11 @@ class ReplicatedJournal:
         if self._purge_to == mark:
             self._purge_to = 0
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, lost: bool = False) -> None:
+        """Fail the journal; ``lost``: because the partition is no longer this member's
+        (the shard's restart then waits for its lease and is no crash)."""
         if self._failure is None:
-            self._failure = JournalFailed(reason)
+            self._failure = PartitionRelinquished(reason) if lost else JournalFailed(reason)
             log.warning("%s", reason)
         self._written_event = _fire(self._written_event)
         self._work.set()

@@ -146,6 +146,34 @@ def mask_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
+#: Where a SQLite store's blocking calls run: a worker thread of the cache's process (the
+#: default: it won the alternated measurements, specs/performance.md) or a worker process of
+#: its own (its CPU and GIL then stay off the event loop's process).
+SQLITE_WORKERS = ("thread", "process")
+DEFAULT_SQLITE_WORKER = "thread"
+
+
+def sqlite_worker(url: str) -> str:
+    """The URL's ``?worker=thread|process`` (default ``thread``); :class:`ConfigError` for
+    any other option or value."""
+    _, sep, query = url.partition("?")
+    worker = DEFAULT_SQLITE_WORKER
+    for option in query.split("&") if sep else ():
+        name, eq, value = option.partition("=")
+        if name != "worker" or not eq:
+            raise ConfigError(
+                f"Config.store {url!r} has an unknown option {option!r}; a SQLite URL takes "
+                "only '?worker=thread' or '?worker=process'"
+            )
+        if value not in SQLITE_WORKERS:
+            raise ConfigError(
+                f"Config.store {url!r} asks for worker {value!r}; write '?worker=thread' "
+                "(the default: a worker thread) or '?worker=process' (a process of its own)"
+            )
+        worker = value
+    return worker
+
+
 def _store_url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value.startswith(
         ("sqlite://", "postgresql://", "postgres://")
@@ -242,7 +270,9 @@ class Config:
         store (str): Where flushed writes go: ``'sqlite:///relative.db'``,
             ``'sqlite:////absolute.db'`` or ``'postgresql://user@host:5432/db'`` (the
             ``postgres`` extra; ``postgres://`` too). A password in it is masked in reprs,
-            logs and errors. Default: `'sqlite:///writebehind.db'`.
+            logs and errors. A SQLite URL may end in ``?worker=thread`` (the default: each
+            store actor calls its store from a worker thread) or ``?worker=process`` (from a
+            worker process of its own). Default: `'sqlite:///writebehind.db'`.
         store_table (str): The store's table; its meta and quarantine tables are named after
             it. SQLite: an identifier; PostgreSQL: ``[a-z_][a-z0-9_]*``, at most 41
             characters. One running cache per table. Default: `'writebehind_entries'`.
@@ -259,8 +289,10 @@ class Config:
             with ``cluster``, where a shard is a partition. Default: `2`.
         store_actors (int): Store actors, each with its own store connection and one
             transaction at a time. Range: >= 1. Default: `1`.
-        flush_interval (float): Seconds between a shard's flushes (``flush_interval_ms`` in
-            TOML). Range: > 0, finite. Default: `0.5`.
+        flush_interval (float): Seconds a shard lets a written key wait for rewrites
+            before it sends the key to the store (``flush_interval_ms`` in TOML); the
+            batch then also takes keys that have waited half of it. Rewrites within the
+            wait coalesce into one store row. Range: > 0, finite. Default: `0.5`.
         batch_size (int): Records per store transaction. Range: >= 1. Default: `512`.
         flush_threshold (int): Dirty keys in a shard that start a flush before
             ``flush_interval`` ends. Range: >= 1. Default: `4096`.
@@ -416,8 +448,10 @@ class Config:
     replicas: int = attrs.field(default=3, validator=_replicas)
 
     def __attrs_post_init__(self) -> None:
-        if self.store.startswith("sqlite://") and not self.store[len("sqlite://"):]:
-            raise ConfigError(f"Config.store has no path: {self.store!r}")
+        if self.store.startswith("sqlite://"):
+            if not self.store[len("sqlite://"):]:
+                raise ConfigError(f"Config.store has no path: {self.store!r}")
+            sqlite_worker(self.store)
         if self.segment_bytes < MIN_SEGMENT_BYTES:
             raise ConfigError(
                 f"Config.segment_bytes must be at least {MIN_SEGMENT_BYTES}, "

@@ -85,6 +85,14 @@ class JournalClosed(JournalError):
     """The journal was closed while the caller waited; the write may or may not be durable."""
 
 
+class Relinquished(WritebehindError):
+    """Raised by an actor whose work is no longer its own (cluster mode: its partition's
+    lease lapsed, or a newer owner fenced its journal). The supervisor restarts it like a
+    crash but does not count it toward the restart intensity: losing many partitions at
+    once (a paused member) is not a crash loop, and the restart waits until the work comes
+    back (the partition's lease)."""
+
+
 class StoreError(WritebehindError):
     """Base class of store errors."""
 
@@ -97,14 +105,15 @@ class StoreRejected(StoreError):
     """The store permanently refused one record: it goes to the quarantine."""
 
 
-class StoreFenced(StoreError):
+class StoreFenced(StoreError, Relinquished):
     """The store refused a whole batch: it carried a cluster partition's epoch older than
     the one the store recorded for that partition, so a newer owner holds the partition.
 
     Never retried and never quarantined: nothing of the batch was written, and the newer
     owner replays those records from the partition's journal itself. The incarnation that
-    sent it stops (it is a zombie). ``partition``, ``epoch`` (the batch's) and ``current``
-    (the store's) say which."""
+    sent it stops (it is a zombie; :class:`Relinquished`: its restart, which waits for the
+    partition, is not counted toward the restart intensity). ``partition``, ``epoch`` (the
+    batch's) and ``current`` (the store's) say which."""
 
     def __init__(self, message: str, *, partition: int, epoch: int, current: int) -> None:
         super().__init__(message)

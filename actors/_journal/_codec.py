@@ -40,6 +40,8 @@ assert MIN_PAYLOAD == RECORD_OVERHEAD  # the configuration's size check counts o
 
 
 _LENGTH_KIND = struct.Struct("<IB")  # what the CRC covers before the payload
+_FRONT = struct.Struct("<IIBQqI")  # a frame's header and its payload's fixed fields
+assert _FRONT.size == FRAME_HEADER_SIZE + _FIXED.size
 
 
 def encode_frame(
@@ -197,10 +199,12 @@ def _decode_payload(payload: memoryview, kind_byte: int, end: int) -> DecodeResu
 
 
 def decode_run(
-    buf: bytes, offset: int, salt: int, first_seq: int
+    buf: bytes, offset: int, salt: int, first_seq: int, marks: list[int] | None = None
 ) -> tuple[list[JournalRecord], int]:
     """Decode the valid frames from ``offset`` on whose seqs run ``first_seq``, +1, ...;
-    return them and the offset where the run stops.
+    return them and the offset where the run stops; each CHECKPOINT's mark (its
+    ``version``) is also appended to ``marks`` if given (a scan then needs no second pass
+    over every record to find them).
 
     Recovery's fast path: it stops at the first frame it does not accept outright (the end,
     a torn or damaged frame, a sequence gap, anything unusual), and :func:`decode_frame`
@@ -212,23 +216,28 @@ def decode_run(
     size = len(buf)
     seed = salt_seed(salt)
     crc32, pack_head = zlib.crc32, _LENGTH_KIND.pack
-    unpack_frame, unpack_fixed, unpack_len = (
-        _FRAME.unpack_from, _FIXED.unpack_from, _VALUE_LEN.unpack_from,
-    )
+    # The CRC of (length, kind) from the seed, per length and kind: records of one size
+    # repeat it (one dict lookup instead of a pack and a CRC per record).
+    heads: dict[int, int] = {}
+    unpack_front, unpack_len = _FRONT.unpack_from, _VALUE_LEN.unpack_from
     put, delete, checkpoint = RecordKind.PUT, RecordKind.DELETE, RecordKind.CHECKPOINT
     new, record_class = _new, JournalRecord
     set_seq, set_kind, set_key, set_value, set_version = _SLOT_SETTERS
     expected = first_seq
-    while size - offset >= FRAME_HEADER_SIZE:
-        length, crc, kind_byte = unpack_frame(buf, offset)
+    # Every valid frame holds at least the front (frame header + fixed fields), so a run
+    # stops where one no longer fits: decode_frame explains what is there.
+    while size - offset >= _FRONT.size:
+        length, crc, kind_byte, seq, version, key_len = unpack_front(buf, offset)
         start = offset + FRAME_HEADER_SIZE
         end = start + length
         if length < MIN_PAYLOAD or length > MAX_PAYLOAD or end > size:
             break
+        head = heads.get(length << 8 | kind_byte)
+        if head is None:
+            head = heads[length << 8 | kind_byte] = crc32(pack_head(length, kind_byte), seed)
         # A bytes slice is cheaper to make than a memoryview slice at these sizes.
-        if crc32(buf[start:end], crc32(pack_head(length, kind_byte), seed)) != crc:
+        if crc32(buf[start:end], head) != crc:
             break
-        seq, version, key_len = unpack_fixed(buf, start)
         key_end = start + _FIXED.size + key_len
         if seq != expected or key_end + _VALUE_LEN.size > end:
             break
@@ -241,6 +250,8 @@ def decode_run(
                 kind = delete
             elif kind_byte == 3 and key_len == 0:
                 kind = checkpoint
+                if marks is not None:
+                    marks.append(version)
             else:
                 break
         else:

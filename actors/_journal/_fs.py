@@ -154,13 +154,17 @@ class OsFileSystem:
         # but a regular file before a read could block or fail obscurely.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(mode)})", path)
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(
+                    errno.EINVAL, f"not a regular file ({_file_kind(info.st_mode)})", path
+                )
+            # One read of the whole file: reading 1 MiB chunks and joining them copied every
+            # byte twice (and faulted in twice the memory) when recovery reads a segment.
+            chunks = [os.read(fd, info.st_size + 1)]
+            while chunk := os.read(fd, 1 << 20):  # it grew since the fstat
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         finally:
             os.close(fd)
 

@@ -72,6 +72,7 @@ class SegmentScan:
     records: tuple[JournalRecord, ...]
     valid_bytes: int
     torn_tail: TornTail | None
+    marks: tuple[int, ...] = ()  # the persisted marks of its CHECKPOINT records, in order
 
 
 @attrs.frozen
@@ -154,11 +155,12 @@ def scan_segment(
             path, 0, f"sequence gap: segment starts at seq {header.first_seq}, expected {first_seq}"
         )
     records: list[JournalRecord] = []
+    marks: list[int] = []
     offset = HEADER_SIZE
     expected = header.first_seq
     torn: TornTail | None = None
     while True:
-        run, offset = decode_run(data, offset, header.salt, expected)
+        run, offset = decode_run(data, offset, header.salt, expected, marks)
         records += run
         expected += len(run)
         if offset >= len(data):
@@ -172,6 +174,8 @@ def scan_segment(
                     f"expected {expected}"
                 )
             records.append(result.record)
+            if result.record.kind is RecordKind.CHECKPOINT:
+                marks.append(result.record.version)
             offset = result.end
             expected += 1
             continue
@@ -183,7 +187,7 @@ def scan_segment(
             raise _corrupt(path, offset, f"{reason}, followed by a valid record at offset {later}")
         torn = TornTail(path, offset, len(data) - offset)
         break
-    return SegmentScan(path, header, tuple(records), offset, torn)
+    return SegmentScan(path, header, tuple(records), offset, torn, tuple(marks))
 
 
 def scan_journal(
@@ -224,7 +228,7 @@ def scan_journal(
             next_seq = max(next_seq, expected)
         segments.append(seg)
     checkpoint = RecordKind.CHECKPOINT
-    marks = [r.version for s in segments for r in s.records if r.kind is checkpoint]
+    marks = [mark for s in segments for mark in s.marks]
     persisted = max(marks, default=0)
     first = segments[0] if segments else None
     if first is not None and first.header is not None and first.header.first_seq - 1 > persisted:

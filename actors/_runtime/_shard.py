@@ -203,6 +203,7 @@ class ShardActor:
                         # Every cut is an alert: a torn tail may be synced data destroyed.
                         for kind, message in recovery.cuts:
                             self._alert(kind, self.name, f"{self.name}: {message}")
+                        del recovery  # its records live on in the core, not in this frame
                         await nursery.start(journal.run)
                     self._epoch, self._counter, self._fence = epoch, 0, fence
                     self._version_base = make_version(epoch, 0)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -14,6 +15,7 @@ from .._core._stats import StoreStatistics
 from .._core._status import STORE_ACTOR, Status
 from .._stores._protocol import Store, StoreFactory, WriteOutcome, rejections, supersessions
 from ._seams import Seams
+from ._store_process import StoreProcess, runs_in_process
 
 log = logging.getLogger("writebehind")
 
@@ -46,9 +48,7 @@ class StoreActor:
         self._wrap = seams.wrap_store
         self._reconnect_delay = reconnect_delay
         self._reconnect_max = reconnect_max
-        # One thread at a time per connection: a store is not safe to share across threads.
-        self._limiter = trio.CapacityLimiter(1)
-        self._store_blocking = True
+        self.worker_pid: int | None = None  # the store worker process's, when there is one
 
     def _become(self, status: Status) -> None:
         self.status = STORE_ACTOR.advance(self.status, status, self.name)
@@ -57,19 +57,19 @@ class StoreActor:
         if self._hook is not None:
             self._hook(point, self.name)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await call_store(self._store_blocking, self._limiter, fn, *args)
+    def _open(self, nursery: trio.Nursery) -> _Connection:
+        # A harness's wrapped store is an object of this process: it keeps the thread path.
+        if self._wrap is None and runs_in_process(self._factory):
+            return StoreProcess(self._factory, nursery, name=self.name)
+        return _ThreadStore(self._factory, self._wrap)
 
-    async def _connect(self) -> Store:
-        store = self._factory()
-        if self._wrap is not None:
-            store = self._wrap(store)
-        self._store_blocking = store.blocking
+    async def _connect(self, store: _Connection) -> None:
         delay = self._reconnect_delay
         while True:
             try:
-                await self._call(store.connect)
-                return store
+                await store.connect()
+                self.worker_pid = store.pid
+                return
             except StoreUnavailable as exc:
                 self._become(Status.RECONNECTING)
                 self.errors += 1
@@ -79,17 +79,42 @@ class StoreActor:
                 await trio.sleep(delay)
                 delay = min(self._reconnect_max, delay * 2)
 
-    def _start(self, store: Store, batch: FlushBatch) -> _Write:
+    def _start(self, store: _Connection, batch: FlushBatch) -> _Job:
         self._fault("store.before_commit")
-        return _Write(store, batch.records, batch.fence, blocking=self._store_blocking)
+        return store.start_write(batch.records, batch.fence)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        store = await self._connect()
+        # The nursery owns a store worker process's pipe tasks; the process itself is
+        # stopped (and waited for) in ``finally`` whatever ends the actor.
+        try:
+            async with trio.open_nursery() as nursery:
+                store = self._open(nursery)
+                try:
+                    await self._serve(store, task_status)
+                finally:
+                    self.worker_pid = None
+                    with trio.CancelScope(shield=True):
+                        await store.aclose()
+        except BaseExceptionGroup as group:
+            # The pipe tasks never raise: the group holds the actor's own error, which the
+            # supervisor expects as it is (its cause and context kept as they were).
+            if len(group.exceptions) != 1:
+                raise
+            exc = group.exceptions[0]
+            cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+            try:
+                raise exc
+            finally:
+                exc.__cause__, exc.__context__ = cause, context
+                exc.__suppress_context__ = suppress
+
+    async def _serve(self, store: _Connection, task_status: Any) -> None:
+        await self._connect(store)
         self._become(Status.RUNNING)
         task_status.started()
         # Batches taken and not answered yet, oldest first: held[0] is the one ``job`` writes.
         held: list[Outgoing] = []
-        job: _Write | None = None
+        job: _Job | None = None
         try:
             while True:
                 if job is None:
@@ -107,8 +132,8 @@ class StoreActor:
                     self.last_error_time = trio.current_time()
                     held.remove(outgoing)
                     await _answer(reply, StoreNack(batch.batch_id, str(exc)))
-                    await self._call(store.close)
-                    store = await self._connect()
+                    await store.close()
+                    await self._connect(store)
                     self._become(Status.RUNNING)
                     continue
                 except StoreFenced as exc:
@@ -125,10 +150,11 @@ class StoreActor:
                 self.records += len(batch.records)
                 # Start the next write before answering this one: the answer wakes the
                 # shard, and its ack-and-next-batch work would otherwise run before the
-                # worker thread starts (trio.to_thread yields first), leaving the store idle
-                # for that long after every batch. (A non-blocking store's write only starts
-                # when awaited; it is pipelined all the same, so simulations, which use such
-                # stores, take this path too.)
+                # worker thread starts (trio.to_thread yields first) or the request reaches
+                # the worker process, leaving the store idle for that long after every
+                # batch. (A non-blocking store's write only starts when awaited; it is
+                # pipelined all the same, so simulations, which use such stores, take this
+                # path too.)
                 try:
                     upcoming = self._mailbox.receive_nowait()
                 except trio.WouldBlock:
@@ -141,7 +167,7 @@ class StoreActor:
                 await _answer(reply, StoreAck(batch.batch_id, rejected, superseded))
         except BaseException as exc:
             if job is not None:
-                await job.settle()  # its thread still uses the connection
+                await job.settle()  # a worker thread may still use the connection
             # Whatever we were holding never got an answer: its outcome is unknown, so the
             # shard must retry it (writes are idempotent: versions only move forward).
             for batch, reply in held:
@@ -158,7 +184,6 @@ class StoreActor:
         finally:
             if self.status is not Status.CRASHED:
                 self._become(Status.STOPPED)
-            store.close()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
@@ -171,6 +196,61 @@ class StoreActor:
             last_error=self.last_error,
             last_error_time=self.last_error_time,
         )
+
+
+class _Job(Protocol):
+    async def result(self) -> WriteOutcome: ...
+    async def settle(self) -> None: ...
+
+
+class _Connection(Protocol):
+    """What a store actor drives: a store in a worker thread (:class:`_ThreadStore`) or in
+    a worker process (:class:`StoreProcess`)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    async def connect(self) -> None: ...
+    def start_write(self, records: tuple[StoreRecord, ...], fence: Fence | None) -> _Job: ...
+    async def close(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class _ThreadStore:
+    """A fresh store of ``factory`` per connection (wrapped by a harness's ``wrap``), called
+    in a worker thread if it blocks, else inline."""
+
+    pid = None
+
+    def __init__(self, factory: StoreFactory, wrap: Callable[[Store], Store] | None) -> None:
+        self._factory = factory
+        self._wrap = wrap
+        self._store: Store | None = None
+        # One thread at a time per connection: a store is not safe to share across threads.
+        self._limiter = trio.CapacityLimiter(1)
+
+    def _current(self) -> Store:
+        if self._store is None:
+            store = self._factory()
+            self._store = store if self._wrap is None else self._wrap(store)
+        return self._store
+
+    async def connect(self) -> None:
+        store = self._current()
+        await call_store(store.blocking, self._limiter, store.connect)
+
+    def start_write(self, records: tuple[StoreRecord, ...], fence: Fence | None) -> _Write:
+        store = self._current()
+        return _Write(store, records, fence, blocking=store.blocking)
+
+    async def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await call_store(store.blocking, self._limiter, store.close)
+
+    async def aclose(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
 
 async def call_store(blocking: bool, limiter: trio.CapacityLimiter, fn: Any, *args: Any) -> Any:

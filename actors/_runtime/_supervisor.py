@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._core._errors import TooManyRestarts, describe
+from .._core._errors import Relinquished, TooManyRestarts, describe, leaves
 
 log = logging.getLogger("writebehind")
 
@@ -116,6 +116,13 @@ class Supervisor:
         await supervised.ended.wait()
 
     def _crashed(self, child: Child, exc: BaseException) -> None:
+        found = leaves(exc, skip=trio.Cancelled)
+        if found and all(isinstance(leaf, Relinquished) for leaf in found):
+            detail = describe(exc)
+            log.warning("%s gave up its work: %s; restarting (not counted as a crash)",
+                        child.name, detail)
+            self._event("crash", child.name, detail)
+            return
         now = trio.current_time()
         recent = self._recent
         recent.append(now)

@@ -68,6 +68,8 @@ class Store(Protocol):
         ...
 
 
+#: Makes fresh, unconnected stores. One with ``worker = "process"`` (SQLite's, see
+#: ``_registry.SQLiteFactory``) pickles, and its stores run in a store worker process.
 StoreFactory = Callable[[], Store]
 
 #: What :meth:`Store.write_batch` returns: the records that did not land as given.

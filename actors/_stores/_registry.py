@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import attrs
+
+from .._core._config import sqlite_worker
 from .._core._errors import ConfigError
 from ._postgres import PostgresStore
 from ._protocol import StoreFactory
 from ._sqlite import SQLiteStore, sqlite_path
 
 
+@attrs.frozen
+class SQLiteFactory:
+    """Makes the SQLite stores of one URL. It pickles: a store actor sends it to its store
+    worker process (``worker == "process"``), which makes the stores there."""
+
+    path: Path
+    table: str
+    timeout: float
+    worker: str = "thread"
+
+    def __call__(self) -> SQLiteStore:
+        return SQLiteStore(self.path, table=self.table, timeout=self.timeout)
+
+
 def _sqlite(url: str, table: str, timeout: float) -> StoreFactory:
-    path = sqlite_path(url)
-    return lambda: SQLiteStore(path, table=table, timeout=timeout)
+    factory = SQLiteFactory(sqlite_path(url), table, timeout, sqlite_worker(url))
+    factory()  # validate the table name now, not in a worker
+    return factory
 
 
 def _postgres(url: str, table: str, timeout: float) -> StoreFactory:

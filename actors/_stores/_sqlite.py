@@ -17,8 +17,9 @@ _MAX_ROWS = 1024  # rows per upsert statement (4 parameters each)
 
 
 def sqlite_path(url: str) -> Path:
-    """``sqlite:///relative/file.db`` or ``sqlite:////absolute/file.db``."""
-    rest = url[len("sqlite://"):]
+    """``sqlite:///relative/file.db`` or ``sqlite:////absolute/file.db`` (options after a
+    ``?``, such as ``worker``, are not part of the path)."""
+    rest = url[len("sqlite://"):].partition("?")[0]
     if not rest.startswith("/") or len(rest) < 2:
         raise ConfigError(
             f"Config.store {url!r} is not a SQLite URL; write 'sqlite:///relative.db' or "

@@ -56,6 +56,12 @@ def _check_figures(data: dict[str, Any]) -> None:
     assert all(r["store_writes_per_op"] == pytest.approx(1.0) for r in write_through)
     assert [r["records"] for r in data["recovery"]] == [2_000]
     assert data["recovery"][0]["records_per_s"] > 0
+    assert data["recovery"][0]["records_per_cpu_s"] > 0
+    floor = data["coalescing"]
+    # The cell's own floor counts its last, partial window: never below the steady one.
+    assert floor["ideal_rows_per_put_for_cell"] >= floor["ideal_rows_per_put_per_flush_interval"]
+    assert 0 < floor["replay_floor_rows_per_put"] <= 1
+    assert 0 < floor["replay_rows_per_put"] <= 1
     assert data["flush"]["rows"] == 2_000 and data["flush"]["rows_s"] > 0
     assert data["memory_per_million_keys_mib"] > 0
     assert len(data["targets"]) == 8
@@ -129,3 +135,27 @@ def test_quick_matrix_covers_every_mode_for_each_target_cell() -> None:
         )
     full = matrix(False)
     assert len(full) == 4 * 3 * 2 * 2 and len(set(full)) == len(full)
+
+
+def test_store_workers_runs_alternated_pairs_of_thread_and_process(tmp_path: Path) -> None:
+    out = tmp_path / "pairs.json"
+    code = main(["bench", "--tiny", "--store-workers", "1", "--json", str(out),
+                 "--dir", str(tmp_path / "work")])
+    assert code == 0
+    found = json.loads(out.read_text())
+    assert [(f["pair"], f["worker"]) for f in found] == [(0, "thread"), (0, "process")]
+    for figures in found:
+        assert all(v > 0 and math.isfinite(v) for k, v in figures.items()
+                   if k not in {"worker", "pair"}), figures
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [["--store-workers", "0"],
+                                   ["--store-workers", "1", "--store", "postgresql://x/y"]])
+def test_store_workers_takes_pairs_and_a_sqlite_store(
+    tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--tiny", "--dir", str(tmp_path), *extra]) == 2
+    assert "--store-workers takes a count of pairs (1 or more) and a SQLite store" in (
+        capsys.readouterr().err
+    )

@@ -36,6 +36,23 @@ def test_kills_lose_no_acknowledged_write_where_the_ack_mode_promises_it(
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
+def test_kills_of_a_cache_whose_sqlite_runs_in_a_worker_process_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    # A SIGKILLed cache takes its store worker process with it (PR_SET_PDEATHSIG): the next
+    # incarnation's replay and the final check see no worker committing behind them.
+    result = run_kill_rounds(
+        seed=13, ack="fsync", rounds=3, workdir=tmp_path,
+        store=f"sqlite:///{tmp_path / 'store.db'}?worker=process",
+    )
+    assert result.worker_errors == ()
+    assert result.kills == 3 and result.recoveries == 3
+    assert result.verdict.acked > 0
+    assert result.verdict.lost == ()
+    assert result.read_violations == ()
+    assert result.label == "PASS" and result.ok
+
+
 def test_kills_under_ack_memory_lose_writes_and_say_that_is_allowed(tmp_path: Path) -> None:
     result = run_kill_rounds(seed=11, ack="memory", rounds=3, workdir=tmp_path)
     assert result.worker_errors == ()

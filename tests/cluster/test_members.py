@@ -332,3 +332,66 @@ async def test_membership_sees_members_come_and_go(nats_cluster: NatsCluster) ->
             assert await b.read() == {"a", "b"}
             await trio.sleep(1.5 + 0.3 + 0.1)
             assert await b.read() == {"b"}
+
+
+ZOMBIE = CHILD.replace("await trio.sleep_forever()", """while True:
+                await trio.sleep(0.5)
+                print(cache.status.value, flush=True)""")
+
+
+async def test_a_paused_instance_is_taken_over_and_its_return_loses_nothing(
+    nats_cluster: NatsCluster, pg_table: tuple[str, str], tmp_path: Path,
+) -> None:
+    # SIGSTOP past its leases: the survivor takes its partitions over while its routing
+    # subscriptions still exist on the server; SIGCONT: it finds its leases gone.
+    name = "paused"
+    expected: dict[str, bytes | None] = {f"child-{i}": b"c%d" % i for i in range(120)}
+    with trio.fail_after(180):
+        async with open_cache(_config(nats_cluster, pg_table, tmp_path / "a", name)) as a:
+            child = subprocess.Popen(
+                [sys.executable, "-c", ZOMBIE, nats_cluster.servers, name, str(PARTITIONS),
+                 str(TTL), *pg_table, str(tmp_path / "child")],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+            try:
+                line = await trio.to_thread.run_sync(child.stdout.readline)  # type: ignore[union-attr]
+                share = set(json.loads(line))
+                os.kill(child.pid, signal.SIGSTOP)
+                paused = trio.current_time()
+                # Reads are asked again until the survivor took the partitions over.
+                assert await a.get_many(list(expected)) == expected
+                log.warning("a paused instance's %d partitions served by the survivor %.2fs "
+                            "after SIGSTOP (ttl %.1fs)", len(share),
+                            trio.current_time() - paused, TTL)
+                assert set(a.cluster_view().hosted) == set(range(PARTITIONS))
+                during = {k: b"during" for k in (f"d-{i}" for i in range(400))
+                          if shard_of(k, PARTITIONS) in share}
+                await a.put_many(during)
+                expected.update(during)
+                os.kill(child.pid, signal.SIGCONT)
+                resumed = trio.current_time()
+                # It finds its leases taken over: its shards give the partitions up (no
+                # crash loop: Relinquished is not counted toward max_restarts) and wait for
+                # their leases; it renews its membership, so the survivor hands its share
+                # back to it.
+                while not (len(a.cluster_view().live) == 2
+                           and share == set(range(PARTITIONS)) - _hosted(a)):
+                    assert child.poll() is None, "the resumed instance stopped"
+                    await trio.sleep(0.05)
+                log.warning("the resumed instance had its %d partitions back %.2fs after "
+                            "SIGCONT", len(share), trio.current_time() - resumed)
+                await a.put("after", b"resumed")
+                expected["after"] = b"resumed"
+                assert await a.get_many(list(expected)) == expected
+            finally:
+                if child.poll() is None:
+                    os.kill(child.pid, signal.SIGKILL)
+                await trio.to_thread.run_sync(child.wait)
+        # Acknowledged writes the resumed instance held when it was killed are in its
+        # partitions' journals, not the store: the next instance replays them.
+        async with open_cache(_config(nats_cluster, pg_table, tmp_path / "b", name)) as b:
+            while len(b.cluster_view().hosted) < PARTITIONS:
+                await trio.sleep(0.05)
+            assert await b.get_many(list(expected)) == expected
+    stored = _stored(pg_table)
+    assert {k: stored.get(k) for k in expected} == expected

@@ -58,3 +58,20 @@ async def test_a_full_journal_refuses_the_whole_batch(
             journal.append_encoded_many([(b"late", b"1", 10_000), (b"later", b"2", 10_001)])
         assert journal.statistics().next_seq == before  # nothing was appended
         journal.close()
+
+
+async def test_replay_hands_the_recovered_records_over_and_keeps_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fs = SimulatedFileSystem()
+    journal = await Journal.open(DIR, shard_id=0, fs=fs)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.wait_synced(journal.append_encoded_many([(b"a", b"1", 1), (b"b", b"2", 2)]))
+        journal.close()
+    again = await Journal.open(DIR, shard_id=0, fs=fs)
+    replay = again.replay()
+    assert [r.key for r in replay.records] == ["a", "b"]
+    # The shard's core holds them from here on; the journal keeps the rest of its report.
+    assert again.recovery.records == () and again.recovery.next_seq == replay.next_seq
+    again.close()

@@ -179,3 +179,18 @@ def test_next_seq_stays_above_the_persisted_mark() -> None:
     assert scan.persisted_seq == 10
     assert scan.records == ()
     assert scan.next_seq == 11
+
+
+def test_a_scan_finds_the_checkpoint_marks_as_it_decodes() -> None:
+    """The persisted mark comes from the marks each segment's decode collected (no second
+    pass over every record), newest checkpoint winning, across segments."""
+    first = [*make_records(3), JournalRecord(4, RecordKind.CHECKPOINT, "", None, 2)]
+    second = [JournalRecord(5, RecordKind.PUT, "k", b"v", 5),
+              JournalRecord(6, RecordKind.CHECKPOINT, "", None, 4)]
+    a, _ = segment_bytes(first)
+    b, _ = segment_bytes(second)
+    seg = scan_segment(a, path="00000000000000000001.wal", is_last=False)
+    assert seg.marks == (2,)
+    scan = scan_journal([("d/00000000000000000001.wal", a), ("d/00000000000000000005.wal", b)])
+    assert scan.persisted_seq == 4
+    assert [r.seq for r in scan.records] == [5]  # records above the mark, checkpoints left out
