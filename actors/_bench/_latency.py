@@ -17,6 +17,10 @@ class Latencies:
     def record(self, seconds: float) -> None:
         self._hist.record_value(min(_HIGHEST_US, max(1, int(seconds * 1e6))))
 
+    def merge(self, other: Latencies) -> None:
+        """Add every duration ``other`` recorded."""
+        self._hist.add(other._hist)
+
     @property
     def count(self) -> int:
         return int(self._hist.get_total_count())

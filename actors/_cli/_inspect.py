@@ -135,7 +135,40 @@ def header(state: Mapping[str, Any], width: int | None = None) -> list[Text]:
         Text(f"quarantined {_cell(cache.get('quarantined'))}"),
         Text(f"alerts {_cell(cache.get('alerts'))}"),
     ]
-    return _pack(first, width) + _pack(second, width)
+    cluster = cluster_parts(state)
+    return _pack(first, width) + _pack(second, width) + (_pack(cluster, width) if cluster
+                                                         else [])
+
+
+def cluster_parts(state: Mapping[str, Any]) -> list[Text]:
+    """A cluster member's figures (none for a single process, or an older server): who it
+    is, its partitions, the epochs and the time its leases leave it, and the lease counters."""
+    cluster = state.get("cluster")
+    if not cluster:
+        return []
+    leases = cluster.get("leases") or []
+    epochs = sorted(int(lease["epoch"]) for lease in leases)
+    window = min((float(lease["acknowledge_for"]) for lease in leases), default=None)
+    parts = [
+        Text.assemble(("cluster ", "bold"), f"{cluster.get('cluster', '?')}"),
+        Text(f"member {cluster.get('member', '?')}"),
+        Text(f"live {len(cluster.get('live') or [])}"),
+        Text(f"partitions hosted {len(cluster.get('hosted') or [])}"
+             f"/{_cell(cluster.get('partitions'))}"),
+    ]
+    if cluster.get("starting"):
+        parts.append(Text(f"starting {len(cluster['starting'])}", style="yellow"))
+    if epochs:
+        parts.append(Text("epoch " + (f"{epochs[0]}" if epochs[0] == epochs[-1]
+                                      else f"{epochs[0]}-{epochs[-1]}")))
+    if window is not None:
+        # The least time any held lease leaves it to acknowledge: near 0, renewals fail.
+        parts.append(Text.assemble(("acks for ", "dim"), (f"{max(0.0, window):.1f}s",
+                                   "bold" if window > 1.0 else "bold red")))
+    for name, label in (("takeovers", "take-overs"), ("handovers", "hand-overs"),
+                        ("losses", "losses"), ("routed_served", "routed in")):
+        parts.append(Text(f"{label} {_cell(cluster.get(name))}"))
+    return parts
 
 
 def _pack(parts: list[Text], width: int | None) -> list[Text]:

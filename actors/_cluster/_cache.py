@@ -22,7 +22,7 @@ import nats.errors
 import trio
 
 from .._core._config import Config, cluster_servers
-from .._core._errors import WritebehindError
+from .._core._errors import ClusterUnavailable
 from .._runtime._cache import Attachment, Cache, open_served
 from .._runtime._seams import Seams
 from ._bridge import connect
@@ -47,10 +47,6 @@ def route_deadline(config: Config) -> float:
     """How long a routed call keeps asking while no member serves its partition."""
     ttl = config.lease_ttl
     return ttl * (1 + DRIFT_FRACTION + RENEW_FRACTION) + ROUTE_MARGIN
-
-
-class ClusterUnavailable(WritebehindError):
-    """None of ``Config.cluster``'s NATS servers could be reached at start."""
 
 
 def member_name() -> str:

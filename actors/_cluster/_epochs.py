@@ -29,6 +29,7 @@ import trio
 from .._core._errors import WritebehindError
 from .._core._partition_lease import HeldLease
 from .._core._routing import EPOCH_SHIFT
+from .._core._stats import PartitionLeaseStatistics
 from ._lease import PartitionHeld, PartitionLeases, PartitionLost
 
 log = logging.getLogger("writebehind")
@@ -144,6 +145,17 @@ class LeaseEpochs:
     def held(self) -> dict[int, HeldLease]:
         """The leases held now, by partition (a copy)."""
         return dict(self._held)
+
+    def lease_statistics(self) -> tuple[PartitionLeaseStatistics, ...]:
+        """The leases held now, by partition, with their epochs and remaining time."""
+        now = self._monotonic()
+        return tuple(
+            PartitionLeaseStatistics(
+                partition=p, epoch=h.epoch, expires_in=h.sent + h.ttl - now,
+                acknowledge_for=h.acknowledge_until() - now,
+            )
+            for p, h in sorted(self._held.items())
+        )
 
     # -- renewing and releasing ----------------------------------------------------------
 

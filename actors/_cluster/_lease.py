@@ -160,13 +160,14 @@ class PartitionLeases:
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise PartitionLost(f"partition {partition}: another member wrote its lease "
                                 f"first ({exc.description})") from None
-        if entry is not None and entry.value is not None and entry.value.expires > 0:
+        if decision.taken_from is not None:
+            assert entry is not None and entry.value is not None  # a lapsed lease was read
             self.takeovers += 1
             log.warning("%s took partition %d over from %r, whose lease expired %.2fs ago "
                         "(epoch %d)", self.member, partition, entry.value.member,
                         sent_wall - entry.value.expires, decision.epoch)
         return HeldLease(partition, epoch=decision.epoch, revision=revision, sent=sent,
-                         ttl=self.ttl, drift=self.drift)
+                         ttl=self.ttl, drift=self.drift, taken_from=decision.taken_from)
 
     async def renew(self, held: HeldLease) -> HeldLease:
         """Extend the lease by a compare-and-set on ``held.revision``; raises

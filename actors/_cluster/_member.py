@@ -18,10 +18,11 @@ import attrs
 import trio
 
 from .._core._partition_lease import DRIFT_MARGIN, LEASE_TTL, RENEW_EVERY
+from .._core._stats import ClusterStatistics
 from .._journal._backend import OpenJournal
 from ._bridge import NatsConnection
 from ._epochs import LeaseEpochs
-from ._hosting import Hosting, MemberView
+from ._hosting import Hosting
 from ._journal import open_stream
 from ._lease import PartitionLeases
 from ._replicated import replicated_journals
@@ -37,11 +38,36 @@ class Member:
     epochs: LeaseEpochs
     open_journal: OpenJournal
     hosting: Hosting | None = None
+    cluster: str = ""
+    partitions: int | None = None  # the cluster's number, when the member was told it
 
-    def view(self) -> MemberView | None:
-        """A frozen snapshot: live members, hosted partitions, their epochs, take-overs
-        (None before a cache hosts anything on this member)."""
-        return None if self.hosting is None else self.hosting.view()
+    @property
+    def name(self) -> str:
+        return self.epochs.leases.member
+
+    def view(self) -> ClusterStatistics:
+        """A frozen snapshot for ``Cache.statistics().cluster`` (the cache's ``cluster_view``):
+        live members, the partitions hosted here and starting, the leases held with their
+        epochs and remaining time, and the counters. Before a :class:`Hosting` runs on this
+        member (a cache given its seams directly hosts every shard itself) the live members
+        are itself and the hosted partitions those it holds a lease on."""
+        leases = self.epochs.lease_statistics()
+        epochs = self.epochs
+        stats = ClusterStatistics(
+            cluster=self.cluster, member=self.name, live=(self.name,), leases=leases,
+            partitions=self.partitions if self.partitions is not None else len(leases),
+            hosted=tuple(lease.partition for lease in leases),
+            acquisitions=epochs.acquired, takeovers=epochs.leases.takeovers,
+            renewals=epochs.renewals, losses=epochs.lost,
+        )
+        if self.hosting is None:
+            return stats
+        view = self.hosting.view()
+        return attrs.evolve(
+            stats, live=view.live, hosted=view.hosted, starting=view.starting,
+            handovers=view.handovers, routed_served=view.routed_served,
+            routed_refused=view.routed_refused, routed_expired=view.routed_expired,
+        )
 
 
 @asynccontextmanager
@@ -64,6 +90,7 @@ async def open_member(
     async with trio.open_nursery() as nursery:
         await nursery.start(epochs.run)
         yield Member(conn, epochs,
-                     replicated_journals(conn, cluster, epochs, timeout=publish_timeout))
+                     replicated_journals(conn, cluster, epochs, timeout=publish_timeout),
+                     cluster=cluster, partitions=partitions)
         await epochs.release_all()
         nursery.cancel_scope.cancel()

@@ -35,6 +35,7 @@ import trio
 from .._core._errors import (
     CacheClosed,
     PartitionMoved,
+    PartitionUnavailable,
     ShardCrashed,
     StoreRejected,
     WritebehindError,
@@ -54,11 +55,6 @@ MAX_BACKOFF = 0.25
 #: Routed requests waiting for a task, and handled at once, per member.
 QUEUE = 1024
 CONCURRENCY = 256
-
-
-class PartitionUnavailable(WritebehindError):
-    """No member served the key's partition within the routing deadline; nothing was
-    written. The cluster may be down, or every member that could host it is starting."""
 
 
 def rpc_subject(cluster: str, partition: int) -> str:

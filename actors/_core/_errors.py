@@ -149,6 +149,16 @@ class PartitionMoved(WritebehindError):
     the call did anything; retry it (it is routed to the new owner)."""
 
 
+class PartitionUnavailable(WritebehindError):
+    """Cluster mode: no member served the key's partition within the routing deadline;
+    nothing was written. The cluster may be down, or every member that could host it is
+    starting."""
+
+
+class ClusterUnavailable(WritebehindError):
+    """Cluster mode: none of ``Config.cluster``'s NATS servers could be reached at start."""
+
+
 class TooManyRestarts(WritebehindError):
     """An actor crashed more often than the restart intensity allows; the service stopped."""
 

@@ -92,6 +92,9 @@ class Decision:
     last: int = 0  # the revision a TAKE names
     holder: LeaseValue | None = None  # who is in the way (WAIT)
     epoch: int = 0  # the epoch a CREATE or TAKE writes
+    # A TAKE of another member's lease that expired without a release: a take-over (the
+    # holder died, hung or lost NATS); that member's name.
+    taken_from: str | None = None
 
 
 def next_epoch(entry: KvEntry | None) -> int:
@@ -113,7 +116,10 @@ def decide_acquire(entry: KvEntry | None, member: str, now: float) -> Decision:
     if entry is None:
         return Decision(Step.CREATE, epoch=next_epoch(None))
     if entry.value is None or entry.value.expires <= now:
-        return Decision(Step.TAKE, last=entry.revision, epoch=next_epoch(entry))
+        lapsed = (entry.value is not None and entry.value.expires > 0
+                  and entry.value.member != member)
+        return Decision(Step.TAKE, last=entry.revision, epoch=next_epoch(entry),
+                        taken_from=entry.value.member if lapsed and entry.value else None)
     return Decision(Step.WAIT, holder=entry.value)
 
 
@@ -129,6 +135,7 @@ class HeldLease:
     sent: float
     ttl: float
     drift: float
+    taken_from: str | None = None  # the acquisition took over this member's lapsed lease
 
     def renewed(self, revision: int, sent: float) -> HeldLease:
         return attrs.evolve(self, revision=revision, sent=sent)

@@ -113,6 +113,50 @@ class StoreStatistics:
 
 
 @attrs.frozen(kw_only=True)
+class PartitionLeaseStatistics:
+    """A partition lease this cluster member holds. Times are seconds from the snapshot, on
+    this member's monotonic clock."""
+
+    partition: int
+    epoch: int  # the fencing token: one more than the partition's previous owner's
+    expires_in: float  # until the lease ends unless renewed
+    acknowledge_for: float  # until it stops acknowledging: ``expires_in`` less the drift margin
+
+
+@attrs.frozen(kw_only=True)
+class ClusterStatistics:
+    """A cluster member's view (``Config.cluster``): ``CacheStatistics.cluster``. Counters
+    are over the member's life."""
+
+    cluster: str  # Config.cluster_name
+    member: str  # this member's name in the leases (host:pid:random)
+    live: tuple[str, ...]  # the live members as last read, itself included
+    partitions: int  # the cluster's number of partitions
+    hosted: tuple[int, ...]  # partitions served here now
+    leases: tuple[PartitionLeaseStatistics, ...]  # the leases it holds, by partition
+    # Partitions the assignment gives this member that wait for their lease or replay.
+    starting: tuple[int, ...] = ()
+    acquisitions: int = 0  # leases acquired or retaken (each a new epoch)
+    takeovers: int = 0  # acquisitions of a lease another member let lapse (it died or hung)
+    handovers: int = 0  # partitions handed over to another member (a join, a graceful leave)
+    renewals: int = 0
+    losses: int = 0  # renewals refused: another member took the partition
+    routed_served: int = 0  # calls routed here by other members, answered
+    routed_refused: int = 0  # routed calls answered "not serving here"
+    routed_expired: int = 0  # routed calls dropped: found past their caller's deadline
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partitions whose lease this member holds."""
+        return tuple(lease.partition for lease in self.leases)
+
+    @property
+    def assigned(self) -> tuple[int, ...]:
+        """The partitions the assignment gives this member: hosted or starting."""
+        return tuple(sorted({*self.hosted, *self.starting}))
+
+
+@attrs.frozen(kw_only=True)
 class CacheStatistics:
     """The whole cache at one instant."""
 
@@ -131,6 +175,7 @@ class CacheStatistics:
     store: str = ""  # Config.store with any password masked
     store_table: str = ""
     uptime: float = 0.0  # seconds since the cache started running (0 before)
+    cluster: ClusterStatistics | None = None  # None: a single process (no Config.cluster)
 
     @property
     def unpersisted(self) -> int:

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import (
 
 from .._core._addresses import dial_netloc, is_loopback
 from .._core._errors import ConfigError, describe
-from .._core._stats import CacheStatistics, LatencyStatistics
+from .._core._stats import CacheStatistics, ClusterStatistics, LatencyStatistics
 from ._http import ConnectionBound, connection_cap, parse_head, read_head, respond
 
 if TYPE_CHECKING:
@@ -151,14 +151,18 @@ def families(stats: CacheStatistics | None) -> list[Metric]:
         unit="seconds",
     )
     mailbox = gauge("store_mailbox_depth", "Batches waiting for a store actor.")
+    cluster = _cluster_families()
     result: list[Metric] = [
         running, acked, ack_latency, flush_batches, flush_latency, flush_failures, store_tx,
         store_rows, store_errors, refused, quarantined, entries, dirty, unpersisted, inflight,
         oldest, evictions, journal_bytes, journal_segments, sequence, lag, restarts,
         actor_running, alerts, waits, overloaded, recovered, recovery_seconds, mailbox,
+        *cluster.values(),
     ]
     if stats is None:
         return result
+    if stats.cluster is not None:
+        _cluster_samples(cluster, stats.cluster)
 
     running.add_metric([], 1 if stats.status == "running" else 0)
     acked.add_metric([stats.ack], stats.ack_latency.count)
@@ -198,6 +202,81 @@ def families(stats: CacheStatistics | None) -> list[Metric]:
         restarts.add_metric([st.name], st.restarts)
         actor_running.add_metric([st.name], 1 if st.status == "running" else 0)
     return result
+
+
+def cluster_family_names() -> frozenset[str]:
+    """The families that have samples only on a cluster member (``Config.cluster``): a
+    single process describes them and sends none, so Prometheus stores no series of them."""
+    return frozenset(family.name for family in _cluster_families().values())
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = (), unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"writebehind_{name}", doc, labels=list(labels), unit=unit)
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(f"writebehind_{name}", doc, labels=list(labels))
+
+
+def _cluster_families() -> dict[str, Any]:
+    """The cluster member's metric families (samples only in cluster mode)."""
+    partition = ["partition"]
+    found = {
+        "info": _gauge("cluster_member", "1, labelled with the cluster's name and this "
+                       "member's name in its leases.", ["cluster", "member"]),
+        "live": _gauge("cluster_live_members", "Live cluster members as this member last "
+                       "read them, itself included."),
+        "partitions": _gauge("cluster_partitions", "The cluster's number of partitions."),
+        "hosted": _gauge("cluster_hosted_partitions", "Partitions served by this member now."),
+        "starting": _gauge("cluster_starting_partitions", "Partitions assigned to this member "
+                           "that wait for their lease or replay."),
+        "owned": _gauge("cluster_owned_partitions",
+                        "Partitions whose lease this member holds."),
+        "epoch": _gauge("partition_epoch", "The epoch (fencing token) this member holds a "
+                        "partition's lease with.", partition),
+        "expiry": _gauge("partition_lease_expiry_seconds", "Seconds until a held partition "
+                         "lease ends unless renewed.", partition, unit="seconds"),
+        "acknowledge": _gauge("partition_acknowledge_seconds", "Seconds this member may still "
+                              "acknowledge a partition's writes (the lease's expiry less the "
+                              "clock-drift margin).", partition, unit="seconds"),
+        "acquisitions": _counter("lease_acquisitions", "Partition leases this member acquired "
+                                 "or retook, each with a new epoch."),
+        "takeovers": _counter("lease_takeovers", "Acquisitions of a lease another member let "
+                              "lapse without releasing it (it died or hung)."),
+        "handovers": _counter("partition_handovers", "Partitions this member handed over to "
+                              "another (a join, a graceful leave)."),
+        "renewals": _counter("lease_renewals", "Partition lease renewals that succeeded."),
+        "losses": _counter("lease_losses", "Renewals refused: another member took the "
+                           "partition."),
+        "served": _counter("routed_calls_served", "Calls other members routed here, answered."),
+        "refused": _counter("routed_calls_refused", "Routed calls answered 'not serving here' "
+                            "(the partition moved; the caller asks again)."),
+        "expired": _counter("routed_calls_expired", "Routed calls dropped unanswered: found "
+                            "past their caller's deadline (one buffered at a paused owner)."),
+    }
+    return found
+
+
+def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> None:
+    family["info"].add_metric([cluster.cluster, cluster.member], 1)
+    family["live"].add_metric([], len(cluster.live))
+    family["partitions"].add_metric([], cluster.partitions)
+    family["hosted"].add_metric([], len(cluster.hosted))
+    family["starting"].add_metric([], len(cluster.starting))
+    family["owned"].add_metric([], len(cluster.leases))
+    for lease in cluster.leases:
+        label = [str(lease.partition)]
+        family["epoch"].add_metric(label, lease.epoch)
+        family["expiry"].add_metric(label, max(0.0, lease.expires_in))
+        family["acknowledge"].add_metric(label, max(0.0, lease.acknowledge_for))
+    family["acquisitions"].add_metric([], cluster.acquisitions)
+    family["takeovers"].add_metric([], cluster.takeovers)
+    family["handovers"].add_metric([], cluster.handovers)
+    family["renewals"].add_metric([], cluster.renewals)
+    family["losses"].add_metric([], cluster.losses)
+    family["served"].add_metric([], cluster.routed_served)
+    family["refused"].add_metric([], cluster.routed_refused)
+    family["expired"].add_metric([], cluster.routed_expired)
 
 
 def _buckets(latency: LatencyStatistics) -> tuple[list[tuple[str, float]], float]:

@@ -143,6 +143,24 @@ def cache_of(stats: CacheStatistics | None) -> Message:
     }
 
 
+def cluster_of(stats: CacheStatistics | None) -> Message | None:
+    """The cluster member's view (``CacheStatistics.cluster``); None for a single process or
+    no cache."""
+    cluster = None if stats is None else stats.cluster
+    if cluster is None:
+        return None
+    return {
+        "cluster": cluster.cluster, "member": cluster.member, "live": list(cluster.live),
+        "partitions": cluster.partitions, "hosted": list(cluster.hosted),
+        "starting": list(cluster.starting), "owned": list(cluster.owned),
+        "leases": [attrs.asdict(lease) for lease in cluster.leases],
+        "acquisitions": cluster.acquisitions, "takeovers": cluster.takeovers,
+        "handovers": cluster.handovers, "renewals": cluster.renewals,
+        "losses": cluster.losses, "routed_served": cluster.routed_served,
+        "routed_refused": cluster.routed_refused, "routed_expired": cluster.routed_expired,
+    }
+
+
 def state_message(
     kind: str,
     stats: CacheStatistics | None,
@@ -160,6 +178,7 @@ def state_message(
     message: Message = {
         "type": kind, "protocol": PROTOCOL_VERSION, "seq": seq, "time": now,
         "wall_time": wall_time, "cache": cache_of(stats), "actors": actors_of(stats),
+        "cluster": cluster_of(stats),
         "rates": None if rates is None else dict(rates),
     }
     if kind == "snapshot":

@@ -156,7 +156,7 @@ class InspectorServer:
         self._recent: list[Message] = []
         self._seq = 0
         self._last_cache_event: CacheEvent | None = None  # the newest one taken from a cache
-        self._last_state: tuple[Any, Any] | None = None
+        self._last_state: tuple[Any, Any, Any] | None = None
         self._last_offer = -math.inf
         self._rates = RateWindow()
         self._counts = {"accepted": 0, "refused": 0, "slow": 0}
@@ -423,8 +423,13 @@ class InspectorServer:
 
     def _sample(self, now: float) -> None:
         message = self._state_message("update", now, seq=0)
-        # What changed, leaving out what moves with the clock alone (uptime, rates).
-        key = ({**message["cache"], "uptime": None}, message["actors"])
+        # What changed, leaving out what moves with the clock alone (uptime, rates, the
+        # leases' remaining times).
+        cluster = message["cluster"]
+        if cluster is not None:
+            cluster = {**cluster, "leases": [(lease["partition"], lease["epoch"])
+                                             for lease in cluster["leases"]]}
+        key = ({**message["cache"], "uptime": None}, message["actors"], cluster)
         if key == self._last_state and now - self._last_offer < HEARTBEAT:
             return
         self._last_state, self._last_offer = key, now

@@ -42,6 +42,7 @@ from .._core._stats import (
     KEPT_EVENTS,
     CacheEvent,
     CacheStatistics,
+    ClusterStatistics,
     LatencyRecorder,
     LatencyStatistics,
 )
@@ -95,7 +96,7 @@ class Cache:
         store_lease: bool = True,
         elsewhere: Callable[[int], Partition] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
-        cluster_view: Callable[[], Any] | None = None,
+        cluster_view: Callable[[], ClusterStatistics | None] | None = None,
     ) -> None:
         """``open_journal`` gives each shard its journals (default: files under
         ``Config.journal_dir``), ``epochs`` its incarnations' epochs (default: the store's
@@ -107,7 +108,8 @@ class Cache:
         calls go to ``elsewhere(i)`` until :meth:`host` starts it here (and again after
         :meth:`unhost`). ``on_stop`` runs when a stop is asked, before the drain (a cluster
         member leaves and hands its shards over there). ``cluster_view`` gives
-        :meth:`cluster_view`'s snapshot."""
+        :meth:`cluster_view`'s snapshot, also ``statistics().cluster`` (None: a single
+        process)."""
         self.config = config
         self._attachments = tuple(attachments)
         self._seams = seams
@@ -395,11 +397,13 @@ class Cache:
             store=mask_url(self.config.store),
             store_table=self.config.store_table,
             uptime=0.0 if self._running_since is None else self._now() - self._running_since,
+            cluster=self.cluster_view(),
         )
 
-    def cluster_view(self) -> Any:
-        """Cluster mode: a frozen snapshot of this member (live members, hosted partitions
-        and their epochs, take-overs, hand-overs); None in single-process mode."""
+    def cluster_view(self) -> ClusterStatistics | None:
+        """Cluster mode: a frozen snapshot of this member (live members, hosted partitions,
+        leases and their epochs, take-overs, hand-overs; ``statistics().cluster``); None in
+        single-process mode."""
         return None if self._cluster_view is None else self._cluster_view()
 
     def quarantined(self) -> list[tuple[str, int, str]]:

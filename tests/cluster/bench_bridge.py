@@ -23,7 +23,8 @@ import nats
 import trio
 
 from writebehind._cluster._bridge import open_asyncio_loop
-from writebehind.harness._nats import Node, free_ports, nats_server_binary
+
+from .nodes import Node, free_ports, nats_server_binary
 
 SUBJECT = "bench.p"
 PAYLOAD = b"x" * 128

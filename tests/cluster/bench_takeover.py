@@ -18,7 +18,8 @@ from writebehind._cluster._bridge import connect
 from writebehind._cluster._journal import PartitionJournal, open_stream
 from writebehind._cluster._lease import PartitionLeases
 from writebehind._journal._codec import JournalRecord, RecordKind
-from writebehind.harness._nats import NatsCluster, nats_server_binary
+
+from .nodes import NatsCluster, nats_server_binary
 
 COMMITS = 1000
 

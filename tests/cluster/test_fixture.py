@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from writebehind._cluster._bridge import connect
-from writebehind.harness._nats import NatsCluster, nats_server_binary
 
 from . import conftest
+from .nodes import NatsCluster, nats_server_binary
 
 
 async def test_three_nodes_and_a_killed_node_rejoins_and_catches_up(nats_cluster: NatsCluster

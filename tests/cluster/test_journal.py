@@ -25,7 +25,8 @@ from writebehind._cluster._journal import (
 )
 from writebehind._core._errors import WritebehindError
 from writebehind._journal._codec import JournalRecord, RecordKind
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 
 def put(seq: int, key: str, value: bytes, version: int) -> JournalRecord:

@@ -19,7 +19,8 @@ from writebehind._core._partition_lease import (
     decide_acquire,
     next_epoch,
 )
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 # -- the pure rule --------------------------------------------------------------------------
 
@@ -36,6 +37,21 @@ def test_decide_acquire_creates_takes_or_waits() -> None:
     assert decide_acquire(KvEntry(None, 9), "a", 0.0).last == 9
     # A member's own unexpired lease from before a restart is not inherited.
     assert decide_acquire(KvEntry(LeaseValue("a", 105.0), 7), "a", 100.0).step is Step.WAIT
+
+
+def test_taking_a_lapsed_lease_of_another_member_is_a_take_over() -> None:
+    lapsed = KvEntry(LeaseValue("b", expires=105.0, epoch=3), revision=7)
+    assert decide_acquire(lapsed, "a", 106.0).taken_from == "b"
+    # Released (expires 0: a graceful hand-over), never written, or unreadable: none.
+    released = KvEntry(LeaseValue("b", expires=0.0, epoch=3), revision=8)
+    assert decide_acquire(released, "a", 106.0).step is Step.TAKE
+    assert decide_acquire(released, "a", 106.0).taken_from is None
+    assert decide_acquire(None, "a", 106.0).taken_from is None
+    assert decide_acquire(KvEntry(None, 9), "a", 106.0).taken_from is None
+    # Its own lapsed lease (the same process, after its renewals stopped) is no take-over.
+    assert decide_acquire(KvEntry(LeaseValue("a", 105.0), 7), "a", 106.0).taken_from is None
+    # Still held: a wait, not a take-over.
+    assert decide_acquire(lapsed, "a", 100.0).taken_from is None
 
 
 def test_the_holder_stops_acknowledging_drift_before_its_lease_ends() -> None:

@@ -30,7 +30,8 @@ from writebehind._cluster._membership import Membership
 from writebehind._core._partitions import assign, owned_by
 from writebehind._core._routing import shard_of
 from writebehind._stores._postgres import PostgresStore
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 log = logging.getLogger(__name__)
 # Member names are random (host:pid:token), so shares are too: with 16 partitions a member

@@ -20,10 +20,11 @@ import pytest
 import trio
 
 from writebehind import Config, ConfigError, open_cache
-from writebehind._cluster._cache import ClusterUnavailable
+from writebehind._core._errors import ClusterUnavailable
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._stores._sqlite import SQLiteStore
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 log = logging.getLogger(__name__)
 PARTITIONS = 4

