@@ -28,9 +28,10 @@ class Mutant:
     find: str
     replace: str
     rule: str
-    # "postgres": only with a PostgreSQL --store; "cluster": only the cluster suite (several
-    # members on NATS) can reach it, the smoke suite runs one single-process cache
-    needs: str | None = None
+    needs: str | None = None  # "postgres": only with a PostgreSQL --store
+    # The suite that must catch it: "cluster" mutants break ownership, fencing or take-over
+    # and run with ``writebehind chaos run --suite cluster``.
+    suite: str = "smoke"
 
     def apply(self, source: str) -> str:
         """The mutated source; ``ValueError`` unless ``find`` occurs exactly once."""
@@ -54,6 +55,8 @@ _SQL = "actors/_stores/_sqlite.py"
 _PG = "actors/_stores/_postgres.py"
 _SQLTEXT = "actors/_stores/_sql.py"  # the statements both stores run
 _CACHE = "actors/_runtime/_cache.py"
+_REPL = "actors/_cluster/_replicated.py"
+_PJ = "actors/_cluster/_journal.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- the journal ------------------------------------------------------------------------
@@ -415,12 +418,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # -- the cluster ------------------------------------------------------------------------
     # Fencing is only exercised when a partition changes owner while the old owner still
-    # flushes: not by the smoke suite (one process, unfenced batches), so these are skipped
-    # by `chaos mutants` until the cluster suite runs them. The store-level and runtime
-    # tests (tests/test_store_fencing.py, tests/postgres/test_postgres_fencing.py) kill both.
+    # flushes: not by the smoke suite (one process, unfenced batches), so these run with the
+    # cluster suite. The store-level and runtime tests (tests/test_store_fencing.py,
+    # tests/postgres/test_postgres_fencing.py) kill both.
     Mutant(
         name="store-fence-accepts-older-epoch",
-        area="cluster", file=_SQLTEXT, needs="cluster",
+        area="cluster", file=_SQLTEXT, suite="cluster",
         find='        f"WHEN excluded.epoch > {table}_fences.epoch THEN excluded.epoch "',
         replace='        f"WHEN excluded.epoch IS NOT NULL THEN excluded.epoch "',
         rule="the store refuses a batch from a partition epoch older than the newest it "
@@ -428,7 +431,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="shard-flushes-unfenced-in-cluster",
-        area="cluster", file=_SHARD, needs="cluster",
+        area="cluster", file=_SHARD, suite="cluster",
         find="fence = Fence(self.shard, epoch) if self._epochs.fences else None",
         replace="fence = None",
         rule="in cluster mode every batch carries its partition's epoch, so the store can "
@@ -484,6 +487,60 @@ MUTANTS: tuple[Mutant, ...] = (
         return record""",
         rule="a read that cannot reach the store fails; it never reports an acknowledged key "
         "as absent",
+    ),
+    # -- the cluster: ownership, fencing, take-over (run with the cluster suite) -------------
+    Mutant(
+        name="cluster-ack-without-lease-check",
+        area="cluster", file=_REPL, suite="cluster",
+        find="""\
+        # JetStream stored it; but only an owner whose lease still stands may acknowledge.
+        if not self._leases.may_acknowledge(self.partition, self.epoch):""",
+        replace="""\
+        # JetStream stored it; but only an owner whose lease still stands may acknowledge.
+        if False:  # mutant: acknowledge without the lease check""",
+        rule="a partition's owner acknowledges a group commit only while its lease stands "
+        "(may_acknowledge), so a paused owner that wakes acknowledges nothing",
+    ),
+    Mutant(
+        name="cluster-publish-without-expected-sequence",
+        area="cluster", file=_PJ, suite="cluster",
+        find="            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),\n",
+        replace="",
+        rule="every journal publish states the subject sequence it expects, so a fenced "
+        "former owner's appends are refused",
+    ),
+    Mutant(
+        name="cluster-takeover-skips-replay",
+        area="cluster", file=_REPL, suite="cluster",
+        find="        entries = await writer.replay(1)\n",
+        replace="        entries = []  # mutant: take over without replaying the subject\n",
+        rule="a new owner replays the partition's subject before serving, so the writes a "
+        "dead owner acknowledged and had not flushed are not lost",
+    ),
+    Mutant(
+        name="cluster-fence-not-written",
+        area="cluster", file=_REPL, suite="cluster",
+        find="        await writer.fence()\n",
+        replace="        writer.last = await writer.last_sequence()  # mutant: no fence record\n",
+        rule="a new owner publishes its fence record before serving, so the former owner "
+        "can no longer append",
+    ),
+    Mutant(
+        name="cluster-routing-serves-while-restarting",
+        area="cluster", file="actors/_cluster/_routing.py", suite="cluster",
+        find="        if shard.incarnation_serving() is None:\n",
+        replace="        if False:  # mutant: hold the request until the shard serves again\n",
+        rule="a routed request that meets a partition restarting or waiting to retake its "
+        "lease is answered 'not serving' at once, never held and served late by a former "
+        "owner",
+    ),
+    Mutant(
+        name="cluster-takeover-reuses-epoch",
+        area="cluster", file="actors/_core/_partition_lease.py", suite="cluster",
+        find="        return entry.value.epoch + 1\n",
+        replace="        return entry.value.epoch  # mutant: the new owner keeps the old epoch\n",
+        rule="each acquisition of a partition takes a higher epoch than every earlier owner's, "
+        "so the new owner's versions win and the former owner is fenced",
     ),
     # -- the recovery tools -----------------------------------------------------------------
     Mutant(

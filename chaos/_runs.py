@@ -24,7 +24,7 @@ import attrs
 from writebehind._core._config import mask_url
 from writebehind.harness._kill import run_kill_rounds
 
-Kind = Literal["simulation", "sigkill"]
+Kind = Literal["simulation", "sigkill", "cluster"]
 
 #: How many simulations a shrink may spend: one per enabled fault kind, at most.
 SHRINK_LIMIT = 40
@@ -180,6 +180,8 @@ class RunRecord:
     seconds: float = 0.0
     store: str | None = None  # a simulation's store: memory, sqlite or a (masked) URL
     opportunities: Mapping[str, int] = attrs.Factory(dict)  # fault coverage (simulations)
+    violations: tuple[str, ...] = ()  # a cluster run's rule violations, each in full
+    events: tuple[str, ...] = ()  # a cluster run's faults as they happened
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +202,8 @@ class RunRecord:
             "seconds": round(self.seconds, 3),
             "store": mask_url(self.store) if self.store else None,
             "replay": self.replay,
+            **({"violations": list(self.violations), "events": list(self.events)}
+               if self.kind == "cluster" else {}),
         }
 
 
@@ -218,6 +222,8 @@ class RunOptions:
     variant: str | None = None
     kill_break: str | None = None
     inspect: str | None = None  # HOST:PORT: SIGKILL workers serve the inspector there
+    # The cluster suite prints each fault here as it is injected (the CLI: above the bar).
+    cluster_log: Callable[[str], None] | None = attrs.field(default=None, eq=False)
 
     def common_args(self) -> list[str]:
         return ["--config", self.config_file] if self.config_file else []
@@ -410,3 +416,39 @@ def run_kill(
 def _masked(text: str, store: str | None) -> str:
     """``text`` with the store URL, should a worker error quote it, password masked."""
     return text.replace(store, mask_url(store)) if store else text
+
+
+def cluster_replay(seed: int, duration: float, store: str | None) -> str:
+    """The command that runs this cluster run again (same schedule and workload choices)."""
+    args = ["writebehind", "chaos", "run", "--suite", "cluster", "--seed", str(seed),
+            "--duration", f"{duration:g}"]
+    if store:
+        args += ["--store", mask_url(store)]
+    return " ".join(_quote(a) for a in args)
+
+
+def run_cluster(
+    name: str, seed: int, options: RunOptions, *, duration: float,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> RunRecord:
+    """One cluster chaos run (:func:`writebehind.harness._cluster_run.run_cluster_rounds`)
+    in a fresh temporary directory, as a record."""
+    from writebehind.harness._cluster_run import run_cluster_rounds
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="writebehind-cluster-") as tmp:
+        result = run_cluster_rounds(seed=seed, workdir=Path(tmp), store=options.store,
+                                    duration=duration, progress=progress,
+                                    log=options.cluster_log)
+    check = result.check
+    violations = tuple(_masked(str(v), options.store) for v in check.violations)
+    counts = ", ".join(f"{rule} {n}" for rule, n in check.by_rule().items() if n)
+    detail = "; ".join([*result.errors, *([counts] if counts else []), *violations[:2]])
+    return RunRecord(
+        kind="cluster", name=name, seed=seed, ack="replicated", acked=check.acknowledged,
+        lost=len(check.violations), faults={k: n for k, n in result.faults.items() if n},
+        recoveries=result.takeovers, label=result.label, ok=result.ok,
+        replay=cluster_replay(seed, duration, options.store),
+        detail=_masked(detail, options.store), seconds=time.monotonic() - started,
+        store=result.store, violations=violations, events=result.events,
+    )

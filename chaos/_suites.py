@@ -27,6 +27,7 @@ from ._runs import (
     RunRecord,
     derive_seed,
     fault_count,
+    run_cluster,
     run_kill,
     run_simulation,
     simulation_store,
@@ -53,6 +54,9 @@ class Suite:
     # rotation) need that mode to show.
     mix: tuple[str, ...] = ()
     memory_comparison: bool  # add an ack='memory' SIGKILL row showing that mode's allowed loss
+    # The cluster suite: one run of three instances on three NATS nodes under faults for
+    # ``duration`` seconds (setting up, draining and checking take about 20 s more).
+    cluster: bool = False
 
 
 #: The suites ``writebehind chaos run --suite NAME`` runs, by name.
@@ -66,6 +70,11 @@ SUITES: dict[str, Suite] = {
         name="full", duration=600.0, simulations=5000, operations=4000, intensity=1.5,
         kill_runs=3, kill_rounds=10, acks=("memory", "journal", "fsync", "store"),
         memory_comparison=False,
+    ),
+    "cluster": Suite(
+        name="cluster", duration=40.0, simulations=0, operations=0, intensity=0.0,
+        kill_runs=0, kill_rounds=0, acks=("replicated",), memory_comparison=False,
+        cluster=True,
     ),
 }
 
@@ -149,6 +158,8 @@ def run_suite(
     (a kill run already going finishes), and a failing plan is not shrunk."""
     started = time.monotonic()
     budget = suite.duration if duration is None else duration
+    if suite.cluster:
+        return _cluster_suite(suite, seed, options, budget, progress, on_run)
     deadline = started + budget
     modes = tuple(acks) if acks else suite.acks
     rounds = suite.kill_rounds if kill_rounds is None else kill_rounds
@@ -260,3 +271,26 @@ def _simulations(
     if progress is not None:
         progress.update(task, completed=ticks, note=f"{len(records)} runs, {faults} faults")
     return records
+
+
+def _cluster_suite(
+    suite: Suite, seed: int, options: RunOptions, duration: float,
+    progress: SuiteProgress | None, on_run: Callable[[RunRecord], None] | None,
+) -> SuiteReport:
+    """The cluster suite: one run whose seed is the root seed (so the printed seed replays
+    it), faults for ``duration`` seconds."""
+    started = time.monotonic()
+    task = progress.add("cluster: 3 instances, 3 NATS nodes", max(1, int(duration))) \
+        if progress else 0
+
+    def step(done: int, total: int, note: str) -> None:
+        if progress is not None:
+            progress.update(task, completed=done, total=total, note=note)
+
+    record = run_cluster("cluster", seed, options, duration=duration, progress=step)
+    if progress is not None:
+        progress.update(task, completed=max(1, int(duration)), note="checked")
+    if on_run is not None:
+        on_run(record)
+    return SuiteReport(suite=suite.name, seed=seed, acks=("replicated",), runs=(record,),
+                       seconds=time.monotonic() - started, budget=duration)

@@ -221,6 +221,14 @@ class ReplicatedJournal:
             failed=None if self._failure is None else str(self._failure),
         )
 
+    def may_serve(self) -> bool:
+        """Whether the shard may still answer reads of the partition: as for acknowledging,
+        only while the lease stands. A paused owner that wakes past its lease must not
+        answer from memory: a newer owner may have acknowledged newer writes meanwhile (the
+        cluster suite's zombie found such stale reads)."""
+        return (self._failure is None and not self._closed
+                and self._leases.may_acknowledge(self.partition, self.epoch))
+
     def close(self) -> None:
         """Stop; wake every waiter with :class:`JournalClosed`. Buffered records are dropped
         (the connection and the lease belong to the member, not to this journal)."""

@@ -785,9 +785,20 @@ class ShardActor:
                 found[key] = entry.value
         if not missed:
             await _yield()
+        self._check_may_serve()
         for key in missed:
             found[key] = await self.get(key)
         return found
+
+    def _check_may_serve(self) -> None:
+        """Refuse to answer a read when the journal says this incarnation may no longer
+        speak for its keys (a cluster partition whose lease lapsed: a newer owner may have
+        acknowledged newer writes). Checked after the value was taken, with no schedule
+        point in between that could let the lease lapse unseen."""
+        may_serve = getattr(self.journal, "may_serve", None)
+        if may_serve is not None and not may_serve():
+            raise ShardCrashed(f"{self.name} may no longer answer reads: its journal's "
+                               "owner lost the right to serve (a partition lease lapsed)")
 
     async def get(self, key: str) -> bytes | None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -796,10 +807,12 @@ class ShardActor:
         if entry is not None:
             # A hit is still a schedule point, so a read loop never starves the actors.
             await trio.lowlevel.cancel_shielded_checkpoint()
+            self._check_may_serve()
             return entry.value
         reader, before = core, core.mutation_count()
         record = await self._read_store(key)
         core = await self._ready_core()
+        self._check_may_serve()
         entry = core.peek(key)
         if entry is not None:
             return entry.value

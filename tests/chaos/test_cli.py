@@ -120,6 +120,15 @@ def test_bad_flags_exit_2_with_the_reason(capsys: pytest.CaptureFixture[str]) ->
     assert "needs --plan" in capsys.readouterr().out
 
 
+def test_the_cluster_suite_is_registered_and_refuses_another_ack_mode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cluster = SUITES["cluster"]
+    assert cluster.cluster and cluster.acks == ("replicated",)
+    assert main(["chaos", "run", "--suite", "cluster", "--ack", "fsync", "--seed", "1"]) == 2
+    assert "the cluster suite runs ack='replicated', not 'fsync'" in capsys.readouterr().out
+
+
 def test_the_smoke_suite_is_the_default_and_full_is_bigger() -> None:
     smoke, full = SUITES["smoke"], SUITES["full"]
     assert smoke.acks == ("fsync",) and smoke.memory_comparison

