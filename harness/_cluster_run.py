@@ -18,7 +18,10 @@ Faults, one at a time, drawn from the seed (kind, target, lengths) and printed a
 ``sigkill`` an instance (a serving one when there is one) and start a new process in its
 place; ``zombie``: SIGSTOP a serving instance past its lease (the others take its
 partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``:
-cut the store proxy for a while. Then heal (everything resumed and restarted), drain
+cut the store proxy for a while; ``skew``: restart an instance with its wall clock ahead by
+twice the lease, far past the drift margin the leases allow for (it takes partitions whose
+holders still count on their leases: only the fences keep the two apart), until the next
+fault or the heal restarts it on the true clock. Then heal (everything resumed and restarted), drain
 (SIGTERM to every instance at once: each drains), start a final instance that reads every
 key and drains, read the store and check.
 
@@ -55,7 +58,7 @@ from ._worker import STORE_ENV
 
 #: The store when none is given: the local PostgreSQL the project's tests use.
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
-FAULT_KINDS = ("sigkill", "zombie", "nats", "store")
+FAULT_KINDS = ("sigkill", "zombie", "nats", "store", "skew")
 SLOTS = ("A", "B", "C")
 DRAIN_TIMEOUT = 30.0  # each instance's Config.drain_timeout
 
@@ -143,6 +146,7 @@ class _Instance:
         self.last_start = 0.0
         self.last_ack = 0.0  # when its latest acknowledged write completed
         self.opened = False  # the current process opened a cache
+        self.skewed = False  # the current process runs on a skewed wall clock
 
     def poll_log(self) -> list[dict[str, Any]]:
         """New complete events of the current process's log (start/stop/error only kept)."""
@@ -332,6 +336,7 @@ def run_cluster_rounds(
             inst.log = workdir / f"{inst.name}.log"
             inst.offset = 0
             inst.serving = inst.stopped_by_us = inst.paused = inst.opened = False
+            inst.skewed = False
             logs.append(inst.log)
             (workdir / inst.name).mkdir(exist_ok=True)
             with (workdir / f"{inst.name}.stderr").open("wb") as stderr:
@@ -371,6 +376,14 @@ def run_cluster_rounds(
                 time.sleep(0.1)
             return False
 
+        # Windows of a clock beyond the drift margin: from the skewed start until a lease
+        # after its end (a former owner learns of its successor by its next renewal).
+        skewed: list[tuple[float, float]] = []
+
+        def end_skew() -> None:
+            start, _ = skewed[-1]
+            skewed[-1] = (start, time.monotonic() + lease_ttl)
+
         snapshots = _Snapshots(url, table)
         for inst in instances:
             spawn(inst)
@@ -391,6 +404,12 @@ def run_cluster_rounds(
             pick = rng.random()
             length = rng.uniform(1.0, 3.0)
             shape = rng.random()
+            for inst in instances:
+                if inst.skewed:  # one skewed phase at a time, until the next fault
+                    say(f"SIGKILL {inst.name}, restarted on the true clock")
+                    _kill(inst)
+                    spawn(inst)
+                    end_skew()
             live = serving()
             target = live[int(pick * len(live))] if live else instances[int(pick * 3)]
             if kind == "sigkill":
@@ -415,6 +434,13 @@ def run_cluster_rounds(
                 os.kill(target.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
                 target.paused = False
                 say(f"SIGCONT {target.name}: the zombie wakes")
+            elif kind == "skew":
+                skew = 2 * lease_ttl
+                skewed.append((time.monotonic(), float("inf")))
+                say(f"SIGKILL {target.name}, restarted with its wall clock {skew:g}s ahead")
+                _kill(target)
+                spawn(target, "--skew", str(skew))
+                target.skewed = True
             elif kind == "nats":
                 node = nats.nodes[int(pick * len(nats.nodes))]
                 say(f"SIGKILL NATS node {node.name} for {length:.1f}s")
@@ -441,6 +467,12 @@ def run_cluster_rounds(
         # Heal: everything resumed, restarted and reachable; someone serves again.
         if proxy is not None:
             proxy.restore()
+        for inst in instances:
+            if inst.skewed:
+                say(f"SIGKILL {inst.name}, restarted on the true clock")
+                _kill(inst)
+                spawn(inst)
+                end_skew()
         for inst in instances:
             if inst.paused and inst.alive:
                 os.kill(inst.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
@@ -480,12 +512,13 @@ def run_cluster_rounds(
 
         history = read_history(logs)
         stored = _read_store(url, table)
-        result = check(history, stored, snapshots.taken)
+        result = check(history, stored, snapshots.taken, skewed=skewed)
         if result.acknowledged == 0:
             errors.append("no write was acknowledged: the run proved nothing")
         starts = sum(i.starts for i in instances)
     say(f"checked {result.writes} writes ({result.acknowledged} acknowledged), "
-        f"{result.reads} reads, {result.keys} keys, {len(snapshots.taken)} store snapshots: "
+        f"{result.reads} reads ({result.unjudged_reads} under skewed clocks, not judged for "
+        f"staleness), {result.keys} keys, {len(snapshots.taken)} store snapshots: "
         f"{len(result.violations)} violations")
     for violation in result.violations[:20]:
         say(f"violation: {violation}")

@@ -45,6 +45,7 @@ import trio
 from writebehind import Config, LeaseHeld, WritebehindError, open_cache
 from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
+from writebehind._runtime._seams import Seams
 
 from ._worker import STORE_ENV, LineLog
 
@@ -131,6 +132,10 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
     settings = {**json.loads(args.config), "store": store,
                 "journal_dir": str(Path(args.workdir) / "journal")}
     config = Config.from_mapping(settings, source="cluster worker config")
+    # A skewed wall clock (the suite's ``skew`` fault): this instance writes and judges lease
+    # and membership expiries that far off the others' clocks, beyond the drift margin.
+    skew = args.skew
+    seams = Seams(wall_clock=(lambda: time.time() + skew)) if skew else None
     log = OpLog(Path(args.log))
     keys = key_space(args.keys)
     seq = itertools.count()
@@ -157,7 +162,7 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
             attempt = trio.CancelScope()
             with attempt:
                 try:
-                    async with open_cache(config) as cache:
+                    async with open_cache(config, seams=seams) as cache:
                         serving = True
                         log.event("start")
                         if args.final:
@@ -198,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=24)
     parser.add_argument("--writers", type=int, default=3)
     parser.add_argument("--final", action="store_true", help="read every key, then drain")
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="seconds this instance's wall clock is off the true one")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--lifetime", type=float, default=600.0)
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -77,13 +78,14 @@ async def serve_cluster_cache(
             ) from exc
         name = member_name()
         renew_every, drift = ttl * RENEW_FRACTION, ttl * DRIFT_FRACTION
+        wall = (seams.wall_clock if seams is not None else None) or time.time
         member = await stack.enter_async_context(open_member(
             conn, config.cluster_name, name, replicas=config.replicas, ttl=ttl,
-            renew_every=renew_every, drift=drift, partitions=config.shards,
+            renew_every=renew_every, drift=drift, partitions=config.shards, wall=wall,
         ))
         membership = await Membership.open(
             conn, config.cluster_name, name, replicas=config.replicas, ttl=ttl,
-            renew_every=renew_every, drift=drift,
+            renew_every=renew_every, drift=drift, wall=wall,
         )
         hosting = member.hosting = Hosting(
             membership, member.epochs,

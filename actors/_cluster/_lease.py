@@ -94,10 +94,12 @@ class PartitionLeases:
     @classmethod
     async def open(cls, conn: NatsConnection, bucket: str, member: str, *, replicas: int = 3,
                    ttl: float = LEASE_TTL, renew_every: float = RENEW_EVERY,
-                   drift: float = DRIFT_MARGIN) -> PartitionLeases:
+                   drift: float = DRIFT_MARGIN,
+                   wall: Callable[[], float] = time.time) -> PartitionLeases:
         """The bucket (created if missing) and this member's view of it."""
         kv = await open_bucket(conn, bucket, replicas=replicas)
-        return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift)
+        return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift,
+                   wall=wall)
 
     async def fix_partitions(self, partitions: int) -> None:
         """Record the cluster's number of partitions in the bucket (key ``partitions``) if

@@ -11,7 +11,8 @@ routing); :meth:`Member.view` is the snapshot statistics show. See ``specs/clust
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -75,18 +76,21 @@ async def open_member(
     conn: NatsConnection, cluster: str, member: str, *, replicas: int = 3,
     ttl: float = LEASE_TTL, renew_every: float = RENEW_EVERY, drift: float = DRIFT_MARGIN,
     publish_timeout: float = 5.0, partitions: int | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> AsyncIterator[Member]:
     """The cluster's journal stream and lease bucket (created if missing), and the renew
     loop for as long as the block runs. On a normal exit every lease is released (close the
     cache first: it drains); when the block is cancelled (a crash) they are left to expire.
     With ``partitions``, the bucket must record that number of partitions (the first member
-    records it); a member with another number is refused (``ConfigError``)."""
+    records it); a member with another number is refused (``ConfigError``). ``wall`` is the
+    clock lease expiries are written and judged by (a test's or the harness's skewed one)."""
     await open_stream(conn, cluster, replicas=replicas)
     leases = await PartitionLeases.open(conn, lease_bucket(cluster), member, replicas=replicas,
-                                        ttl=ttl, renew_every=renew_every, drift=drift)
+                                        ttl=ttl, renew_every=renew_every, drift=drift,
+                                        wall=wall)
     if partitions is not None:
         await leases.fix_partitions(partitions)
-    epochs = LeaseEpochs(leases)
+    epochs = LeaseEpochs(leases, wall=wall)
     async with trio.open_nursery() as nursery:
         await nursery.start(epochs.run)
         yield Member(conn, epochs,

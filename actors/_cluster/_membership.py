@@ -49,7 +49,8 @@ class Membership:
 
     @classmethod
     async def open(cls, conn: NatsConnection, cluster: str, member: str, *, replicas: int,
-                   ttl: float, renew_every: float, drift: float) -> Membership:
+                   ttl: float, renew_every: float, drift: float,
+                   wall: Callable[[], float] = time.time) -> Membership:
         """The bucket (created if missing; keys of dead members age out after
         ``max(60 s, 20 ttl)``) and this member's side of it; not joined yet."""
         bucket = members_bucket(cluster)
@@ -58,7 +59,8 @@ class Membership:
         except nats.js.errors.BucketNotFoundError:
             kv = await conn.run(conn.js.create_key_value, bucket=bucket, history=1,
                                 replicas=replicas, ttl=max(60.0, 20 * ttl))
-        return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift)
+        return cls(conn, kv, bucket, member, ttl=ttl, renew_every=renew_every, drift=drift,
+                   wall=wall)
 
     async def heartbeat(self) -> None:
         """Write this member's key: live for ``ttl`` more (joining is the first one)."""

@@ -13,7 +13,12 @@ backoff, until the routing deadline (about the lease TTL plus a margin: the long
 partition stays without an owner while some member is alive); then
 :class:`PartitionUnavailable`, and nothing was written. A write whose request got no answer
 in time may or may not have happened: :class:`~writebehind.ShardCrashed`, as when a local
-shard crashes under a write. A read is simply asked again.
+shard crashes under a write. So may a write answered "not serving" by some member: a
+request reaches every subscriber of the subject, and while a partition moves (a former
+owner woken from a pause, or one whose clock runs ahead) two may subscribe, one refusing
+while the other applies it. Such a write is asked again like the others, and if the
+deadline comes it is :class:`~writebehind.ShardCrashed`, not "nothing was written". A read
+is simply asked again.
 
 Subscription callbacks run on the asyncio loop's thread: they only hand the request to trio
 (through the trio token, into a bounded channel) and return; a full channel is answered
@@ -133,9 +138,17 @@ class RemotePartition:
         give_up = now() + self._deadline
         backoff = FIRST_BACKOFF
         why = "no member answered"
+        answered = False  # some member received the request: another may have applied it
         while True:
             remaining = give_up - now()
             if remaining <= 0:
+                if answered and not idempotent:
+                    raise ShardCrashed(
+                        f"partition {self._partition}: no member served it within "
+                        f"{self._deadline:.1f}s (last: {why}), but the request reached a "
+                        "member, and while a partition moves another may have applied it: "
+                        "the write may or may not have happened; retry it"
+                    )
                 raise PartitionUnavailable(
                     f"partition {self._partition}: no member served it within "
                     f"{self._deadline:.1f}s (last: {why}); nothing was written. Is the "
@@ -166,6 +179,7 @@ class RemotePartition:
                 if reply.status is ReplyStatus.ERROR:
                     raise reply.exception()
                 why = reply.message
+                answered = True
             self.retries += 1
             await trio.sleep(min(backoff * (0.5 + self._rng.random() / 2),
                                  max(0.0, give_up - now())))

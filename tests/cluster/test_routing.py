@@ -94,6 +94,18 @@ def test_nobody_serving_until_the_deadline_is_a_clear_error_and_nothing_written(
     assert 5 < len(conn.sent) < 100  # backed off, not spun
 
 
+def test_a_write_refused_until_the_deadline_by_a_member_is_uncertain_not_unwritten() -> None:
+    # Two members may subscribe while a partition moves; the one that says "not serving"
+    # does not speak for the one that may have applied it (the cluster suite's skew fault).
+    script: list[BaseException | Reply] = [Reply.not_serving("lease lapsed")]
+    conn = ScriptedConn(script + [nats.errors.NoRespondersError() for _ in range(1000)])
+    with pytest.raises(ShardCrashed, match="may or may not have happened"):
+        _run(lambda: _remote(conn, deadline=2.0).write("k", b"v", b"k"))
+    conn = ScriptedConn(script + [nats.errors.NoRespondersError() for _ in range(1000)])
+    with pytest.raises(PartitionUnavailable):  # a read changes nothing: nothing to doubt
+        _run(lambda: _remote(conn, deadline=2.0).get("k"))
+
+
 def test_an_unanswered_write_is_uncertain_and_an_unanswered_read_is_asked_again() -> None:
     conn = ScriptedConn([nats.errors.TimeoutError()])
     with pytest.raises(ShardCrashed, match="may or may not have happened"):

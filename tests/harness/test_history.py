@@ -128,6 +128,17 @@ def test_a_read_older_than_an_acknowledged_write_is_stale() -> None:
                   r(None, 4, 5)], {"k": s(None, v(1, 2))}).ok
 
 
+def test_a_stale_read_under_skewed_clocks_is_counted_not_judged_and_nothing_else_is_excused(
+) -> None:
+    ops = [w("A:1", 0, 1, version=v(1, 1)), w("A:2", 2, 3, version=v(2, 2)), r("A:1", 4, 5)]
+    final = {"k": s("A:2", v(2, 2))}
+    inside = check(ops, final, skewed=[(3.5, 4.5)])
+    assert inside.ok and inside.unjudged_reads == 1
+    assert rules(check(ops, final, skewed=[(6, 9)])) == ["stale-read"]  # outside the window
+    # A lost acknowledged write is a violation whatever the clocks did.
+    assert rules(check(ops, {"k": s("A:1", v(1, 1))}, skewed=[(0, 9)])) == ["lost"]
+
+
 def test_a_stale_read_of_a_write_whose_version_is_unknown_is_judged_by_time() -> None:
     # A:1's outcome is unknown and the store never showed it: its version is unknown.
     ops = [w("A:1", 0, 1, "unknown"), w("A:2", 2, 3, version=v(1, 2)), r("A:1", 4, 5)]
