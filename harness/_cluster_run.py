@@ -89,6 +89,7 @@ class ClusterResult:
     history: tuple[Op, ...] = attrs.field(default=(), repr=False)
     stored: dict[str, Stored] = attrs.field(factory=dict, repr=False)
     snapshots: tuple[Snapshot, ...] = attrs.field(default=(), repr=False)
+    skewed: tuple[tuple[float, float], ...] = ()  # windows of a clock past the drift margin
 
     @property
     def ok(self) -> bool:
@@ -527,6 +528,7 @@ def run_cluster_rounds(
         events=tuple(events), check=result, starts=starts, takeovers=takeovers,
         errors=tuple(errors), notes=tuple(notes), seconds=time.monotonic() - started,
         history=tuple(history), stored=stored, snapshots=tuple(snapshots.taken),
+        skewed=tuple(skewed),
     )
 
 
