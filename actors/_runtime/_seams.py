@@ -37,7 +37,8 @@ class Seams:
     ``wrap_store`` wraps each store a store actor connects with (a faulty store).
     ``filesystem`` is the journal's file layer (a simulated disk).
     ``store_factory`` replaces the store named by ``Config.store`` (a simulated store).
-    ``wall_clock`` gives the seconds since the Unix epoch the store lease is timed by.
+    ``wall_clock`` gives the seconds since the Unix epoch the store lease is timed by, and in
+    cluster mode the partition leases and the membership (the cluster suite skews it).
     """
 
     fault_point: FaultPointHook | None = None
