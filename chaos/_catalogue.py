@@ -18,9 +18,30 @@ AREAS = (
 )
 
 
+@attrs.frozen
+class Edit:
+    """One textual edit: replace ``find`` (exactly once in ``file``) by ``replace``."""
+
+    file: str
+    find: str
+    replace: str
+
+    def apply(self, source: str, name: str) -> str:
+        """The edited source; ``ValueError`` (naming mutant ``name``) unless ``find``
+        occurs exactly once."""
+        count = source.count(self.find)
+        if count != 1:
+            raise ValueError(
+                f"mutant {name}: its find text occurs {count} times in {self.file} "
+                "(expected exactly once): the source drifted, update the catalogue"
+            )
+        return source.replace(self.find, self.replace)
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
-    """One deliberate bug: replace ``find`` (exactly once in ``file``) by ``replace``."""
+    """One deliberate bug: replace ``find`` (exactly once in ``file``) by ``replace``, and
+    make the further edits ``also`` (a higher-order mutant)."""
 
     name: str
     area: str
@@ -32,17 +53,29 @@ class Mutant:
     # The suite that must catch it: "cluster" mutants break ownership, fencing or take-over
     # and run with ``writebehind chaos run --suite cluster``.
     suite: str = "smoke"
+    also: tuple[Edit, ...] = ()
+    # Why no run of its suite can tell it from the original: it removes one layer of
+    # defence that another covers under every fault the suite injects. Such a mutant is
+    # measured but not scored; the catalogue then holds ``cover``, the same bug with the
+    # covering layer removed too, which the suite must catch.
+    equivalent: str | None = None
+    cover: str | None = None
+
+    def edits(self) -> tuple[Edit, ...]:
+        return (Edit(self.file, self.find, self.replace), *self.also)
 
     def apply(self, source: str) -> str:
-        """The mutated source; ``ValueError`` unless ``find`` occurs exactly once."""
-        count = source.count(self.find)
-        if count != 1:
-            raise ValueError(
-                f"mutant {self.name}: its find text occurs {count} times in {self.file} "
-                "(expected exactly once): the source drifted, update the catalogue"
-            )
-        return source.replace(self.find, self.replace)
+        """The first edit applied to ``source`` (``ValueError`` unless ``find`` occurs
+        exactly once); :meth:`edits` lists them all."""
+        return self.edits()[0].apply(source, self.name)
 
+
+_OLDER_VERSIONS = (
+    "a former owner's late batch carries versions of its own epoch, below every version a "
+    "newer owner writes (epochs only grow), so the versioned upsert keeps the newer rows "
+    "with or without the epoch fence; rows the newer owner has not written yet get the "
+    "values it replayed"
+)
 
 _J = "actors/_journal/_journal.py"
 _CODEC = "actors/_journal/_codec.py"
@@ -428,6 +461,8 @@ MUTANTS: tuple[Mutant, ...] = (
         replace='        f"WHEN excluded.epoch IS NOT NULL THEN excluded.epoch "',
         rule="the store refuses a batch from a partition epoch older than the newest it "
         "recorded (a paused former owner's late flush), on SQLite and PostgreSQL alike",
+        equivalent=_OLDER_VERSIONS,
+        cover="store-fence-accepts-older-epoch-unversioned",
     ),
     Mutant(
         name="shard-flushes-unfenced-in-cluster",
@@ -436,6 +471,8 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="fence = None",
         rule="in cluster mode every batch carries its partition's epoch, so the store can "
         "refuse a former owner's",
+        equivalent=_OLDER_VERSIONS,
+        cover="shard-flushes-unfenced-unversioned",
     ),
     # -- the cache --------------------------------------------------------------------------
     Mutant(
@@ -500,6 +537,10 @@ MUTANTS: tuple[Mutant, ...] = (
         if False:  # mutant: acknowledge without the lease check""",
         rule="a partition's owner acknowledges a group commit only while its lease stands "
         "(may_acknowledge), so a paused owner that wakes acknowledges nothing",
+        equivalent="a publish JetStream accepted lies before any newer owner's fence (the "
+        "expected sequence refuses one after it), so that owner replayed the record: "
+        "acknowledging it late loses nothing and reorders nothing a client saw",
+        cover="cluster-no-lease-check-nor-expected-sequence",
     ),
     Mutant(
         name="cluster-publish-without-expected-sequence",
@@ -576,3 +617,33 @@ def by_name(name: str) -> Mutant:
         if mutant.name == name:
             return mutant
     raise KeyError(f"no mutant {name!r}; known: {', '.join(m.name for m in MUTANTS)}")
+
+
+def _uncovered(name: str, mutant: str, cover: str, rule: str) -> Mutant:
+    """``mutant`` with the layer that covers it removed too (``cover``'s edits): the
+    higher-order mutant an equivalent one names as its ``cover``."""
+    first, second = by_name(mutant), by_name(cover)
+    return attrs.evolve(first, name=name, rule=rule, also=second.edits(), equivalent=None,
+                        cover=None)
+
+
+MUTANTS += (
+    _uncovered(
+        "cluster-no-lease-check-nor-expected-sequence",
+        "cluster-ack-without-lease-check", "cluster-publish-without-expected-sequence",
+        rule="a paused owner that wakes neither acknowledges past its lease nor appends "
+        "after a newer owner's fence",
+    ),
+    _uncovered(
+        "store-fence-accepts-older-epoch-unversioned",
+        "store-fence-accepts-older-epoch", "sqlite-guard-any-change",
+        rule="a former owner's late batch never overwrites a newer owner's rows: refused by "
+        "the epoch fence, and by the versions",
+    ),
+    _uncovered(
+        "shard-flushes-unfenced-unversioned",
+        "shard-flushes-unfenced-in-cluster", "sqlite-guard-any-change",
+        rule="a former owner's late batch never overwrites a newer owner's rows: it carries "
+        "its epoch, and versions below the newer owner's",
+    ),
+)

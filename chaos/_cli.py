@@ -289,9 +289,9 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
         return
     if not failures and any(run.kind == "cluster" for run in report.runs):
         console.print("[green]PASS[/]: no acknowledged write lost, no stale or future read "
-                      "(reads while a clock was skewed past the drift margin are not judged "
-                      "for staleness), no acknowledgement by a fenced owner, no store version "
-                      "going back.")
+                      "(reads while a clock was skewed past the drift margin may miss only "
+                      "writes of epochs taken early), no acknowledgement by a fenced owner, no "
+                      "store version going back.")
         return
     if not failures:
         console.print("[green]PASS[/]: no acknowledged write was lost where the ack mode "

@@ -91,6 +91,7 @@ class MutantResult:
     rule: str
     outcomes: tuple[SeedOutcome, ...]
     skipped: str | None = None  # why it did not run
+    equivalent: str | None = None  # why its suite cannot tell it apart (not scored)
 
     @property
     def caught(self) -> bool:
@@ -98,9 +99,16 @@ class MutantResult:
         return (self.skipped is None and bool(self.outcomes)
                 and all(o.status == "caught" for o in self.outcomes))
 
+    @property
+    def scored(self) -> bool:
+        """Counted in the score: it ran, and it is not an equivalent mutant the suite
+        missed (an equivalent one it catches anyway counts)."""
+        return self.skipped is None and (self.equivalent is None or self.caught)
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "area": self.area, "rule": self.rule,
                 "caught": self.caught, "skipped": self.skipped,
+                "equivalent": self.equivalent,
                 "seeds": [o.to_json() for o in self.outcomes]}
 
 
@@ -149,13 +157,15 @@ def build_tree(dest: Path, mutant: Mutant | None, sources: dict[str, Path] | Non
             )
 
         shutil.copytree(sources[top], dest / target, ignore=ignore)
-    if mutant is not None:
-        top, _, rest = mutant.file.partition("/")
+    if mutant is None:
+        return dest
+    for edit in mutant.edits():  # in order: two edits of one file both apply
+        top, _, rest = edit.file.partition("/")
         if top not in LAYOUT:
-            raise ValueError(f"mutant {mutant.name}: {mutant.file} is not under "
+            raise ValueError(f"mutant {mutant.name}: {edit.file} is not under "
                              f"{', '.join(LAYOUT)}")
         path = dest / LAYOUT[top] / rest
-        path.write_text(mutant.apply(path.read_text()))
+        path.write_text(edit.apply(path.read_text(), mutant.name))
     return dest
 
 
@@ -281,7 +291,7 @@ def measure(
                 on_outcome(mutant.name, outcome)
     return [
         MutantResult(name=m.name, area=m.area, rule=m.rule, outcomes=tuple(outcomes[m.name]),
-                     skipped=skipped[m.name])
+                     skipped=skipped[m.name], equivalent=m.equivalent)
         for m in mutants
     ]
 
@@ -317,6 +327,7 @@ def snapshot(dest: Path, rev: str | None = None) -> tuple[dict[str, Path], str |
 def to_json(results: Sequence[MutantResult], baseline: Sequence[SeedOutcome] | None,
             seeds: Sequence[int], args: SuiteArgs) -> dict[str, Any]:
     ran = [r for r in results if r.skipped is None]
+    caught, scored = score(results)
     return {
         "seeds": list(seeds),
         "store": args.store,
@@ -326,8 +337,10 @@ def to_json(results: Sequence[MutantResult], baseline: Sequence[SeedOutcome] | N
         "commit": args.commit,
         "timeout": args.timeout,
         "baseline": None if baseline is None else [o.to_json() for o in baseline],
-        "caught": sum(r.caught for r in ran),
+        "caught": caught,
+        "scored": scored,
         "selected": len(ran),
+        "equivalent": len(ran) - scored,
         "skipped": len(results) - len(ran),
         "mutants": [r.to_json() for r in results],
     }
@@ -435,8 +448,9 @@ def _command(args: Any) -> int:
         suite = attrs.evolve(suite, commit=commit)
         for mutant in mutants:  # a drifted catalogue entry is refused before anything runs
             try:
-                top, _, rest = mutant.file.partition("/")
-                mutant.apply((sources[top] / rest).read_text())
+                for edit in mutant.edits():
+                    top, _, rest = edit.file.partition("/")
+                    edit.apply((sources[top] / rest).read_text(), mutant.name)
             except (ValueError, KeyError, OSError) as exc:
                 console.print(f"[red]error:[/] {exc}")
                 return 2
@@ -482,7 +496,8 @@ def _measure_and_report(console: Any, args: Any, mutants: list[Mutant], seeds: l
         if args.json:
             partial = [
                 MutantResult(name=m.name, area=m.area, rule=m.rule,
-                             outcomes=tuple(done[m.name]), skipped=needs_skip(m, args.store))
+                             outcomes=tuple(done[m.name]), skipped=needs_skip(m, args.store),
+                             equivalent=m.equivalent)
                 for m in mutants
             ]
             _write(args.json, to_json(partial, baseline, seeds, suite))
@@ -495,16 +510,32 @@ def _measure_and_report(console: Any, args: Any, mutants: list[Mutant], seeds: l
                           *(["[dim]skipped[/]"] * len(seeds)))
             continue
         cells = [f"[{_STYLE[o.status]}]{o.status}[/] {o.seconds:.0f}s" for o in result.outcomes]
-        table.add_row(result.name, result.area, *cells)
+        name = result.name
+        if not result.scored:
+            name += " [dim](equivalent)[/]"
+            cells = [f"[dim]{o.status} {o.seconds:.0f}s[/]" for o in result.outcomes]
+        table.add_row(name, result.area, *cells)
     console.print(table)
-    ran = [r for r in results if r.skipped is None]
-    caught = sum(r.caught for r in ran)
-    console.print(f"caught {caught} of {len(ran)}"
-                  + (f" ({len(results) - len(ran)} skipped)" if len(ran) < len(results) else ""))
+    caught, scored = score(results)
+    equivalent = [r for r in results if r.skipped is None and not r.scored]
+    skipped = sum(r.skipped is not None for r in results)
+    notes = [f"{len(equivalent)} equivalent, not scored" if equivalent else "",
+             f"{skipped} skipped" if skipped else ""]
+    console.print(f"caught {caught} of {scored}"
+                  + (f" ({', '.join(n for n in notes if n)})" if any(notes) else ""))
+    for result in equivalent:
+        console.print(f"[dim]{result.name} is equivalent under this suite: "
+                      f"{result.equivalent}[/]", highlight=False)
     if args.json:
         _write(args.json, to_json(results, baseline, seeds, suite))
-    ok = bool(ran) and caught == len(ran) and (baseline is None or _baseline_ok(baseline))
+    ok = bool(scored) and caught == scored and (baseline is None or _baseline_ok(baseline))
     return 0 if ok else 1
+
+
+def score(results: Sequence[MutantResult]) -> tuple[int, int]:
+    """``(caught, scored)``: an equivalent mutant the suite missed is not scored."""
+    scored = [r for r in results if r.scored]
+    return sum(r.caught for r in scored), len(scored)
 
 
 def _baseline_ok(baseline: Sequence[SeedOutcome]) -> bool:

@@ -21,7 +21,12 @@ partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it;
 cut the store proxy for a while; ``skew``: restart an instance with its wall clock ahead by
 twice the lease, far past the drift margin the leases allow for (it takes partitions whose
 holders still count on their leases: only the fences keep the two apart), until the next
-fault or the heal restarts it on the true clock. Then heal (everything resumed and restarted), drain
+fault or the heal restarts it on the true clock; ``pause``: a zombie stopped at a chosen
+point rather than anywhere: armed by a signal, the instance stops itself the next time a
+store actor has a batch in hand and is about to write it
+(:data:`~._cluster_worker.PAUSE_POINT`), and is continued past its lease, so that stale
+batch reaches the store after the new owners wrote theirs (only the store's fence and
+versions stand in its way). Then heal (everything resumed and restarted), drain
 (SIGTERM to every instance at once: each drains), start a final instance that reads every
 key and drains, read the store and check.
 
@@ -52,13 +57,14 @@ from writebehind._cluster._nodes import NatsCluster, nats_server_binary
 from writebehind._core._config import mask_url
 from writebehind._stores._registry import store_factory
 
-from ._history import CheckResult, Kind, Op, Snapshot, Stored, check
+from ._cluster_worker import PAUSE_POINT
+from ._history import CheckResult, Fence, Kind, Op, Snapshot, Stored, check
 from ._proxy import TcpProxy
 from ._worker import STORE_ENV
 
 #: The store when none is given: the local PostgreSQL the project's tests use.
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
-FAULT_KINDS = ("sigkill", "zombie", "nats", "store", "skew")
+FAULT_KINDS = ("sigkill", "zombie", "nats", "store", "skew", "pause")
 SLOTS = ("A", "B", "C")
 DRAIN_TIMEOUT = 30.0  # each instance's Config.drain_timeout
 
@@ -90,6 +96,7 @@ class ClusterResult:
     stored: dict[str, Stored] = attrs.field(factory=dict, repr=False)
     snapshots: tuple[Snapshot, ...] = attrs.field(default=(), repr=False)
     skewed: tuple[tuple[float, float], ...] = ()  # windows of a clock past the drift margin
+    fences: tuple[Fence, ...] = attrs.field(default=(), repr=False)  # when each epoch served
 
     @property
     def ok(self) -> bool:
@@ -239,6 +246,18 @@ def read_history(logs: Sequence[Path]) -> list[Op]:
                               value=None if inv["v"] is None else bytes.fromhex(inv["v"]),
                               invoke=inv["t"], complete=None, outcome="unknown"))
     return ops
+
+
+def read_fences(logs: Sequence[Path]) -> list[Fence]:
+    """When each instance began serving each (partition, epoch), from its ``serve`` lines."""
+    fences = []
+    for path in logs:
+        data = path.read_bytes() if path.exists() else b""
+        for raw in data.split(b"\n")[:-1]:
+            if b'"e": "serve"' in raw:
+                event = json.loads(raw)
+                fences.append(Fence(partition=event["p"], epoch=event["ep"], at=event["t"]))
+    return fences
 
 
 def _read_store(url: str, table: str) -> dict[str, Stored]:
@@ -435,6 +454,24 @@ def run_cluster_rounds(
                 os.kill(target.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
                 target.paused = False
                 say(f"SIGCONT {target.name}: the zombie wakes")
+            elif kind == "pause":
+                pid = target.process.pid  # type: ignore[union-attr]
+                os.kill(pid, signal.SIGUSR1)
+                if not _wait_stopped(pid, 3.0):
+                    os.kill(pid, signal.SIGUSR2)  # disarm; it may have stopped just then
+                    if not _wait_stopped(pid, 0.2):
+                        say(f"pause: {target.name} wrote no batch within 3s; skipped")
+                        first.append(kind)  # the next fault tries again
+                        continue
+                target.paused = True
+                takeovers += target in live
+                pause = lease_ttl * (2 + length / 3)
+                say(f"{target.name} stopped itself at {PAUSE_POINT} for {pause:.1f}s "
+                    f"(its lease: {lease_ttl:g}s)")
+                time.sleep(pause)
+                os.kill(pid, signal.SIGCONT)
+                target.paused = False
+                say(f"SIGCONT {target.name}: its stale batch goes to the store")
             elif kind == "skew":
                 skew = 2 * lease_ttl
                 skewed.append((time.monotonic(), float("inf")))
@@ -475,7 +512,7 @@ def run_cluster_rounds(
                 spawn(inst)
                 end_skew()
         for inst in instances:
-            if inst.paused and inst.alive:
+            if inst.alive:  # paused by us, or stopped by a pause that armed as it was disarmed
                 os.kill(inst.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
                 inst.paused = False
         for node in nats.nodes:
@@ -513,14 +550,15 @@ def run_cluster_rounds(
 
         history = read_history(logs)
         stored = _read_store(url, table)
-        result = check(history, stored, snapshots.taken, skewed=skewed)
+        fences = read_fences(logs)
+        result = check(history, stored, snapshots.taken, fences=fences, skewed=skewed)
         if result.acknowledged == 0:
             errors.append("no write was acknowledged: the run proved nothing")
         starts = sum(i.starts for i in instances)
     say(f"checked {result.writes} writes ({result.acknowledged} acknowledged), "
-        f"{result.reads} reads ({result.unjudged_reads} under skewed clocks, not judged for "
-        f"staleness), {result.keys} keys, {len(snapshots.taken)} store snapshots: "
-        f"{len(result.violations)} violations")
+        f"{result.reads} reads ({result.unjudged_reads} under skewed clocks, which may miss "
+        f"writes of epochs taken early), {result.keys} keys, {len(snapshots.taken)} store "
+        f"snapshots: {len(result.violations)} violations")
     for violation in result.violations[:20]:
         say(f"violation: {violation}")
     return ClusterResult(
@@ -528,7 +566,7 @@ def run_cluster_rounds(
         events=tuple(events), check=result, starts=starts, takeovers=takeovers,
         errors=tuple(errors), notes=tuple(notes), seconds=time.monotonic() - started,
         history=tuple(history), stored=stored, snapshots=tuple(snapshots.taken),
-        skewed=tuple(skewed),
+        skewed=tuple(skewed), fences=tuple(fences),
     )
 
 
@@ -562,6 +600,21 @@ def _stop_all(instances: Sequence[_Instance], timeout: float) -> list[str]:
 def _kill_all(instances: Sequence[_Instance]) -> None:
     for inst in instances:
         _kill(inst)
+
+
+def _wait_stopped(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` is (or within ``timeout`` becomes) stopped by a signal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _kill(inst: _Instance) -> None:

@@ -11,7 +11,8 @@ With several live members each instance hosts its share of the partitions and ro
 rest. When the cache cannot start (NATS or the store is unreachable; before membership,
 another live instance held the store table), or stops with an error (its lease was taken
 over while it was paused), the process logs why and opens it again: a standby until it can
-serve. SIGTERM stops it gracefully: the workload stops and the cache drains.
+serve. SIGTERM stops it gracefully: the workload stops and the cache drains. SIGUSR1 arms
+the suite's ``pause`` fault and SIGUSR2 disarms it (:class:`SelfPause`).
 
 Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linux)::
 
@@ -19,6 +20,7 @@ Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linu
     {"e": "i", "id": n, "k": key, "op": "w"|"r", "v": hex|null, "t": ...}   invoked
     {"e": "c", "id": n, "o": "ok"|"fail"|"unknown", "t": ..., ["ver": v, "p": shard] |
      ["v": hex|null]}                              completed (a read's "v": what it returned)
+    {"e": "serve", "p": partition, "ep": epoch, "t": ...}   a shard of that epoch serves
     {"e": "error", "t": ..., "err": "..."}          the cache failed to start, or stopped
     {"e": "stop", "t": ...}                         the cache drained and stopped
     {"e": "exit", "t": ...}                         the process ends normally
@@ -51,6 +53,29 @@ from ._worker import STORE_ENV, LineLog
 
 #: Pause between attempts to open the cache while it cannot serve.
 RETRY_PAUSE = 0.3
+#: Where an armed instance stops itself: a store actor with a batch in hand, about to write
+#: it (its fence epoch already attached).
+PAUSE_POINT = "store.before_commit"
+
+
+class SelfPause:
+    """The suite's ``pause`` fault, as the runtime's fault-point hook: once armed (SIGUSR1),
+    the next time the process reaches :data:`PAUSE_POINT` it stops itself with SIGSTOP, and
+    the suite continues it past its leases. A SIGSTOP from outside lands anywhere; this one
+    lands where a stale owner does harm (the pause between deciding to write and writing
+    that fencing tokens exist for). SIGUSR2 disarms it when the point was not reached."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: setattr(self, "armed", True))
+        signal.signal(signal.SIGUSR2, lambda signum, frame: setattr(self, "armed", False))
+
+    def __call__(self, point: str, actor: str) -> None:
+        if self.armed and point == PAUSE_POINT:
+            self.armed = False
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def key_space(n: int) -> list[str]:
@@ -117,6 +142,24 @@ async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
         await trio.sleep(rng.uniform(0, 0.004))
 
 
+async def _report_serving(cache: Cache, log: OpLog, partitions: int) -> None:
+    """Log each (partition, epoch) this instance serves, once, soon after it began: its
+    shard's journal was fenced and replayed by then, so no older epoch may acknowledge a
+    write invoked after that moment (the checker's ``fenced-ack``). Polled: a late entry
+    only weakens the rule, never makes a correct run fail."""
+    seen: set[tuple[int, int]] = set()
+    while True:
+        for partition in range(partitions):
+            shard = cache.hosted(partition)
+            if shard is None or shard.incarnation_serving() is None:
+                continue
+            epoch = getattr(shard.journal, "epoch", None)
+            if epoch is not None and (partition, epoch) not in seen:
+                seen.add((partition, epoch))
+                log.event("serve", p=partition, ep=epoch)
+        await trio.sleep(0.02)
+
+
 async def _watch_parent(parent: int, lifetime: float) -> None:
     """An orphaned worker stops: its parent died, or it outlived any sane run."""
     deadline = trio.current_time() + lifetime
@@ -135,7 +178,10 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
     # A skewed wall clock (the suite's ``skew`` fault): this instance writes and judges lease
     # and membership expiries that far off the others' clocks, beyond the drift margin.
     skew = args.skew
-    seams = Seams(wall_clock=(lambda: time.time() + skew)) if skew else None
+    pause = SelfPause()
+    pause.install()
+    seams = Seams(fault_point=pause,
+                  wall_clock=(lambda: time.time() + skew) if skew else None)
     log = OpLog(Path(args.log))
     keys = key_space(args.keys)
     seq = itertools.count()
@@ -171,6 +217,8 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
                             stopping.set()
                         else:
                             async with trio.open_nursery() as work:
+                                work.start_soon(_report_serving, cache, log,
+                                                config.partitions or config.shards)
                                 for w in range(args.writers):
                                     work.start_soon(
                                         _writer, cache, log,

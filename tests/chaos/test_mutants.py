@@ -17,9 +17,12 @@ from writebehind._cli import main
 from writebehind.chaos._catalogue import AREAS, MUTANTS, Mutant, by_name
 from writebehind.chaos._mutants import (
     LAYOUT,
+    MutantResult,
+    SeedOutcome,
     SuiteArgs,
     build_tree,
     needs_skip,
+    score,
     select,
     source_dirs,
     subset,
@@ -35,11 +38,39 @@ def _source(mutant: Mutant) -> str:
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_each_mutant_applies_once_and_still_compiles(mutant: Mutant) -> None:
-    source = _source(mutant)
-    assert source.count(mutant.find) == 1, f"{mutant.name}: the source drifted"
-    mutated = mutant.apply(source)
-    assert mutated != source
-    compile(mutated, mutant.file, "exec")
+    edited: dict[str, str] = {}
+    for edit in mutant.edits():
+        top, _, rest = edit.file.partition("/")
+        source = edited.get(edit.file, (SOURCES[top] / rest).read_text())
+        assert source.count(edit.find) == 1, f"{mutant.name}: the source drifted"
+        edited[edit.file] = edit.apply(source, mutant.name)
+        assert edited[edit.file] != source
+    for path, text in edited.items():
+        compile(text, path, "exec")
+
+
+def test_an_equivalent_mutant_names_the_higher_order_one_the_suite_must_catch() -> None:
+    equivalent = [m for m in MUTANTS if m.equivalent is not None]
+    assert equivalent  # the cluster's layers of defence cover each other
+    for m in equivalent:
+        assert m.equivalent.strip() and m.cover is not None, m.name
+        cover = by_name(m.cover)
+        # The same bug, with the covering layer removed as well; the cover is scored.
+        assert cover.edits()[: len(m.edits())] == m.edits() and len(cover.also) >= 1
+        assert cover.equivalent is None and cover.suite == m.suite, m.name
+    assert all(m.cover is None for m in MUTANTS if m.equivalent is None)
+
+
+def test_an_equivalent_mutant_the_suite_missed_is_not_scored() -> None:
+    def result(name: str, status: str, equivalent: str | None = None) -> MutantResult:
+        outcome = SeedOutcome(seed=1, status=status, seconds=1.0, exit_code=0)  # type: ignore[arg-type]
+        return MutantResult(name=name, area="cluster", rule="r", outcomes=(outcome,),
+                            equivalent=equivalent)
+
+    results = [result("a", "caught"), result("b", "missed"), result("c", "missed", "why"),
+               result("d", "caught", "why")]
+    assert score(results) == (2, 3)  # c is not scored; d, caught anyway, is
+    assert [r.scored for r in results] == [True, True, False, True]
 
 
 def test_the_catalogue_is_large_named_uniquely_and_covers_every_area() -> None:
@@ -114,6 +145,13 @@ def test_the_copy_is_an_importable_package_with_the_mutant_applied(tmp_path: Pat
     assert not list(tree.rglob("__pycache__"))
     mutated = (tree / "writebehind" / "_core" / "_shard_core.py").read_text()
     assert mutated == mutant.apply(_source(mutant))
+
+
+def test_the_copy_of_a_higher_order_mutant_has_every_edit(tmp_path: Path) -> None:
+    mutant = by_name("store-fence-accepts-older-epoch-unversioned")
+    tree = build_tree(tmp_path, mutant)
+    sql = (tree / "writebehind" / "_stores" / "_sql.py").read_text()
+    assert all(edit.replace in sql and edit.find not in sql for edit in mutant.edits())
 
 
 @pytest.mark.slow
