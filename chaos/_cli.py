@@ -273,7 +273,7 @@ def _print_outcome(console: Console, report: SuiteReport) -> None:
         f"{len(report.runs)} sub-runs in {report.seconds:.1f}s{of_budget}: {data['acked']} "
         f"acknowledged writes, {faults} faults injected, {data['recoveries']} "
         + ("take-overs; " if cluster else "recoveries; ")
-        + (f"{data['lost']} violations of the cluster rules (the table's 'lost' column)"
+        + (f"{data['lost']} violations of the cluster rules (the table's 'violations' column)"
            if cluster else
            f"{data['lost']} acknowledged writes lost where the contract forbids it")
     )

@@ -81,7 +81,10 @@ def verdict_table(report: SuiteReport) -> Table:
     table.add_column("acknowledged\nwrites", justify="right", no_wrap=True)
     table.add_column("faults injected", no_wrap=True)
     table.add_column("recoveries", justify="right", no_wrap=True)
-    table.add_column("acknowledged\nwrites lost", justify="right", no_wrap=True)
+    cluster = bool(report.runs) and all(run.kind == "cluster" for run in report.runs)
+    # A cluster run counts violations of its rules there, lost writes among them.
+    table.add_column("violations" if cluster else "acknowledged\nwrites lost", justify="right",
+                     no_wrap=True)
     table.add_column("verdict", min_width=16)
     groups: dict[tuple[int, str, str], list[RunRecord]] = {}
     for run in sorted(report.runs, key=_row_key):

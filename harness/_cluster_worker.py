@@ -20,7 +20,7 @@ Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linu
     {"e": "i", "id": n, "k": key, "op": "w"|"r", "v": hex|null, "t": ...}   invoked
     {"e": "c", "id": n, "o": "ok"|"fail"|"unknown", "t": ..., ["ver": v, "p": shard] |
      ["v": hex|null]}                              completed (a read's "v": what it returned)
-    {"e": "serve", "p": partition, "ep": epoch, "t": ...}   a shard of that epoch serves
+    {"e": "serve", "p": partition, "ep": epoch, "t": ...}   a shard incarnation serves
     {"e": "error", "t": ..., "err": "..."}          the cache failed to start, or stopped
     {"e": "stop", "t": ...}                         the cache drained and stopped
     {"e": "exit", "t": ...}                         the process ends normally
@@ -142,24 +142,6 @@ async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
         await trio.sleep(rng.uniform(0, 0.004))
 
 
-async def _report_serving(cache: Cache, log: OpLog, partitions: int) -> None:
-    """Log each (partition, epoch) this instance serves, once, soon after it began: its
-    shard's journal was fenced and replayed by then, so no older epoch may acknowledge a
-    write invoked after that moment (the checker's ``fenced-ack``). Polled: a late entry
-    only weakens the rule, never makes a correct run fail."""
-    seen: set[tuple[int, int]] = set()
-    while True:
-        for partition in range(partitions):
-            shard = cache.hosted(partition)
-            if shard is None or shard.incarnation_serving() is None:
-                continue
-            epoch = getattr(shard.journal, "epoch", None)
-            if epoch is not None and (partition, epoch) not in seen:
-                seen.add((partition, epoch))
-                log.event("serve", p=partition, ep=epoch)
-        await trio.sleep(0.02)
-
-
 async def _watch_parent(parent: int, lifetime: float) -> None:
     """An orphaned worker stops: its parent died, or it outlived any sane run."""
     deadline = trio.current_time() + lifetime
@@ -180,9 +162,12 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
     skew = args.skew
     pause = SelfPause()
     pause.install()
-    seams = Seams(fault_point=pause,
-                  wall_clock=(lambda: time.time() + skew) if skew else None)
     log = OpLog(Path(args.log))
+    # The moment each shard incarnation serves, fenced and replayed: from then on no older
+    # epoch of its partition may acknowledge a newly invoked write (the ``fenced-ack`` rule).
+    seams = Seams(fault_point=pause,
+                  wall_clock=(lambda: time.time() + skew) if skew else None,
+                  on_serving=lambda shard, epoch: log.event("serve", p=shard, ep=epoch))
     keys = key_space(args.keys)
     seq = itertools.count()
     stopping = trio.Event()
@@ -217,8 +202,6 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
                             stopping.set()
                         else:
                             async with trio.open_nursery() as work:
-                                work.start_soon(_report_serving, cache, log,
-                                                config.partitions or config.shards)
                                 for w in range(args.writers):
                                     work.start_soon(
                                         _writer, cache, log,

@@ -89,3 +89,34 @@ async def test_a_cache_uses_the_journals_and_epochs_it_is_given(tmp_path: Path) 
     assert sorted(p.name for p in (tmp_path / "journal").iterdir() if p.is_dir()) == [
         "shard-0000", "shard-0001"
     ]
+
+
+async def test_on_serving_hears_each_incarnation_after_its_journal_was_replayed(
+    tmp_path: Path,
+) -> None:
+    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+                    shards=2, ack="fsync")
+    files = file_journals(config)
+    calls: dict[int, dict[str, int]] = {0: {}, 1: {}}
+    heard: list[tuple[int, int, int]] = []  # (shard, epoch, replays by then)
+
+    async def open_journal(shard: int, **kwargs: Any) -> JournalBackend:
+        return CountingJournal(await files(shard, **kwargs), calls[shard])  # type: ignore[return-value]
+
+    def on_serving(shard: int, epoch: int) -> None:
+        heard.append((shard, epoch, calls[shard].get("replay", 0)))
+
+    epochs = Counter(start=1000)
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            cache = Cache(config, Seams(on_serving=on_serving), open_journal=open_journal,
+                          epochs=epochs)
+            await nursery.start(cache._serve)
+            receipts = [await cache.put(f"k{i}", b"v") for i in range(8)]
+            await cache.aclose()
+    # Once per incarnation, with the epoch its writes carry, after its replay.
+    assert sorted(shard for shard, _, _ in heard) == [0, 1]
+    assert sorted(epoch for _, epoch, _ in heard) == sorted(epochs.taken)
+    assert all(replays == 1 for _, _, replays in heard)
+    by_shard = {shard: epoch for shard, epoch, _ in heard}
+    assert all(r.version >> EPOCH_SHIFT == by_shard[r.shard] for r in receipts)

@@ -39,6 +39,9 @@ class Seams:
     ``store_factory`` replaces the store named by ``Config.store`` (a simulated store).
     ``wall_clock`` gives the seconds since the Unix epoch the store lease is timed by, and in
     cluster mode the partition leases and the membership (the cluster suite skews it).
+    ``on_serving(shard, epoch)`` hears the moment a shard incarnation starts serving, its
+    journal opened (in cluster mode: fenced) and replayed: the cluster suite's bound on when
+    an older epoch must stop acknowledging.
     """
 
     fault_point: FaultPointHook | None = None
@@ -46,3 +49,4 @@ class Seams:
     filesystem: Any = None
     store_factory: StoreFactory | None = None
     wall_clock: Callable[[], float] | None = None
+    on_serving: Callable[[int, int], None] | None = None

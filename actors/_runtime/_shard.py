@@ -99,6 +99,7 @@ class ShardActor:
         self._open_journal = open_journal
         self._read_store = read_store
         self._hook = seams.fault_point
+        self._on_serving = seams.on_serving
         self._alert = alert
         self._rng = rng
         self._incarnation = 0
@@ -211,6 +212,8 @@ class ShardActor:
                     self._kicked = False
                     self._become(Status.RUNNING)
                     self._ready.set()
+                    if self._on_serving is not None:
+                        self._on_serving(self.shard, epoch)
                     task_status.started()
                     if journal is not None and hold:
                         nursery.start_soon(self._watch_journal, core, journal)

@@ -86,9 +86,9 @@ def test_tiny_run_on_postgres_drops_its_tables(
 ) -> None:
     import psycopg
 
-    # A known table prefix: other bench runs on the same server (a developer's, another
-    # test session's) have tables of their own meanwhile.
-    run_id = uuid.UUID(int=0x5EED)
+    # A known table prefix, fresh per test: other bench runs on the same server (a
+    # developer's, another test session's) have tables of their own meanwhile.
+    run_id = uuid.uuid4()
     monkeypatch.setattr(_stores.uuid, "uuid4", lambda: run_id)
     data = _run_tiny(tmp_path, "--store", bench_pg_url)
     assert data["store_kind"] == "postgresql" and data["machine"]["postgresql"]
