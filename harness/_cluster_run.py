@@ -195,11 +195,24 @@ class _Snapshots(threading.Thread):
         self.url, self.table, self.period = url, table, period
         self.taken: list[Snapshot] = []
         self.done = threading.Event()
+        self._wake = threading.Event()
+
+    def soon(self) -> None:
+        """Take the next snapshot now, not at the end of the period."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.done.set()
+        self._wake.set()
 
     def run(self) -> None:
         store = store_factory(self.url, table=self.table)()
         connected = False
-        while not self.done.wait(self.period):
+        while True:
+            self._wake.wait(self.period)
+            self._wake.clear()
+            if self.done.is_set():
+                break
             try:
                 if not connected:
                     store.connect()
@@ -411,7 +424,7 @@ def run_cluster_rounds(
             errors.append("no instance started serving within "
                           f"{60 + 3 * lease_ttl:g}s: {_stderr_tail(workdir, instances[0])}")
         snapshots.start()
-        stack.callback(snapshots.done.set)
+        stack.callback(snapshots.stop)
         phase_end = time.monotonic() + duration
         takeovers = 0
         first = rng.sample(kinds, len(kinds))
@@ -472,6 +485,11 @@ def run_cluster_rounds(
                 os.kill(pid, signal.SIGCONT)
                 target.paused = False
                 say(f"SIGCONT {target.name}: its stale batch goes to the store")
+                # Look at the store while a batch the fences failed to refuse would show,
+                # before the new owners' next flushes write over it.
+                for _ in range(3):
+                    time.sleep(0.05)
+                    snapshots.soon()
             elif kind == "skew":
                 skew = 2 * lease_ttl
                 skewed.append((time.monotonic(), float("inf")))
@@ -529,7 +547,7 @@ def run_cluster_rounds(
         # standby stops. Whatever a stop leaves in a journal, the final instance replays.
         errors += _stop_all(instances, 2 * DRAIN_TIMEOUT + 15)
         say("drained")
-        snapshots.done.set()
+        snapshots.stop()
         snapshots.join(timeout=10)
 
         final = _Instance("F")
