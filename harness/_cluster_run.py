@@ -20,10 +20,10 @@ place; ``zombie``: SIGSTOP a serving instance past its lease (the others take it
 partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``:
 cut the store proxy for a while; ``skew``: restart an instance with its wall clock ahead by
 twice the lease, far past the drift margin the leases allow for (it takes partitions whose
-holders still count on their leases: only the fences keep the two apart), until the next
-fault or the heal restarts it on the true clock; ``pause``: a zombie stopped at a chosen
-point rather than anywhere: armed by a signal, the instance stops itself the next time a
-store actor has a batch in hand and is about to write it
+holders still count on their leases: only the fences keep the two apart), for twice the
+lease and more, until the next fault or the heal restarts it on the true clock; ``pause``:
+a zombie stopped at a chosen point rather than anywhere: armed by a signal, the instance
+stops itself the next time a store actor has a batch in hand and is about to write it
 (:data:`~._cluster_worker.PAUSE_POINT`), and is continued past its lease, so that stale
 batch reaches the store after the new owners wrote theirs (only the store's fence and
 versions stand in its way). Then heal (everything resumed and restarted), drain
@@ -497,6 +497,9 @@ def run_cluster_rounds(
                 _kill(target)
                 spawn(target, "--skew", str(skew))
                 target.skewed = True
+                # Long enough for it to start, take partitions early and serve them while
+                # their holders still count on their leases (the window the fences close).
+                time.sleep(2 * lease_ttl + length)
             elif kind == "nats":
                 node = nats.nodes[int(pick * len(nats.nodes))]
                 say(f"SIGKILL NATS node {node.name} for {length:.1f}s")

@@ -2,7 +2,8 @@
 
 It runs ``open_cache`` in cluster mode and, while the cache serves, a seeded workload of
 writer tasks that put, delete and get keys of one shared key space (every instance writes
-every key: a write reaches its partition's owner however the cluster routes it). Every
+every key: a write reaches its partition's owner however the cluster routes it; half the
+calls are on keys of partitions the instance hosts, like a partition-aware client's). Every
 operation's invocation and completion go to the process's own log, one ``os.write`` per
 JSON line (``O_APPEND``): a SIGKILL never undoes a finished ``write(2)``, so a completion
 line in the log describes an answer the instance gave.
@@ -38,13 +39,13 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from writebehind import Config, LeaseHeld, WritebehindError, open_cache
+from writebehind import Config, LeaseHeld, WritebehindError, open_cache, shard_of
 from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
@@ -53,6 +54,8 @@ from ._worker import STORE_ENV, LineLog
 
 #: Pause between attempts to open the cache while it cannot serve.
 RETRY_PAUSE = 0.3
+#: The share of calls on keys of partitions the instance hosts.
+LOCAL = 0.5
 #: Where an armed instance stops itself: a store actor with a batch in hand, about to write
 #: it (its fence epoch already attached).
 PAUSE_POINT = "store.before_commit"
@@ -125,10 +128,32 @@ async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) 
     log.event("c", id=n, o="ok", ver=receipt.version, p=receipt.shard)
 
 
+class LocalKeys:
+    """The keys of the partitions this instance hosts now, looked up at most every 0.1 s."""
+
+    def __init__(self, cache: Cache, keys: list[str]) -> None:
+        self._cache, self._keys = cache, keys
+        self._local: list[str] = []
+        self._at = -1.0
+
+    def __call__(self) -> list[str]:
+        now = trio.current_time()
+        if now - self._at >= 0.1:
+            view = self._cache.cluster_view()
+            hosted = set(view.hosted) if view is not None else set()
+            self._local = [k for k in self._keys if shard_of(k, view.partitions) in hosted
+                           ] if view is not None else []
+            self._at = now
+        return self._local
+
+
 async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
-                  name: str, seq: Iterator[int]) -> None:
+                  name: str, seq: Iterator[int], local: Callable[[], list[str]]) -> None:
     while True:
-        key = rng.choice(keys)
+        # Half the calls go to keys this instance hosts (a partition-aware client), the
+        # rest anywhere (routed): a partition then often has writers on its owner only, so
+        # a take-over races the former owner's own appends, not only routed ones.
+        key = rng.choice((rng.random() < LOCAL and local()) or keys)
         roll = rng.random()
         try:
             if roll < 0.35:
@@ -202,11 +227,12 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
                             stopping.set()
                         else:
                             async with trio.open_nursery() as work:
+                                local = LocalKeys(cache, keys)
                                 for w in range(args.writers):
                                     work.start_soon(
                                         _writer, cache, log,
                                         random.Random(f"{rng.random()}:{w}"), keys, args.name,
-                                        seq,
+                                        seq, local,
                                     )
                                 await stopping.wait()
                                 work.cancel_scope.cancel()
