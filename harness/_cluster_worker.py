@@ -140,9 +140,10 @@ class LocalKeys:
         now = trio.current_time()
         if now - self._at >= 0.1:
             view = self._cache.cluster_view()
-            hosted = set(view.hosted) if view is not None else set()
-            self._local = [k for k in self._keys if shard_of(k, view.partitions) in hosted
-                           ] if view is not None else []
+            self._local = []
+            if view is not None:
+                hosted = set(view.hosted)
+                self._local = [k for k in self._keys if shard_of(k, view.partitions) in hosted]
             self._at = now
         return self._local
 
