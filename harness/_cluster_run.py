@@ -671,6 +671,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--store")
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it")
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS),
+                        help="the fault kinds to draw, comma-separated (default: all)")
     args = parser.parse_args(argv)
     import tempfile
 
@@ -678,7 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(args.keep) if args.keep else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="writebehind-cluster-")))
         result = run_cluster_rounds(seed=args.seed, workdir=workdir, store=args.store,
-                                    duration=args.duration, log=print)
+                                    duration=args.duration, log=print,
+                                    faults=[k for k in args.faults.split(",") if k])
     print(result.label, result.check.by_rule(), f"acked={result.check.acknowledged}",
           f"reads={result.check.reads}", f"starts={result.starts}", *result.errors,
           sep="\n")
