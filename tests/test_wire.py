@@ -39,7 +39,8 @@ def requests(draw: st.DrawFn) -> Request:
         vs = tuple(draw(values) for _ in ks)
     return Request(op, draw(st.integers(0, 2**32 - 1)), ks, vs,
                    draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**64 - 1)),
-                   draw(st.floats(allow_nan=False, allow_infinity=False)))
+                   draw(st.floats(allow_nan=False, allow_infinity=False)),
+                   draw(st.binary(max_size=40)))
 
 
 @st.composite
@@ -100,7 +101,12 @@ def test_bytes_after_the_end_and_other_versions_are_refused() -> None:
     with pytest.raises(WireError, match="unknown op 9"):
         Request.decode(request[:4] + bytes([9]) + request[5:])
     with pytest.raises(WireError, match="expires is nan"):
-        Request.decode(request[:-8] + struct.pack(">d", math.nan))
+        Request.decode(request[:-12] + struct.pack(">d", math.nan) + request[-4:])
+    with pytest.raises(WireError, match="call name is marked absent"):
+        Request.decode(request[:-4] + b"\xff" * 4)
+    # A version-1 request (before the call name) is refused, not read without it.
+    with pytest.raises(WireError, match=f"of version 1; this writebehind reads version {VERSION}"):
+        Request.decode(request[:3] + bytes([1]) + request[4:-4])
 
 
 def test_errors_come_back_as_the_same_types() -> None:

@@ -9,6 +9,7 @@ partition leases decide who writes which keys.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import secrets
@@ -87,18 +88,25 @@ async def serve_cluster_cache(
             conn, config.cluster_name, name, replicas=config.replicas, ttl=ttl,
             renew_every=renew_every, drift=drift, wall=wall,
         )
+        deadline = route_deadline(config)
         hosting = member.hosting = Hosting(
             membership, member.epochs,
             PartitionServer(conn, config.cluster_name, name, epochs=member.epochs,
-                            drift=drift),
+                            drift=drift, remember=2 * deadline + drift),
             partitions=config.shards,
         )
         rng = random.Random(config.seed)
-        deadline = route_deadline(config)
+        # Write calls are named by member and count: unique in the cluster, since a
+        # member's name is new with every process.
+        calls = itertools.count(1)
+
+        def call_name() -> bytes:
+            return f"{name}/{next(calls)}".encode()
 
         def elsewhere(partition: int) -> RemotePartition:
             return RemotePartition(conn, config.cluster_name, partition, deadline=deadline,
-                                   rng=random.Random(rng.getrandbits(64)))
+                                   rng=random.Random(rng.getrandbits(64)),
+                                   call_name=call_name)
 
         cache = Cache(config, seams or Seams(), (hosting.attach, *attachments),
                       open_journal=member.open_journal, epochs=member.epochs,

@@ -3,10 +3,12 @@
 Every renew interval the member reads who is live (``_membership.py``) and plans
 (``_core/_membership.py``): each partition newly its own gets a task that hosts it
 (:meth:`Cache.host`: take the lease, which waits while another member holds it; fence,
-replay, serve) and then answers its routed calls; each partition no longer its own is handed
-over: unsubscribe (callers now meet no responder and retry), :meth:`Cache.unhost` (flush to
-the store, checkpoint, stop), release the lease so the next owner takes it at once. A
-member that joins thus takes only its share, and one that leaves gives only its own.
+replay, serve) and then answers its routed calls while its shard serves (a crashed shard,
+or one waiting to take its lease again, answers none until it serves again); each partition
+no longer its own is handed over: unsubscribe (callers now meet no responder and retry),
+:meth:`Cache.unhost` (flush to the store, checkpoint, stop), release the lease so the next
+owner takes it at once. A member that joins thus takes only its share, and one that leaves
+gives only its own.
 
 A graceful leave (the cache stopping) deletes the member's key first, so the others start
 taking its partitions over while it hands them over. A member that dies stops renewing its
@@ -18,6 +20,8 @@ hands nothing over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -31,6 +35,9 @@ from ._membership import Membership
 from ._routing import PartitionServer
 
 log = logging.getLogger("writebehind")
+
+#: How long to wait before subscribing again after a failed subscription.
+RESUBSCRIBE = 0.2
 
 
 @attrs.frozen
@@ -156,7 +163,7 @@ class Hosting:
                 await self._cache.unhost(partition)
                 await self.epochs.release(partition)
                 return
-            await state.stop.wait()
+            await self._follow(state)
             # The hand-over: callers first stop reaching this member (they retry), then
             # the shard flushes, checkpoints and stops, then the lease goes.
             began = trio.current_time()
@@ -174,6 +181,32 @@ class Hosting:
             del self._states[partition]
             if not self._states:
                 self._idle.set()
+
+    async def _follow(self, state: _Hosted) -> None:
+        """Until the hand-over (``state.stop``): answer the partition's routed calls only
+        while its shard serves. A shard that crashed, or lost its lease and waits to take
+        it again, stops answering: its refusals would race the new owner's answers, and a
+        caller hearing one first asks again (``_routing.py``); callers meet no responder
+        instead, or the new owner alone."""
+        assert self._cache is not None
+        partition = state.partition
+        shard = self._cache.hosted(partition)
+        if shard is None:
+            await state.stop.wait()
+            return
+        while await _unless(state.stop, partial(shard.wait_serving, False)):
+            await self.server.stop_serving(partition)
+            if not await _unless(state.stop, shard.wait_serving):
+                return
+            while True:
+                try:
+                    await self.server.serve(partition)
+                    break
+                except nats.errors.Error as exc:
+                    log.warning("%s: subscribing to partition %d's calls again failed (%s); "
+                                "retrying", self.member, partition, exc)
+                    if not await _unless(state.stop, partial(trio.sleep, RESUBSCRIBE)):
+                        return
 
     async def leave(self) -> None:
         """The graceful leave: stop renewing and delete this member's key (the others take
@@ -204,3 +237,19 @@ class Hosting:
             routed_refused=self.server.refused,
             routed_expired=self.server.expired,
         )
+
+
+async def _unless(stop: trio.Event, waiter: Callable[[], Awaitable[object]]) -> bool:
+    """Await ``waiter()``; True once it returned, False if ``stop`` was set first (then the
+    waiter is cancelled)."""
+    finished = False
+    async with trio.open_nursery() as nursery:
+        async def watch() -> None:
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        await waiter()
+        finished = True
+        nursery.cancel_scope.cancel()
+    return finished

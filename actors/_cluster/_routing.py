@@ -20,6 +20,16 @@ while the other applies it. Such a write is asked again like the others, and if 
 deadline comes it is :class:`~writebehind.ShardCrashed`, not "nothing was written". A read
 is simply asked again.
 
+Asking a write again must not apply it twice (a value written twice could come back after a
+newer write overwrote its first copy: the cluster suite caught exactly that, a refusal from a
+former owner and the owner's application racing, the caller asking again for 9 s and the
+owner applying each time). So every attempt of one write carries the same *call name* (the
+caller's member name and a counter), and the :class:`PartitionServer` remembers the calls
+it applied, for as long as their callers may ask again: a repeat gets the first answer,
+or waits for it while the first is still being applied. A member only subscribes to a
+partition's subject while its shard serves it (``_hosting.py``), so the refusals that make a
+caller ask again come only from members in the middle of losing or gaining it.
+
 Subscription callbacks run on the asyncio loop's thread: they only hand the request to trio
 (through the trio token, into a bounded channel) and return; a full channel is answered
 "not serving" (the caller backs off). Replies are published without waiting.
@@ -27,10 +37,11 @@ Subscription callbacks run on the asyncio loop's thread: they only hand the requ
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -60,6 +71,8 @@ MAX_BACKOFF = 0.25
 #: Routed requests waiting for a task, and handled at once, per member.
 QUEUE = 1024
 CONCURRENCY = 256
+#: Applied calls a member remembers at most (beyond it, the oldest are forgotten first).
+REMEMBERED_CALLS = 200_000
 
 
 def rpc_subject(cluster: str, partition: int) -> str:
@@ -71,12 +84,16 @@ class RemotePartition:
     to whoever hosts it (see the module's docstring for retries and errors)."""
 
     def __init__(self, conn: NatsConnection, cluster: str, partition: int, *,
-                 deadline: float, rng: random.Random) -> None:
+                 deadline: float, rng: random.Random,
+                 call_name: Callable[[], bytes]) -> None:
+        """``call_name`` names each write, uniquely in the cluster (see the module's
+        docstring)."""
         self._conn = conn
         self._subject = rpc_subject(cluster, partition)
         self._partition = partition
         self._deadline = deadline
         self._rng = rng
+        self._call_name = call_name
         self.retries = 0
 
     @property
@@ -87,8 +104,8 @@ class RemotePartition:
         return 0  # the owner's incarnations are its own business; the call's reply says all
 
     async def write(self, key: str, value: bytes | None, raw_key: bytes) -> Receipt:
-        reply = await self._call(Request(Op.WRITE, self._partition, (key,), (value,)),
-                                 idempotent=False)
+        reply = await self._call(Request(Op.WRITE, self._partition, (key,), (value,),
+                                         call=self._call_name()), idempotent=False)
         return self._receipts(reply, [key])[0]  # type: ignore[return-value]
 
     async def write_many(
@@ -96,7 +113,7 @@ class RemotePartition:
     ) -> list[Receipt | StoreRejected]:
         keys = [key for key, _, _ in items]
         request = Request(Op.WRITE_MANY, self._partition, tuple(keys),
-                          tuple(value for _, value, _ in items))
+                          tuple(value for _, value, _ in items), call=self._call_name())
         return self._receipts(await self._call(request, idempotent=False), keys)
 
     async def get(self, key: str) -> bytes | None:
@@ -186,16 +203,28 @@ class RemotePartition:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
 
+@attrs.define
+class _Call:
+    """An applied (or being applied) write call: its answer once there is one, and until
+    when it is remembered (trio time)."""
+
+    reply: Reply | None = None
+    done: trio.Event | None = None  # made when a repeat waits for the first attempt
+    until: float = float("inf")
+
+
 class PartitionServer:
     """Answers routed calls for the partitions this member hosts, through ``cache``'s own
     shards. Start :meth:`run` (the dispatcher) first; then :meth:`serve` and
     :meth:`stop_serving` each partition as it is hosted and handed over."""
 
     def __init__(self, conn: NatsConnection, cluster: str, member: str, *,
-                 epochs: LeaseEpochs | None = None, drift: float = 0.0) -> None:
+                 epochs: LeaseEpochs | None = None, drift: float = 0.0,
+                 remember: float = 60.0) -> None:
         """With ``epochs``, a call is answered only while this member may still
         acknowledge on the partition's lease; ``drift`` is the clock-drift margin a
-        request's ``expires`` is judged with."""
+        request's ``expires`` is judged with; ``remember``: how long an applied write call
+        is remembered after its answer (longer than its caller keeps asking)."""
         self._conn = conn
         self._epochs = epochs
         self._drift = drift
@@ -205,9 +234,13 @@ class PartitionServer:
         self._subscriptions: dict[int, Any] = {}
         self._send, self._receive = trio.open_memory_channel[tuple[int, str, bytes]](QUEUE)
         self._slots = trio.Semaphore(CONCURRENCY)
+        self._remember = remember
+        self._calls: collections.OrderedDict[tuple[int, bytes], _Call] = \
+            collections.OrderedDict()
         self.served = 0
         self.refused = 0  # answered "not serving" (not hosted, moved, busy)
         self.expired = 0  # dropped unanswered: found past the caller's deadline
+        self.repeats = 0  # write calls asked again after this member applied them
 
     async def run(self, cache: Cache, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Handle the routed requests, each in its own task (at most ``CONCURRENCY`` at
@@ -279,7 +312,7 @@ class PartitionServer:
                     # process was paused, say): applying it now would land it late.
                     self.expired += 1
                     return
-                reply = await self._answer(partition, request)
+                reply = await self._answer_once(partition, request)
             if reply.status is ReplyStatus.NOT_SERVING:
                 self.refused += 1
             else:
@@ -287,6 +320,51 @@ class PartitionServer:
             self._respond(reply_to, reply)
         finally:
             self._slots.release()
+
+    async def _answer_once(self, partition: int, request: Request) -> Reply:
+        """:meth:`_answer`, except that a write call this member applied (or is applying)
+        gets the first answer again: the caller asked again after another member's
+        refusal reached it first, and applying it twice could undo a newer write."""
+        if not request.call:
+            return await self._answer(partition, request)
+        name = (partition, request.call)
+        repeat = False
+        while (first := self._calls.get(name)) is not None:
+            if not repeat:
+                repeat = True
+                self.repeats += 1
+            if first.reply is not None:
+                return first.reply
+            if first.done is None:
+                first.done = trio.Event()
+            await first.done.wait()  # then answered, or refused and forgotten
+        call = self._calls[name] = _Call()
+        self._forget()
+        reply = Reply.failed(ShardCrashed(
+            f"{self._member} stopped while applying this write; it may or may not have "
+            "happened; retry it"))
+        try:
+            reply = await self._answer(partition, request)
+        finally:
+            if reply.status is ReplyStatus.NOT_SERVING:
+                if self._calls.get(name) is call:  # nothing applied: the next is a first
+                    del self._calls[name]
+            else:
+                call.reply = reply
+                call.until = trio.current_time() + self._remember
+            if call.done is not None:
+                call.done.set()
+        return reply
+
+    def _forget(self) -> None:
+        """Drop the calls remembered long enough (the oldest first; while a call is still
+        being answered, the ones after it wait), and the oldest beyond the bound."""
+        calls, now = self._calls, trio.current_time()
+        while calls:
+            oldest = next(iter(calls.values()))
+            if oldest.until > now and len(calls) <= REMEMBERED_CALLS:
+                break
+            calls.popitem(last=False)
 
     async def _answer(self, partition: int, request: Request) -> Reply:
         if request.partition != partition:

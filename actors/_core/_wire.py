@@ -8,7 +8,7 @@ field out of range) is refused with :class:`WireError` and never half-read.
 
     request = magic "WBQ" | version u8 | op u8 | partition u32
               | count u32 | count × (key: bytes) | values: u8 present? count × (value: opt bytes)
-              | version i64 | seq u64 | expires f64
+              | version i64 | seq u64 | expires f64 | call: bytes
     reply   = magic "WBA" | version u8 | status u8
               | count u32 | count × receipt | count' u32 | count' × (value: opt bytes)
               | error: str | message: str
@@ -20,7 +20,12 @@ field out of range) is refused with :class:`WireError` and never half-read.
 Integers are big-endian. A key is a ``str`` (UTF-8 on the wire). ``expires`` is the
 caller's wall-clock time after which it no longer waits for the answer (0: none): the owner
 drops a request found past it (plus the clock-drift margin), one that sat in a paused
-owner's buffer, say, rather than apply it late.
+owner's buffer, say, rather than apply it late. ``call`` names a write (empty for a read):
+the caller sends the same name again when it asks again, and a member that already applied
+that call answers with the first answer instead of applying it twice.
+
+Version 2 added ``call``; members of one cluster must run the same version (a request of
+another is refused as a :class:`WireError`, and its caller hears of it).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from ._errors import (
     WritebehindError,
 )
 
-VERSION = 1
+VERSION = 2
 REQUEST_MAGIC = b"WBQ"
 REPLY_MAGIC = b"WBA"
 _NONE = 0xFFFFFFFF
@@ -106,6 +111,7 @@ class Request:
     version: int = 0
     seq: int = 0
     expires: float = 0.0
+    call: bytes = b""  # a write's name, the same on every attempt (see the module docstring)
 
     def encode(self) -> bytes:
         if self.values and len(self.values) != len(self.keys):
@@ -118,6 +124,7 @@ class Request:
         parts.append(_I64.pack(self.version))
         parts.append(_U64.pack(self.seq))
         parts.append(_F64.pack(self.expires))
+        parts.append(_bytes(self.call))
         return b"".join(parts)
 
     @classmethod
@@ -141,8 +148,11 @@ class Request:
         (expires,) = reader.unpack(_F64)
         if not math.isfinite(expires):
             raise WireError(f"routing request: expires is {expires}")
+        call = reader.opt_bytes()
+        if call is None:
+            raise WireError("routing request: its call name is marked absent")
         reader.end()
-        return cls(kind, partition, keys, values, version_field, seq, expires)
+        return cls(kind, partition, keys, values, version_field, seq, expires, call)
 
 
 @attrs.frozen

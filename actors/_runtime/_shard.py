@@ -112,6 +112,7 @@ class ShardActor:
         self._kicked = False
         self._ready = trio.Event()
         self._progress = trio.Event()
+        self._serving_changed = trio.Event()
         self._closed = False
         self._away = False  # handed over to another member (cluster mode)
         self._crash: BaseException | None = None
@@ -212,6 +213,7 @@ class ShardActor:
                     self._kicked = False
                     self._become(Status.RUNNING)
                     self._ready.set()
+                    self._serving_changed = _fire(self._serving_changed)
                     if self._on_serving is not None:
                         self._on_serving(self.shard, epoch)
                     task_status.started()
@@ -420,9 +422,18 @@ class ShardActor:
         return None if self.core is None else self._incarnation
 
     def _not_ready(self) -> None:
+        serving = self.core is not None
         self.core = self.journal = self._inbox = None
         if self._ready.is_set():  # an unset one may have waiters: keep it for the next start
             self._ready = trio.Event()
+        if serving:
+            self._serving_changed = _fire(self._serving_changed)
+
+    async def wait_serving(self, serving: bool = True) -> None:
+        """Return once an incarnation serves (``serving``), or once none does (a crash, a
+        stop): cluster hosting answers routed calls only while one does."""
+        while (self.core is not None) != serving:
+            await self._serving_changed.wait()
 
     def _notify(self) -> None:
         self._progress.set()
@@ -887,3 +898,8 @@ class ShardActor:
             recovery_seconds=self.recovery_seconds,
         )
 
+
+def _fire(event: trio.Event) -> trio.Event:
+    """Wake ``event``'s waiters; the next change gets a new one."""
+    event.set()
+    return trio.Event()

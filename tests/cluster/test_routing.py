@@ -5,6 +5,7 @@ and what the owner answers (``PartitionServer``), over scripted connections.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -58,8 +59,9 @@ class ScriptedConn:
 
 
 def _remote(conn: ScriptedConn, deadline: float = 10.0) -> RemotePartition:
+    calls = itertools.count(1)
     return RemotePartition(conn, "c", 3, deadline=deadline,  # type: ignore[arg-type]
-                           rng=random.Random(7))
+                           rng=random.Random(7), call_name=lambda: b"me/%d" % next(calls))
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -83,6 +85,14 @@ def test_no_responder_and_not_serving_are_asked_again_until_an_owner_answers() -
     assert (request.op, request.partition, request.keys, request.values) == (
         Op.WRITE, 3, ("k",), (b"v",))
     assert request.expires > time.time() - 60  # the caller's wall-clock deadline
+    # Every attempt names the same call (the owner applies it once); the next write is new.
+    assert [r.call for r, _ in conn.sent] == [b"me/1"] * 3
+    conn.script.append(Reply(OK, receipts=((78, 6),)))
+    _run(lambda: remote.write_many([("k", b"w", b"k")]))
+    assert conn.sent[-1][0].call == b"me/2"
+    conn.script.append(Reply(OK, values=(b"w",)))
+    _run(lambda: remote.get("k"))
+    assert conn.sent[-1][0].call == b""  # a read changes nothing: asked again freely
 
 
 def test_nobody_serving_until_the_deadline_is_a_clear_error_and_nothing_written() -> None:
@@ -217,6 +227,74 @@ def test_an_owner_that_cannot_serve_now_says_so_at_once(
     server, conn = _answer(Request(Op.WRITE, partition, ("k",), (b"v",)), **kwargs)
     assert _reply(conn) == Reply.not_serving(says), case
     assert shard.writes == [] and server.refused == 1
+
+
+class SlowShard(Shard):
+    """Applies each write after ``delay`` (the journal's publish-ack), with a new version."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def write(self, key: str, value: bytes | None, raw: bytes) -> Receipt:
+        self.writes.append((key, value))
+        await trio.sleep(self.delay)
+        return Receipt(key, 100 + len(self.writes), 3, len(self.writes))
+
+
+def test_a_write_asked_again_is_applied_once_and_answered_as_the_first_time() -> None:
+    # The cluster suite's skew fault found a write applied again on every attempt: a former
+    # owner's "not serving" reached the caller first each time, the caller asked again,
+    # and the owner applied the value once more, after newer writes had overwritten it.
+    shard = SlowShard(delay=1.0)
+    conn = ScriptedConn([])
+    server = PartitionServer(conn, "c", "me", epochs=Epochs(True), drift=1.0,  # type: ignore[arg-type]
+                             remember=30.0)
+    server._cache = Cache(shard)  # type: ignore[assignment]
+    first = Request(Op.WRITE, 3, ("k",), (b"v",), call=b"a/1")
+
+    async def handle(request: Request, reply_to: str) -> None:
+        await server._slots.acquire()
+        await server._handle(3, reply_to, request.encode())
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle, first, "inbox.1")
+            await trio.sleep(0.5)  # asked again while the first is being applied
+            nursery.start_soon(handle, first, "inbox.2")
+        await handle(first, "inbox.3")  # and after it was answered
+        await handle(Request(Op.WRITE, 3, ("k",), (b"w",), call=b"a/2"), "inbox.4")
+        await trio.sleep(31)  # past ``remember``: forgotten (its caller gave up long ago)
+        await handle(Request(Op.WRITE, 3, ("j",), (b"x",), call=b"b/1"), "inbox.5")
+        await handle(first, "inbox.6")
+
+    _run(main)
+    answers = dict(conn.published)
+    assert shard.writes == [("k", b"v"), ("k", b"w"), ("j", b"x"), ("k", b"v")]
+    assert answers["inbox.1"] == answers["inbox.2"] == answers["inbox.3"] == Reply(
+        OK, receipts=((101, 1),))
+    assert answers["inbox.4"] == Reply(OK, receipts=((102, 2),))
+    assert server.repeats == 2 and server.served == 6
+
+
+def test_a_write_refused_here_is_not_remembered() -> None:
+    # Refused (not applied): the same call asked again is applied when this member can.
+    shard = Shard(serving=False)
+    conn = ScriptedConn([])
+    server = PartitionServer(conn, "c", "me", epochs=Epochs(True))  # type: ignore[arg-type]
+    server._cache = Cache(shard)  # type: ignore[assignment]
+    request = Request(Op.WRITE, 3, ("k",), (b"v",), call=b"a/1").encode()
+
+    async def main() -> None:
+        await server._slots.acquire()
+        await server._handle(3, "inbox.1", request)
+        shard.serving = True
+        await server._slots.acquire()
+        await server._handle(3, "inbox.2", request)
+
+    _run(main)
+    assert [r.status for _, r in conn.published] == [ReplyStatus.NOT_SERVING, OK]
+    assert shard.writes == [("k", b"v")] and server.repeats == 0
 
 
 def test_a_request_past_its_callers_deadline_is_dropped_unanswered() -> None:
