@@ -565,6 +565,26 @@ MUTANTS: tuple[Mutant, ...] = (
         "owner",
     ),
     Mutant(
+        name="cluster-routing-applies-repeats",
+        area="cluster", file="actors/_cluster/_routing.py", suite="cluster",
+        find="                reply = await self._answer_once(partition, request)\n",
+        replace="                reply = await self._answer(partition, request)  # mutant\n",
+        rule="a routed write asked again (another member's refusal reached its caller "
+        "first) is answered with the first answer, never applied twice",
+    ),
+    Mutant(
+        name="cluster-answers-while-not-serving",
+        area="cluster", file="actors/_cluster/_hosting.py", suite="cluster",
+        find="            await self._follow(state)\n",
+        replace="            await state.stop.wait()  # mutant: subscribed until handed over\n",
+        rule="a member answers a partition's routed calls only while its shard serves it; a "
+        "shard waiting to take its lease again does not race the owner with refusals",
+        equivalent="its refusals make callers ask again, and the owner answers a repeated "
+        "write with its first answer: callers wait and hear 'may or may not have "
+        "happened', which the checker allows; nothing is applied twice",
+        cover="cluster-answers-while-not-serving-and-applies-repeats",
+    ),
+    Mutant(
         name="cluster-takeover-reuses-epoch",
         area="cluster", file="actors/_core/_partition_lease.py", suite="cluster",
         find="        return entry.value.epoch + 1\n",
@@ -623,6 +643,12 @@ MUTANTS += (
         "cluster-ack-without-lease-check", "cluster-publish-without-expected-sequence",
         rule="a paused owner that wakes neither acknowledges past its lease nor appends "
         "after a newer owner's fence",
+    ),
+    _uncovered(
+        "cluster-answers-while-not-serving-and-applies-repeats",
+        "cluster-answers-while-not-serving", "cluster-routing-applies-repeats",
+        rule="a routed write is applied once: a member waiting to retake a partition does "
+        "not answer its calls, and a write asked again gets the first answer",
     ),
     _uncovered(
         "store-fence-accepts-older-epoch-unversioned",

@@ -119,7 +119,8 @@ def test_shrinking_tries_no_smaller_plan_after_the_deadline() -> None:
 
 
 def test_ctrl_c_while_a_sigkill_run_is_going_writes_the_partial_reports_and_starts_no_more(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     # The simulations are done and the main thread waits for the SIGKILL thread when Ctrl-C
     # comes: the runs that finished are written, as JSON and as JUnit, and the SIGKILL thread
@@ -141,6 +142,11 @@ def test_ctrl_c_while_a_sigkill_run_is_going_writes_the_partial_reports_and_star
     monkeypatch.setattr(_suites, "run_simulation", run_simulation)
     monkeypatch.setattr(_suites, "run_kill", run_kill)
     out_json, out_xml = tmp_path / "chaos.json", tmp_path / "chaos.xml"
+    # Python leaves SIGINT ignored when it started ignored (pytest run in the background
+    # of a non-interactive shell, or under nohup): then Ctrl-C, as the user asked, does
+    # nothing. This test is about Ctrl-C, so it makes it act as in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     try:
         code = main(["chaos", "run", "--seed", "4", "--duration", "0.01", "--kills", "1",
                      "--json", str(out_json), "--junit", str(out_xml)])
