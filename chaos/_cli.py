@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--inspect", metavar="HOST:PORT",
                      help="serve the live inspector there from each SIGKILL worker while it "
                      "runs (simulations run on a mock clock and are not shown)")
+    run.add_argument("--faults", metavar="KINDS",
+                     help="the cluster suite only: the fault kinds to draw, comma-separated "
+                     "(default: all: sigkill,zombie,nats,store,skew,pause)")
     run.add_argument("--fail-fast", action="store_true",
                      help="stop at the first failing sub-run (no new simulation or SIGKILL "
                      "run starts; one already going finishes) and print its plan unshrunk")
@@ -203,10 +206,24 @@ def _run_suite(args: argparse.Namespace) -> int:
     console.print(f"writebehind chaos run --suite {suite.name} --seed {seed}"
                   f"  [dim](the seed reproduces this run)[/]")
     budget = suite.duration if args.duration is None else args.duration
+    if args.faults is not None and not suite.cluster:
+        console.print("[red]error:[/] --faults picks the cluster suite's fault kinds; "
+                      f"the {suite.name} suite draws its own")
+        return 2
     if suite.cluster:
         if ack not in (None, "replicated"):
             console.print(f"[red]error:[/] the cluster suite runs ack='replicated', not {ack!r}")
             return 2
+        if args.faults is not None:
+            from writebehind.harness._cluster_run import FAULT_KINDS
+
+            kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
+            unknown = [k for k in kinds if k not in FAULT_KINDS]
+            if unknown or not kinds:
+                console.print(f"[red]error:[/] --faults {args.faults!r}: valid kinds are "
+                              f"{', '.join(FAULT_KINDS)}")
+                return 2
+            options = attrs.evolve(options, cluster_faults=kinds)
         console.print(f"faults for {_minutes(budget)} (--duration) on three NATS nodes and "
                       "three writebehind instances; setting up, draining and checking take "
                       "about 20 s more")

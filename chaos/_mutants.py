@@ -180,6 +180,7 @@ class SuiteArgs:
     timeout: float = 90.0
     commit: str | None = None  # the git commit measured (--rev); None: the working copy
     suite: str = "smoke"  # the suite each run runs: the mutant's (``Mutant.suite``)
+    faults: str | None = None  # the cluster suite's fault kinds (``chaos run --faults``)
 
     def argv(self, seed: int, json_path: Path) -> list[str]:
         args = ["chaos", "run", "--seed", str(seed), "--json", str(json_path), "--fail-fast"]
@@ -190,7 +191,8 @@ class SuiteArgs:
         if self.duration is not None:
             args += ["--duration", str(self.duration)]
         if self.suite == "cluster":
-            return args  # one ack mode, no SIGKILL rounds of the single-process kind
+            # One ack mode, no SIGKILL rounds of the single-process kind.
+            return args + (["--faults", self.faults] if self.faults else [])
         if self.ack:
             args += ["--ack", self.ack]
         if self.kills is not None:
@@ -376,6 +378,9 @@ def register(subparsers: Any) -> None:
                         "mutants are skipped without a postgresql:// store")
     parser.add_argument("--duration", type=float, metavar="S",
                         help="simulation budget of each suite run (default: the suite's)")
+    parser.add_argument("--faults", metavar="KINDS",
+                        help="cluster mutants: the fault kinds each cluster run draws, "
+                        "comma-separated (default: all; see chaos run --faults)")
     parser.add_argument("--ack", help="ack mode of each suite run (default: the suite's)")
     parser.add_argument("--kills", type=int, metavar="N",
                         help="SIGKILL rounds per kill run of each suite run (default: the "
@@ -436,7 +441,7 @@ def _command(args: Any) -> int:
         console.print("[red]error:[/] --seeds names no seed")
         return 2
     suite = SuiteArgs(store=args.store, duration=args.duration, ack=args.ack,
-                      kills=args.kills, timeout=args.timeout)
+                      kills=args.kills, timeout=args.timeout, faults=args.faults)
     with tempfile.TemporaryDirectory(prefix="writebehind-snapshot-") as tmp:
         try:
             sources, commit = snapshot(Path(tmp), args.rev)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,6 +222,8 @@ class RunOptions:
     variant: str | None = None
     kill_break: str | None = None
     inspect: str | None = None  # HOST:PORT: SIGKILL workers serve the inspector there
+    # The cluster suite's fault kinds to draw (None: all of them).
+    cluster_faults: tuple[str, ...] | None = None
     # The cluster suite prints each fault here as it is injected (the CLI: above the bar).
     cluster_log: Callable[[str], None] | None = attrs.field(default=None, eq=False)
 
@@ -418,12 +420,15 @@ def _masked(text: str, store: str | None) -> str:
     return text.replace(store, mask_url(store)) if store else text
 
 
-def cluster_replay(seed: int, duration: float, store: str | None) -> str:
+def cluster_replay(seed: int, duration: float, store: str | None,
+                   faults: Sequence[str] | None = None) -> str:
     """The command that runs this cluster run again (same schedule and workload choices)."""
     args = ["writebehind", "chaos", "run", "--suite", "cluster", "--seed", str(seed),
             "--duration", f"{duration:g}"]
     if store:
         args += ["--store", mask_url(store)]
+    if faults is not None:
+        args += ["--faults", ",".join(faults)]
     return " ".join(_quote(a) for a in args)
 
 
@@ -433,13 +438,14 @@ def run_cluster(
 ) -> RunRecord:
     """One cluster chaos run (:func:`writebehind.harness._cluster_run.run_cluster_rounds`)
     in a fresh temporary directory, as a record."""
-    from writebehind.harness._cluster_run import run_cluster_rounds
+    from writebehind.harness._cluster_run import FAULT_KINDS, run_cluster_rounds
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="writebehind-cluster-") as tmp:
         result = run_cluster_rounds(seed=seed, workdir=Path(tmp), store=options.store,
                                     duration=duration, progress=progress,
-                                    log=options.cluster_log)
+                                    log=options.cluster_log,
+                                    faults=options.cluster_faults or FAULT_KINDS)
     check = result.check
     violations = tuple(_masked(str(v), options.store) for v in check.violations)
     counts = ", ".join(f"{rule} {n}" for rule, n in check.by_rule().items() if n)
@@ -448,7 +454,7 @@ def run_cluster(
         kind="cluster", name=name, seed=seed, ack="replicated", acked=check.acknowledged,
         lost=len(check.violations), faults={k: n for k, n in result.faults.items() if n},
         recoveries=result.takeovers, label=result.label, ok=result.ok,
-        replay=cluster_replay(seed, duration, options.store),
+        replay=cluster_replay(seed, duration, options.store, options.cluster_faults),
         detail=_masked(detail, options.store), seconds=time.monotonic() - started,
         store=result.store, violations=violations, events=result.events,
     )

@@ -17,7 +17,7 @@ import pytest
 from writebehind._cli import main
 from writebehind.chaos import SUITES, derive_seed
 from writebehind.chaos._cli import config_settings
-from writebehind.chaos._runs import RunOptions, run_simulation
+from writebehind.chaos._runs import RunOptions, cluster_replay, run_simulation
 
 
 def replay_args(output: str) -> list[str]:
@@ -127,6 +127,12 @@ def test_the_cluster_suite_is_registered_and_refuses_another_ack_mode(
     assert cluster.cluster and cluster.acks == ("replicated",)
     assert main(["chaos", "run", "--suite", "cluster", "--ack", "fsync", "--seed", "1"]) == 2
     assert "the cluster suite runs ack='replicated', not 'fsync'" in capsys.readouterr().out
+    assert main(["chaos", "run", "--suite", "cluster", "--faults", "skew,meteor"]) == 2
+    assert "--faults 'skew,meteor': valid kinds are sigkill, zombie" in capsys.readouterr().out
+    assert main(["chaos", "run", "--faults", "skew", "--seed", "1"]) == 2
+    assert "the smoke suite draws its own" in capsys.readouterr().out
+    assert cluster_replay(3, 40, None, ("skew", "zombie")) == (
+        "writebehind chaos run --suite cluster --seed 3 --duration 40 --faults skew,zombie")
 
 
 def test_the_smoke_suite_is_the_default_and_full_is_bigger() -> None:

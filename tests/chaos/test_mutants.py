@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import attrs
 import pytest
 
 from writebehind._cli import main
@@ -131,6 +132,9 @@ def test_cluster_mutants_run_with_the_cluster_suite_and_its_arguments() -> None:
     assert "--ack" not in argv and "--kills" not in argv  # not options of the cluster suite
     assert args.for_suite("cluster").timeout >= 25 + 180
     assert "--suite" not in args.argv(7, Path("r.json"))
+    aimed = attrs.evolve(args, faults="skew,zombie").for_suite("cluster").argv(7, Path("r.json"))
+    assert aimed[aimed.index("--faults") + 1] == "skew,zombie"
+    assert "--faults" not in attrs.evolve(args, faults="skew").argv(7, Path("r.json"))
     # They need the nats-server binary, on any store.
     fence = by_name("cluster-fence-not-written")
     assert needs_skip(fence, "sqlite:///x.db") in (
