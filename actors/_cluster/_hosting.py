@@ -57,6 +57,7 @@ class MemberView:
     routed_served: int  # routed calls answered here
     routed_refused: int  # routed calls answered "not serving"
     routed_expired: int  # routed calls dropped: found past their caller's deadline
+    routed_repeats: int  # routed writes asked again after they were applied here
 
 
 @attrs.define
@@ -236,6 +237,7 @@ class Hosting:
             routed_served=self.server.served,
             routed_refused=self.server.refused,
             routed_expired=self.server.expired,
+            routed_repeats=self.server.repeats,
         )
 
 

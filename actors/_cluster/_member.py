@@ -68,6 +68,7 @@ class Member:
             stats, live=view.live, hosted=view.hosted, starting=view.starting,
             handovers=view.handovers, routed_served=view.routed_served,
             routed_refused=view.routed_refused, routed_expired=view.routed_expired,
+            routed_repeats=view.routed_repeats,
         )
 
 

@@ -144,6 +144,7 @@ class ClusterStatistics:
     routed_served: int = 0  # calls routed here by other members, answered
     routed_refused: int = 0  # routed calls answered "not serving here"
     routed_expired: int = 0  # routed calls dropped: found past their caller's deadline
+    routed_repeats: int = 0  # routed writes asked again, answered with the first answer
 
     @property
     def owned(self) -> tuple[int, ...]:

@@ -253,6 +253,9 @@ def _cluster_families() -> dict[str, Any]:
                             "(the partition moved; the caller asks again)."),
         "expired": _counter("routed_calls_expired", "Routed calls dropped unanswered: found "
                             "past their caller's deadline (one buffered at a paused owner)."),
+        "repeats": _counter("routed_calls_repeated", "Routed writes asked again after this "
+                            "member applied them, answered with the first answer (another "
+                            "member's refusal reached the caller first)."),
     }
     return found
 
@@ -277,6 +280,7 @@ def _cluster_samples(family: Mapping[str, Any], cluster: ClusterStatistics) -> N
     family["served"].add_metric([], cluster.routed_served)
     family["refused"].add_metric([], cluster.routed_refused)
     family["expired"].add_metric([], cluster.routed_expired)
+    family["repeats"].add_metric([], cluster.routed_repeats)
 
 
 def _buckets(latency: LatencyStatistics) -> tuple[list[tuple[str, float]], float]:

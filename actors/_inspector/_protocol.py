@@ -158,6 +158,7 @@ def cluster_of(stats: CacheStatistics | None) -> Message | None:
         "handovers": cluster.handovers, "renewals": cluster.renewals,
         "losses": cluster.losses, "routed_served": cluster.routed_served,
         "routed_refused": cluster.routed_refused, "routed_expired": cluster.routed_expired,
+        "routed_repeats": cluster.routed_repeats,
     }
 
 

@@ -204,7 +204,7 @@ def test_a_single_process_state_has_no_cluster_part_and_a_member_has_one() -> No
             {"partition": 2, "epoch": 1, "expires_in": 9.0, "acknowledge_for": 7.0},
         ],
         "acquisitions": 3, "takeovers": 1, "handovers": 2, "renewals": 40, "losses": 0,
-        "routed_served": 9, "routed_refused": 1, "routed_expired": 0,
+        "routed_served": 9, "routed_refused": 1, "routed_expired": 0, "routed_repeats": 0,
     }
     assert cluster_view().assigned == (0, 2, 3)
 

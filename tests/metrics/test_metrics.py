@@ -205,7 +205,7 @@ def test_a_cluster_member_exports_its_leases_and_lease_counters() -> None:
                 PartitionLeaseStatistics(partition=2, epoch=1, expires_in=-0.5,
                                          acknowledge_for=-2.5)),
         acquisitions=3, takeovers=1, handovers=4, renewals=40, losses=2, routed_served=9,
-        routed_refused=1, routed_expired=6,
+        routed_refused=1, routed_expired=6, routed_repeats=2,
     )
     samples = scrape(CacheCollector(_Snapshot(_stats(view))))  # type: ignore[arg-type]
     assert value(samples, "writebehind_cluster_member", cluster="orders",
@@ -222,7 +222,8 @@ def test_a_cluster_member_exports_its_leases_and_lease_counters() -> None:
     for name, expected in (("lease_acquisitions", 3), ("lease_takeovers", 1),
                            ("partition_handovers", 4), ("lease_renewals", 40),
                            ("lease_losses", 2), ("routed_calls_served", 9),
-                           ("routed_calls_refused", 1), ("routed_calls_expired", 6)):
+                           ("routed_calls_refused", 1), ("routed_calls_expired", 6),
+                           ("routed_calls_repeated", 2)):
         assert value(samples, f"writebehind_{name}_total") == expected, name
 
 
