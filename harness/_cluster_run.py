@@ -251,7 +251,7 @@ def read_history(logs: Sequence[Path]) -> list[Op]:
                     process=process, key=inv["k"], kind=kind,
                     value=None if value is None else bytes.fromhex(value), invoke=inv["t"],
                     complete=event["t"], outcome=event["o"], version=event.get("ver"),
-                    partition=event.get("p"),
+                    partition=event.get("p"), served=event.get("ep"),
                 ))
         for inv in pending.values():
             if inv["op"] != "r":

@@ -104,12 +104,30 @@ class OpLog:
         self._log.close()
 
 
+def _serving_epoch(cache: Cache, key: str) -> int | None:
+    """The epoch this instance hosts ``key``'s partition with now, or None."""
+    view = cache.cluster_view()
+    if view is None:
+        return None
+    partition = shard_of(key, view.partitions)
+    if partition not in view.hosted:
+        return None
+    return next((lease.epoch for lease in view.leases if lease.partition == partition), None)
+
+
 async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) -> None:
     n = log.invoke(key, op, value)
     try:
         if op == "r":
+            before = _serving_epoch(cache, key)
             got = await cache.get(key)
-            log.event("c", id=n, o="ok", v=None if got is None else got.hex())
+            # Hosted at one epoch from call to answer: this instance's own shard of that
+            # epoch answered (a restart or a move takes a new epoch), and the checker holds
+            # the read to every write of that epoch and before.
+            served = before if before is not None and _serving_epoch(cache, key) == before \
+                else None
+            log.event("c", id=n, o="ok", v=None if got is None else got.hex(),
+                      **({} if served is None else {"ep": served}))
             return
         receipt = await (cache.put(key, value) if value is not None else cache.delete(key))
     except UNCERTAIN_OUTCOME:

@@ -32,8 +32,10 @@ The rules (``specs/cluster.md``, "The cluster suite"), each a :data:`RULES` name
     member that took the partition early acknowledged a newer write. Such a read may miss
     writes of *early epochs* (whose first acknowledgement fell inside a skewed window), never
     one of an epoch that began before: those the new owner must have (its fence and replay)
-    and the former owner has (its own). Fencing keeps every other rule through such a
-    window; reads are only as linearizable as the clocks are close.
+    and the former owner has (its own). A read the reader's own shard answered at epoch E
+    (``Op.served``) may miss only early epochs above E: that owner has every write of E and
+    before. Fencing keeps every other rule through such a window; reads are only as
+    linearizable as the clocks are close.
 ``future-read``
     A read never returns a value whose write began after the read ended.
 ``fenced-ack``
@@ -74,7 +76,9 @@ class Op:
     """One operation as its process saw it. ``complete`` is None when no answer came (the
     process died); ``outcome`` is then ``unknown``. ``value``: a write's value (None: a
     delete), or what a read returned. ``version`` and ``partition``: an acknowledged write's
-    receipt."""
+    receipt. ``served``: a read's, the epoch of the process's own shard that answered it
+    (the process held the partition at that epoch from the read's invocation to its
+    answer); None when another member may have answered."""
 
     process: str
     key: str
@@ -85,6 +89,7 @@ class Op:
     outcome: Outcome
     version: int | None = None
     partition: int | None = None
+    served: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.outcome == "ok" and self.complete is None:
@@ -239,7 +244,8 @@ def check(
                 and _overlaps(r, skewed)]
     early = _early_epochs(ops, skewed, epoch_shift)
     violations += _reads(ops, index, initial, skip={id(r) for r in unjudged},
-                         excused=lambda w: _epoch_of(w, epoch_shift) in early)
+                         excused=lambda r, w: _epoch_of(w, epoch_shift) in early and (
+                             r.served is None or (w.version or 0) >> epoch_shift > r.served))
     violations += _fenced(ops, fences, epoch_shift)
     violations += _regress(snapshots, final)
     writes = [op for op in ops if op.kind == "write"]
@@ -329,7 +335,7 @@ def _real_time(k: _Key) -> list[Violation]:
 
 def _reads(ops: Sequence[Op], index: Mapping[str, _Key],
            initial: Mapping[str, Stored], skip: frozenset[int] | set[int] = frozenset(),
-           excused: Callable[[Op], bool] = lambda w: True,
+           excused: Callable[[Op, Op], bool] = lambda r, w: True,
            ) -> list[Violation]:
     out = []
     for r in ops:
@@ -373,7 +379,7 @@ def _reads(ops: Sequence[Op], index: Mapping[str, _Key],
             # that took its partition early acknowledges newer writes: excused only if
             # every write the read missed is of such an early epoch (see the rules).
             if skewed and ((c is not None and version is None) or all(
-                    excused(w) for w in k.acked[:n]
+                    excused(r, w) for w in k.acked[:n]
                     if version is None or k.versions[id(w)] > version)):
                 ok = True
                 break

@@ -23,10 +23,11 @@ def w(value: str | None, t0: float, t1: float | None, outcome: str = "ok", *,
               partition=partition if outcome == "ok" else None)
 
 
-def r(value: str | None, t0: float, t1: float, *, key: str = "k", process: str = "B.0") -> Op:
+def r(value: str | None, t0: float, t1: float, *, key: str = "k", process: str = "B.0",
+      served: int | None = None) -> Op:
     return Op(process=process, key=key, kind="read",
               value=None if value is None else value.encode(), invoke=t0, complete=t1,
-              outcome="ok")
+              outcome="ok", served=served)
 
 
 def s(value: str | None, version: int) -> Stored:
@@ -147,6 +148,20 @@ def test_under_skewed_clocks_a_read_may_miss_only_writes_of_an_epoch_taken_early
     assert rules(check(same, {"k": s("A:2", v(1, 2))}, skewed=[(1.5, 9)])) == ["stale-read"]
     # A lost acknowledged write is a violation whatever the clocks did.
     assert rules(check(ops, {"k": s("A:1", v(1, 1))}, skewed=[(0, 9)])) == ["lost"]
+
+
+def test_under_skewed_clocks_a_read_its_own_shard_answered_misses_nothing_of_that_epoch(
+) -> None:
+    # The routing bug the suite found: the member that took the partition early (epoch 2)
+    # answered its own read with A:1 after it had acknowledged A:2 of its own epoch. A
+    # former owner (epoch 1) answering could miss A:2; the epoch-2 owner cannot.
+    ops = [w("A:1", 0, 1, version=v(2, 1)), w("A:2", 2, 3, version=v(2, 2))]
+    final = {"k": s("A:2", v(2, 2))}
+    window = [(0.5, 9.0)]
+    assert check([*ops, r("A:1", 4, 5)], final, skewed=window).ok  # who answered: unknown
+    assert check([*ops, r("A:1", 4, 5, served=1)], final, skewed=window).ok
+    assert rules(check([*ops, r("A:1", 4, 5, served=2)], final, skewed=window)) == [
+        "stale-read"]
 
 
 def test_a_stale_read_of_a_write_whose_version_is_unknown_is_judged_by_time() -> None:
