@@ -571,6 +571,11 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="                reply = await self._answer(partition, request)  # mutant\n",
         rule="a routed write asked again (another member's refusal reached its caller "
         "first) is answered with the first answer, never applied twice",
+        equivalent="a member answers a partition's calls only while its shard serves it, so "
+        "a refusal racing the owner's answer needs a lease lapsing in the milliseconds before "
+        "its shard stops, or a full queue: no fault of the suite makes a caller ask again "
+        "while another member applies its write",
+        cover="cluster-answers-while-not-serving-and-applies-repeats",
     ),
     Mutant(
         name="cluster-answers-while-not-serving",
