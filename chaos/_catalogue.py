@@ -563,6 +563,11 @@ MUTANTS: tuple[Mutant, ...] = (
         rule="a routed request that meets a partition restarting or waiting to retake its "
         "lease is answered 'not serving' at once, never held and served late by a former "
         "owner",
+        equivalent="a member answers a partition's calls only while its shard serves it, so "
+        "a request meets a restarting shard only in the milliseconds between its crash and "
+        "the unsubscription: none is held long enough to land late (missed on seeds 1 and 2 "
+        "since that fix; caught on seed 2 before it)",
+        cover="cluster-routing-serves-while-restarting-and-answers-while-not-serving",
     ),
     Mutant(
         name="cluster-routing-applies-repeats",
@@ -648,6 +653,12 @@ MUTANTS += (
         "cluster-ack-without-lease-check", "cluster-publish-without-expected-sequence",
         rule="a paused owner that wakes neither acknowledges past its lease nor appends "
         "after a newer owner's fence",
+    ),
+    _uncovered(
+        "cluster-routing-serves-while-restarting-and-answers-while-not-serving",
+        "cluster-routing-serves-while-restarting", "cluster-answers-while-not-serving",
+        rule="a former owner waiting to retake a partition neither answers its calls nor "
+        "holds them to apply once it serves again (after newer writes)",
     ),
     _uncovered(
         "cluster-answers-while-not-serving-and-applies-repeats",
