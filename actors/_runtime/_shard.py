@@ -213,7 +213,7 @@ class ShardActor:
                     self._kicked = False
                     self._become(Status.RUNNING)
                     self._ready.set()
-                    self._serving_changed = _fire(self._serving_changed)
+                    self._note_serving_changed()
                     if self._on_serving is not None:
                         self._on_serving(self.shard, epoch)
                     task_status.started()
@@ -427,7 +427,11 @@ class ShardActor:
         if self._ready.is_set():  # an unset one may have waiters: keep it for the next start
             self._ready = trio.Event()
         if serving:
-            self._serving_changed = _fire(self._serving_changed)
+            self._note_serving_changed()
+
+    def _note_serving_changed(self) -> None:
+        self._serving_changed.set()
+        self._serving_changed = trio.Event()
 
     async def wait_serving(self, serving: bool = True) -> None:
         """Return once an incarnation serves (``serving``), or once none does (a crash, a
@@ -897,9 +901,3 @@ class ShardActor:
             recovered_records=self.recovered_records,
             recovery_seconds=self.recovery_seconds,
         )
-
-
-def _fire(event: trio.Event) -> trio.Event:
-    """Wake ``event``'s waiters; the next change gets a new one."""
-    event.set()
-    return trio.Event()
