@@ -215,15 +215,13 @@ def _run_suite(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/] the cluster suite runs ack='replicated', not {ack!r}")
             return 2
         if args.faults is not None:
-            from writebehind.harness._cluster_run import FAULT_KINDS
+            from writebehind.harness._cluster_run import parse_faults
 
-            kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
-            unknown = [k for k in kinds if k not in FAULT_KINDS]
-            if unknown or not kinds:
-                console.print(f"[red]error:[/] --faults {args.faults!r}: valid kinds are "
-                              f"{', '.join(FAULT_KINDS)}")
+            try:
+                options = attrs.evolve(options, cluster_faults=parse_faults(args.faults))
+            except ValueError as exc:
+                console.print(f"[red]error:[/] {exc}")
                 return 2
-            options = attrs.evolve(options, cluster_faults=kinds)
         console.print(f"faults for {_minutes(budget)} (--duration) on three NATS nodes and "
                       "three writebehind instances; setting up, draining and checking take "
                       "about 20 s more")

@@ -109,6 +109,14 @@ class ClusterResult:
         return "PASS" if self.check.ok else "FAIL"
 
 
+def parse_faults(text: str) -> tuple[str, ...]:
+    """``--faults``: fault kinds, comma-separated; ValueError names the valid ones."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or any(k not in FAULT_KINDS for k in kinds):
+        raise ValueError(f"--faults {text!r}: valid kinds are {', '.join(FAULT_KINDS)}")
+    return kinds
+
+
 def pick_store(store: str | None) -> tuple[str, str | None]:
     """The store URL to run on, and a note when it fell back to SQLite: the default
     PostgreSQL if it answers, else a SQLite file (no store outages then)."""
@@ -686,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(tempfile.TemporaryDirectory(prefix="writebehind-cluster-")))
         result = run_cluster_rounds(seed=args.seed, workdir=workdir, store=args.store,
                                     duration=args.duration, log=print,
-                                    faults=[k for k in args.faults.split(",") if k])
+                                    faults=parse_faults(args.faults))
     print(result.label, result.check.by_rule(), f"acked={result.check.acknowledged}",
           f"reads={result.check.reads}", f"starts={result.starts}", *result.errors,
           sep="\n")
