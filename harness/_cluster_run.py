@@ -687,6 +687,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--faults", default=",".join(FAULT_KINDS),
                         help="the fault kinds to draw, comma-separated (default: all)")
     args = parser.parse_args(argv)
+    try:
+        faults = parse_faults(args.faults)
+    except ValueError as exc:
+        parser.error(str(exc))
     import tempfile
 
     with contextlib.ExitStack() as stack:
@@ -694,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(tempfile.TemporaryDirectory(prefix="writebehind-cluster-")))
         result = run_cluster_rounds(seed=args.seed, workdir=workdir, store=args.store,
                                     duration=args.duration, log=print,
-                                    faults=parse_faults(args.faults))
+                                    faults=faults)
     print(result.label, result.check.by_rule(), f"acked={result.check.acknowledged}",
           f"reads={result.check.reads}", f"starts={result.starts}", *result.errors,
           sep="\n")
