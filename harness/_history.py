@@ -244,8 +244,8 @@ def check(
                 and _overlaps(r, skewed)]
     early = _early_epochs(ops, skewed, epoch_shift)
     violations += _reads(ops, index, initial, skip={id(r) for r in unjudged},
-                         excused=lambda r, w: _epoch_of(w, epoch_shift) in early and (
-                             r.served is None or (w.version or 0) >> epoch_shift > r.served))
+                         excused=lambda r, w: (epoch := _epoch_of(w, epoch_shift)) in early
+                         and (r.served is None or epoch[1] > r.served))
     violations += _fenced(ops, fences, epoch_shift)
     violations += _regress(snapshots, final)
     writes = [op for op in ops if op.kind == "write"]
