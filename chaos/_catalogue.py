@@ -82,7 +82,18 @@ _PG = "actors/_stores/_postgres.py"
 _SQLTEXT = "actors/_stores/_sql.py"  # the statements both stores run
 _CACHE = "actors/_runtime/_cache.py"
 _REPL = "actors/_cluster/_replicated.py"
+_ROUTING = "actors/_cluster/_routing.py"
 _PJ = "actors/_cluster/_journal.py"
+#: Why the store's epoch fence (and the batches' fences) are a second layer under the versions.
+_LATE_BATCH = (
+    "a former owner's batch holds only records it published (flushes wait for the "
+    "publish-ack), all of which the new owner replayed before it fenced and served, at "
+    "versions below every one the new owner assigns: so a late batch can only move a row "
+    "to a value the new owner holds dirty (served from memory, never read through) until "
+    "its own flush of it or a newer one, which the versioned upsert keeps (missed at every "
+    "seed and fault mix tried; the one catch, at 505314b, came before the routed-repeat fix "
+    "and is read as that bug)"
+)
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- the journal ------------------------------------------------------------------------
@@ -454,6 +465,8 @@ MUTANTS: tuple[Mutant, ...] = (
         replace='        f"WHEN excluded.epoch IS NOT NULL THEN excluded.epoch "',
         rule="the store refuses a batch from a partition epoch older than the newest it "
         "recorded (a paused former owner's late flush), on SQLite and PostgreSQL alike",
+        equivalent=_LATE_BATCH,
+        cover="store-fence-accepts-older-epoch-unversioned",
     ),
     Mutant(
         name="shard-flushes-unfenced-in-cluster",
@@ -462,6 +475,8 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="fence = None",
         rule="in cluster mode every batch carries its partition's epoch, so the store can "
         "refuse a former owner's",
+        equivalent=_LATE_BATCH,
+        cover="shard-flushes-unfenced-unversioned",
     ),
     # -- the cache --------------------------------------------------------------------------
     Mutant(
@@ -557,7 +572,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="cluster-routing-serves-while-restarting",
-        area="cluster", file="actors/_cluster/_routing.py", suite="cluster",
+        area="cluster", file=_ROUTING, suite="cluster",
         find="        if shard.incarnation_serving() is None:\n",
         replace="        if False:  # mutant: hold the request until the shard serves again\n",
         rule="a routed request that meets a partition restarting or waiting to retake its "
@@ -565,13 +580,25 @@ MUTANTS: tuple[Mutant, ...] = (
         "owner",
         equivalent="a member answers a partition's calls only while its shard serves it, so "
         "a request meets a restarting shard only in the milliseconds between its crash and "
-        "the unsubscription: none is held long enough to land late (missed on seeds 1 and 2 "
-        "since that fix; caught on seed 2 before it)",
-        cover="cluster-routing-serves-while-restarting-and-answers-while-not-serving",
+        "the unsubscription; and one held longer is given up at its caller's deadline "
+        "(missed on seeds 1 and 2 since the first fix; caught on seed 2 before it)",
+        cover="cluster-routing-holds-late-writes",
+    ),
+    Mutant(
+        name="cluster-routing-applies-past-deadline",
+        area="cluster", file=_ROUTING, suite="cluster",
+        find="                    with trio.move_on_after(left):\n",
+        replace="                    if True:  # mutant: the deadline is checked on arrival only\n",
+        rule="a routed write is applied only before its caller's deadline, so a write its "
+        "caller was told may or may not have happened never lands after newer ones",
+        equivalent="a member answers only while its shard serves and refuses at once when "
+        "the shard restarts: a request is held only for room in the shard, which the "
+        "suite's store outages (3 s at most) free well inside the 9 s deadline",
+        cover="cluster-routing-holds-late-writes",
     ),
     Mutant(
         name="cluster-routing-applies-repeats",
-        area="cluster", file="actors/_cluster/_routing.py", suite="cluster",
+        area="cluster", file=_ROUTING, suite="cluster",
         find="                reply = await self._answer_once(partition, request)\n",
         replace="                reply = await self._answer(partition, request)  # mutant\n",
         rule="a routed write asked again (another member's refusal reached its caller "
@@ -638,12 +665,12 @@ def by_name(name: str) -> Mutant:
     raise KeyError(f"no mutant {name!r}; known: {', '.join(m.name for m in MUTANTS)}")
 
 
-def _uncovered(name: str, mutant: str, cover: str, rule: str) -> Mutant:
-    """``mutant`` with the layer that covers it removed too (``cover``'s edits): the
-    higher-order mutant an equivalent one names as its ``cover``, or that shows the suite
-    sees the failure two layers guard against when both are gone."""
-    first, second = by_name(mutant), by_name(cover)
-    return attrs.evolve(first, name=name, rule=rule, also=second.edits(), equivalent=None,
+def _uncovered(name: str, mutant: str, *covers: str, rule: str) -> Mutant:
+    """``mutant`` with the layers that cover it removed too (each of ``covers``' edits):
+    the higher-order mutant an equivalent one names as its ``cover``, or that shows the
+    suite sees the failure the layers guard against when all are gone."""
+    also = tuple(edit for cover in covers for edit in by_name(cover).edits())
+    return attrs.evolve(by_name(mutant), name=name, rule=rule, also=also, equivalent=None,
                         cover=None)
 
 
@@ -655,10 +682,12 @@ MUTANTS += (
         "after a newer owner's fence",
     ),
     _uncovered(
-        "cluster-routing-serves-while-restarting-and-answers-while-not-serving",
+        "cluster-routing-holds-late-writes",
         "cluster-routing-serves-while-restarting", "cluster-answers-while-not-serving",
-        rule="a former owner waiting to retake a partition neither answers its calls nor "
-        "holds them to apply once it serves again (after newer writes)",
+        "cluster-routing-applies-past-deadline",
+        rule="a routed write is never applied after its caller gave up: a former owner "
+        "waiting to retake a partition neither answers its calls nor holds them to apply "
+        "once it serves again (after newer writes), and nothing is applied past a deadline",
     ),
     _uncovered(
         "cluster-answers-while-not-serving-and-applies-repeats",

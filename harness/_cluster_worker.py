@@ -20,7 +20,8 @@ Log lines (``e``: the event; times are ``time.monotonic()``, system-wide on Linu
     {"e": "start", "t": ...}                       the cache serves
     {"e": "i", "id": n, "k": key, "op": "w"|"r", "v": hex|null, "t": ...}   invoked
     {"e": "c", "id": n, "o": "ok"|"fail"|"unknown", "t": ..., ["ver": v, "p": shard] |
-     ["v": hex|null]}                              completed (a read's "v": what it returned)
+     ["v": hex|null]}                              answered (a read's "v": what it returned;
+                                                   none for a call cancelled or cut by a close)
     {"e": "serve", "p": partition, "ep": epoch, "t": ...}   a shard incarnation serves
     {"e": "error", "t": ..., "err": "..."}          the cache failed to start, or stopped
     {"e": "stop", "t": ...}                         the cache drained and stopped
@@ -45,7 +46,7 @@ from typing import Any
 
 import trio
 
-from writebehind import Config, LeaseHeld, WritebehindError, open_cache, shard_of
+from writebehind import CacheClosed, Config, LeaseHeld, WritebehindError, open_cache, shard_of
 from writebehind._core._errors import UNCERTAIN_OUTCOME
 from writebehind._runtime._cache import Cache
 from writebehind._runtime._seams import Seams
@@ -130,7 +131,11 @@ async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) 
                       **({} if served is None else {"ep": served}))
             return
         receipt = await (cache.put(key, value) if value is not None else cache.delete(key))
+    except CacheClosed:
+        raise  # closing under the call: like a cancelled one, it had no answer (below)
     except UNCERTAIN_OUTCOME:
+        # Answered: a write of unknown outcome that takes effect at all has by now (the
+        # checker's real-time rule holds it to that).
         log.event("c", id=n, o="fail" if op == "r" else "unknown")
         raise
     except WritebehindError as exc:
@@ -140,8 +145,9 @@ async def _op(cache: Cache, log: OpLog, key: str, op: str, value: bytes | None) 
         log.event("c", id=n, o="fail", err=type(exc).__name__)
         return
     except BaseException:
-        # Cancelled (the workload stops) or anything else: no answer, the outcome is unknown.
-        log.event("c", id=n, o="fail" if op == "r" else "unknown")
+        # Cancelled (the workload stops) or anything else: no answer. No completion line,
+        # so the history has it as never answered: a routed write may still land until
+        # its request's deadline.
         raise
     log.event("c", id=n, o="ok", ver=receipt.version, p=receipt.shard)
 

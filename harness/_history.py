@@ -23,7 +23,11 @@ The rules (``specs/cluster.md``, "The cluster suite"), each a :data:`RULES` name
     checks that it does).
 ``real-time``
     Versions respect real time: a write acknowledged before another was invoked has the
-    lower version (else the store's "newest wins" would keep the older one).
+    lower version (else the store's "newest wins" would keep the older one). So does a write
+    *answered* with an unknown outcome whose version the store showed: whatever effect it
+    has, it had by its answer (a routed request is applied only before its deadline, and its
+    caller hears of it only after), unless it overlaps a window of skewed clocks (its
+    deadline is judged on the wall clock).
 ``stale-read``
     A read never returns a value older than a write acknowledged before the read began.
     One exception, for a read that overlaps a window in which some instance's wall clock was
@@ -74,11 +78,11 @@ DEFAULT_EPOCH_SHIFT = 40
 @attrs.frozen(kw_only=True)
 class Op:
     """One operation as its process saw it. ``complete`` is None when no answer came (the
-    process died); ``outcome`` is then ``unknown``. ``value``: a write's value (None: a
-    delete), or what a read returned. ``version`` and ``partition``: an acknowledged write's
-    receipt. ``served``: a read's, the epoch of the process's own shard that answered it
-    (the process held the partition at that epoch from the read's invocation to its
-    answer); None when another member may have answered."""
+    process died, or the call was cancelled); ``outcome`` is then ``unknown``. ``value``: a
+    write's value (None: a delete), or what a read returned. ``version`` and ``partition``:
+    an acknowledged write's receipt. ``served``: a read's, the epoch of the process's own
+    shard that answered it (the process held the partition at that epoch from the read's
+    invocation to its answer); None when another member may have answered."""
 
     process: str
     key: str
@@ -236,7 +240,7 @@ def check(
     for key in sorted(index):
         k = index[key]
         violations += _lost(k, final.get(key))
-        violations += _real_time(k)
+        violations += _real_time(k, skewed)
         for snapshot in (*snapshots, Snapshot(float("inf"), final)):
             if key in snapshot.records:
                 violations += _phantom(k, snapshot.records[key], initial.get(key))
@@ -322,7 +326,7 @@ def _phantom(k: _Key, stored: Stored, initial: Stored | None) -> list[Violation]
     return []
 
 
-def _real_time(k: _Key) -> list[Violation]:
+def _real_time(k: _Key, skewed: Sequence[tuple[float, float]]) -> list[Violation]:
     out = []
     for b in k.acked:
         n = k.acked_before(b.invoke)
@@ -330,6 +334,17 @@ def _real_time(k: _Key) -> list[Violation]:
             a = next(w for w in k.acked[:n] if k.versions[id(w)] == k.max_version[n - 1])
             out.append(Violation("real-time", k.key, f"{b.describe()} was acknowledged with a "
                                  f"version not above the earlier acknowledged {a.describe()}"))
+    for u in k.writes:
+        version = k.versions.get(id(u))
+        if (u.outcome != "unknown" or u.complete is None or version is None
+                or _overlaps(u, skewed)):
+            continue
+        later = next((b for b in k.acked if b.invoke > u.complete
+                      and k.versions[id(b)] <= version), None)
+        if later is not None:
+            out.append(Violation("real-time", k.key, f"{u.describe()} took effect at version "
+                                 f"{version:#x}, not below the {later.describe()}, invoked "
+                                 "after its answer"))
     return out
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -176,6 +177,7 @@ class RemotePartition:
             # since asking again could apply it twice.
             timeout = min(remaining, self._deadline / 4) if idempotent else remaining
             payload = attrs.evolve(request, expires=time.time() + timeout).encode()
+            settled = now() + timeout  # no member applies it after this (its ``expires``)
             try:
                 message = await self._conn.run(self._conn.client.request, self._subject,
                                                payload, timeout=timeout)
@@ -183,7 +185,10 @@ class RemotePartition:
                 why = "no member hosts it"
             except nats.errors.Error as exc:
                 if not idempotent:
-                    # Sent, perhaps served, answer lost: the outcome is unknown.
+                    # Sent, perhaps served, answer lost: the outcome is unknown. Told once it
+                    # is settled, so a caller that reads or writes the key again is never
+                    # overtaken by this write landing late.
+                    await trio.sleep_until(settled)
                     raise ShardCrashed(
                         f"partition {self._partition}: its owner did not answer ({exc!r}); "
                         "the write may or may not have happened; retry it"
@@ -302,17 +307,25 @@ class PartitionServer:
 
     async def _handle(self, partition: int, reply_to: str, data: bytes) -> None:
         try:
+            reply: Reply | None
             try:
                 request = Request.decode(data)
             except WireError as exc:
                 reply = Reply.failed(exc)
             else:
-                if request.expires and time.time() > request.expires + self._drift:
-                    # The caller gave up on it (it sat in this member's buffer while the
-                    # process was paused, say): applying it now would land it late.
+                # Nothing is applied once its caller may have given up (the request sat in
+                # this member's buffer while the process was paused, or waits for room in the
+                # shard), with the clocks ``drift`` apart: a write its caller was told may or
+                # may not have happened is settled by then, never landing on newer ones.
+                left = request.expires - self._drift - time.time() if request.expires \
+                    else math.inf
+                reply = None
+                if left > 0:
+                    with trio.move_on_after(left):
+                        reply = await self._answer_once(partition, request)
+                if reply is None:
                     self.expired += 1
                     return
-                reply = await self._answer_once(partition, request)
             if reply.status is ReplyStatus.NOT_SERVING:
                 self.refused += 1
             else:

@@ -302,9 +302,57 @@ def test_a_request_past_its_callers_deadline_is_dropped_unanswered() -> None:
     server, conn = _answer(Request(Op.WRITE, 3, ("k",), (b"v",), expires=time.time() - 2),
                            shard=shard)
     assert conn.published == [] and shard.writes == [] and server.expired == 1
-    # Within the drift margin it is still served.
-    server, conn = _answer(Request(Op.WRITE, 3, ("k",), (b"v",), expires=time.time() - 0.5))
+    # Within the drift margin before it too: the caller's clock may be that far ahead.
+    server, conn = _answer(Request(Op.WRITE, 3, ("k",), (b"v",), expires=time.time() + 0.5))
+    assert conn.published == [] and server.expired == 1
+    server, conn = _answer(Request(Op.WRITE, 3, ("k",), (b"v",), expires=time.time() + 3))
     assert _reply(conn).status is OK
+
+
+class AdmittingShard(Shard):
+    """Applies a write only once ``room`` is set (a full shard admitting it later)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = trio.Event()
+
+    async def write(self, key: str, value: bytes | None, raw: bytes) -> Receipt:
+        await self.room.wait()
+        return await super().write(key, value, raw)
+
+
+def test_a_write_waiting_for_its_shard_is_given_up_at_its_callers_deadline() -> None:
+    # Checked on arrival only, a write held for room would land after its caller was told
+    # it may or may not have happened, and after the newer writes that caller made since.
+    shard = AdmittingShard()
+    conn = ScriptedConn([])
+    server = PartitionServer(conn, "c", "me", epochs=Epochs(True), drift=1.0)  # type: ignore[arg-type]
+    server._cache = Cache(shard)  # type: ignore[assignment]
+    request = Request(Op.WRITE, 3, ("k",), (b"v",), call=b"a/1", expires=time.time() + 5)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await server._slots.acquire()
+            nursery.start_soon(server._handle, 3, "inbox.1", request.encode())
+            await trio.sleep(10)
+            shard.room.set()
+
+    _run(main)
+    assert shard.writes == [] and conn.published == [] and server.expired == 1
+
+
+def test_an_uncertain_write_is_told_once_no_member_can_apply_it_any_more() -> None:
+    # A lost connection ends the call at once, but the request may sit at its owner until
+    # its ``expires``: the caller hears "may or may not" only when that has passed.
+    conn = ScriptedConn([nats.errors.ConnectionClosedError()])
+
+    async def main() -> float:
+        with pytest.raises(ShardCrashed, match="may or may not have happened"):
+            await _remote(conn, deadline=6.0).write("k", b"v", b"k")
+        return trio.current_time()
+
+    assert _run(main) == pytest.approx(6.0, abs=0.01)
+    assert conn.sent[0][1] == pytest.approx(6.0, abs=0.01)
 
 
 def test_the_owners_errors_and_bad_requests_are_answered_as_errors() -> None:

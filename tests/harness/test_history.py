@@ -99,6 +99,27 @@ def test_a_later_write_with_a_lower_version_breaks_real_time() -> None:
     assert rules(check(zombie, {"k": s("A:1", v(2, 5))})) == ["real-time", "fenced-ack"]
 
 
+def test_a_write_answered_uncertain_takes_effect_by_its_answer_or_never() -> None:
+    # A:1's caller heard "may or may not" at 2; B:1 was invoked after. A:1 found in the
+    # store at a version above B:1's landed after its answer (a request held and applied
+    # once newer writes were acknowledged).
+    late = [w("A:1", 0, 2, "unknown"), w("B:1", 3, 4, version=v(2, 1))]
+    result = check(late, {"k": s("A:1", v(3, 1))})
+    assert rules(result) == ["real-time"] and "invoked after its answer" in str(
+        result.violations[0])
+    assert rules(check([*late, w("C:1", 6, 7, version=v(4, 1))], {"k": s("C:1", v(4, 1))},
+                       [Snapshot(5, {"k": s("A:1", v(3, 1))})])) == ["real-time"]
+    # Below it (applied in time, B:1 supersedes it), or concurrent with B:1, or never
+    # answered (the process died, the call was cancelled): no bound to break.
+    assert check(late, {"k": s("B:1", v(2, 1))}, [Snapshot(2.5, {"k": s("A:1", v(1, 3))})]).ok
+    assert check([w("A:1", 0, 3.5, "unknown"), w("B:1", 3, 4, version=v(2, 1))],
+                 {"k": s("A:1", v(3, 1))}).ok
+    assert check([w("A:1", 0, None, "unknown"), w("B:1", 3, 4, version=v(2, 1))],
+                 {"k": s("A:1", v(3, 1))}).ok
+    # Under skewed clocks the deadline it was applied by is on a clock off by more than drift.
+    assert check(late, {"k": s("A:1", v(3, 1))}, skewed=[(1, 10)]).ok
+
+
 # -- reads ------------------------------------------------------------------------------------
 
 
