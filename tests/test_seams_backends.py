@@ -4,10 +4,12 @@ other ones (what a cluster mode would pass) uses them, and only them."""
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
-from writebehind import Config, Seams, SQLiteStore
+from writebehind import Config, Seams, ShardCrashed, SQLiteStore
 from writebehind._core._epochs import EpochSource
+from writebehind._core._errors import Relinquished
 from writebehind._core._routing import EPOCH_SHIFT
 from writebehind._journal import JournalBackend, OpenJournal, file_journals
 from writebehind._runtime._cache import Cache
@@ -120,3 +122,58 @@ async def test_on_serving_hears_each_incarnation_after_its_journal_was_replayed(
     assert all(replays == 1 for _, _, replays in heard)
     by_shard = {shard: epoch for shard, epoch, _ in heard}
     assert all(r.version >> EPOCH_SHIFT == by_shard[r.shard] for r in receipts)
+
+
+class LeasedJournal(CountingJournal):
+    """A journal that may answer reads only while its owner's lease stands (``lease``), as a
+    cluster partition's replicated journal does."""
+
+    def __init__(self, inner: JournalBackend, calls: dict[str, int]) -> None:
+        super().__init__(inner, calls)
+        self.lease = True
+
+    def may_serve(self) -> bool:
+        return self.lease
+
+
+async def test_a_read_is_answered_only_while_its_incarnations_journal_may_serve(
+    tmp_path: Path,
+) -> None:
+    config = Config(store=f"sqlite:///{tmp_path}/store.db", journal_dir=tmp_path / "journal",
+                    shards=1, ack="fsync", flush_interval=60)
+    files = file_journals(config)
+    journals: list[LeasedJournal] = []
+
+    async def open_journal(shard: int, **kwargs: Any) -> JournalBackend:
+        journals.append(LeasedJournal(await files(shard, **kwargs), {}))
+        return journals[-1]  # type: ignore[return-value]
+
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            cache = Cache(config, Seams(), open_journal=open_journal, epochs=Counter(1))
+            await nursery.start(cache._serve)
+            await cache.put("k", b"old")
+            assert await cache.get("k") == b"old"
+            journals[-1].lease = False  # a zombie woke past its lease
+            with pytest.raises(ShardCrashed, match="may no longer answer reads"):
+                await cache.get("k")
+            with pytest.raises(ShardCrashed, match="may no longer answer reads"):
+                await cache.get_many(["k"])
+            # The lease lapses and the incarnation gives up between taking the value from
+            # memory and the check: the dying incarnation's journal still answers for it.
+            shard = cache._shards[0]
+            core = shard.core
+            assert core is not None
+            journals[-1].lease = True
+            take = core.read
+
+            def read_then_lapse(key: str) -> Any:
+                entry = take(key)
+                journals[0].lease = False
+                shard.crash(Relinquished("partition 0: the lease lapsed"))
+                return entry
+
+            core.read = read_then_lapse  # type: ignore[method-assign]
+            with pytest.raises(ShardCrashed, match="may no longer answer reads"):
+                await cache.get("k")
+            await cache.aclose()

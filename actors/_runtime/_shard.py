@@ -793,6 +793,7 @@ class ShardActor:
         point), the misses read through the store one by one."""
         await _checkpoint_if_cancelled()
         core = await self._ready_core()
+        journal = self.journal
         found: dict[str, bytes | None] = {}
         missed: list[str] = []
         for key in keys:
@@ -803,17 +804,20 @@ class ShardActor:
                 found[key] = entry.value
         if not missed:
             await _yield()
-        self._check_may_serve()
+        self._check_may_serve(journal)
         for key in missed:
             found[key] = await self.get(key)
         return found
 
-    def _check_may_serve(self) -> None:
-        """Refuse to answer a read when the journal says this incarnation may no longer
-        speak for its keys (a cluster partition whose lease lapsed: a newer owner may have
-        acknowledged newer writes). Checked after the value was taken, with no schedule
-        point in between that could let the lease lapse unseen."""
-        may_serve = getattr(self.journal, "may_serve", None)
+    def _check_may_serve(self, journal: JournalBackend | None) -> None:
+        """Refuse to answer a read when ``journal``, that of the incarnation the value was
+        taken from, says it may no longer speak for its keys (a cluster partition whose
+        lease lapsed: a newer owner may have acknowledged newer writes). Checked after the
+        value was taken, with no schedule point in between that could let the lease lapse
+        unseen; asked of that incarnation's journal even if it died meanwhile (the cluster
+        suite found a zombie's read answered from memory when the check asked the shard's
+        journal of the moment: none, the incarnation having just given up)."""
+        may_serve = getattr(journal, "may_serve", None)
         if may_serve is not None and not may_serve():
             raise ShardCrashed(f"{self.name} may no longer answer reads: its journal's "
                                "owner lost the right to serve (a partition lease lapsed)")
@@ -821,16 +825,17 @@ class ShardActor:
     async def get(self, key: str) -> bytes | None:
         await trio.lowlevel.checkpoint_if_cancelled()
         core = await self._ready_core()
+        journal = self.journal
         entry = core.read(key)
         if entry is not None:
             # A hit is still a schedule point, so a read loop never starves the actors.
             await trio.lowlevel.cancel_shielded_checkpoint()
-            self._check_may_serve()
+            self._check_may_serve(journal)
             return entry.value
         reader, before = core, core.mutation_count()
         record = await self._read_store(key)
         core = await self._ready_core()
-        self._check_may_serve()
+        self._check_may_serve(self.journal)
         entry = core.peek(key)
         if entry is not None:
             return entry.value
