@@ -622,6 +622,15 @@ MUTANTS: tuple[Mutant, ...] = (
         cover="cluster-answers-while-not-serving-and-applies-repeats",
     ),
     Mutant(
+        name="cluster-read-ignores-lease",
+        area="cluster", file=_SHARD, suite="cluster",
+        find='        may_serve = getattr(journal, "may_serve", None)\n',
+        replace="        may_serve = None  # mutant: a read never asks whether the lease stands\n",
+        rule="a shard answers a read only while its partition's lease stands: a paused owner "
+        "that wakes past it does not answer from memory after a newer owner acknowledged "
+        "newer writes",
+    ),
+    Mutant(
         name="cluster-takeover-reuses-epoch",
         area="cluster", file="actors/_core/_partition_lease.py", suite="cluster",
         find="        return entry.value.epoch + 1\n",
