@@ -143,7 +143,7 @@ class ClusterStatistics:
     losses: int = 0  # renewals refused: another member took the partition
     routed_served: int = 0  # calls routed here by other members, answered
     routed_refused: int = 0  # routed calls answered "not serving here"
-    routed_expired: int = 0  # routed calls dropped: found past their caller's deadline
+    routed_expired: int = 0  # routed calls dropped unanswered at their caller's deadline
     routed_repeats: int = 0  # routed writes asked again, answered with the first answer
 
     @property

@@ -251,8 +251,9 @@ def _cluster_families() -> dict[str, Any]:
         "served": _counter("routed_calls_served", "Calls other members routed here, answered."),
         "refused": _counter("routed_calls_refused", "Routed calls answered 'not serving here' "
                             "(the partition moved; the caller asks again)."),
-        "expired": _counter("routed_calls_expired", "Routed calls dropped unanswered: found "
-                            "past their caller's deadline (one buffered at a paused owner)."),
+        "expired": _counter("routed_calls_expired", "Routed calls dropped unanswered at their "
+                            "caller's deadline (buffered at a paused owner, or still waiting "
+                            "for room in the shard)."),
         "repeats": _counter("routed_calls_repeated", "Routed writes asked again after this "
                             "member applied them, answered with the first answer (another "
                             "member's refusal reached the caller first)."),
