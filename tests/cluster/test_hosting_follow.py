@@ -93,3 +93,56 @@ def test_a_shard_that_stops_serving_is_unsubscribed_until_it_serves_again() -> N
                                   "release 2"]
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class Membership:
+    renew_every = 0.5
+
+    def __init__(self, live: set[str]) -> None:
+        self.live = live
+
+    async def read(self) -> frozenset[str]:
+        return frozenset(self.live)
+
+
+class HeldElsewhere(Cache):
+    """Hosting a partition in ``held`` waits for its lease, which another member keeps."""
+
+    def __init__(self, held: set[int], log: list[str]) -> None:
+        super().__init__(Shard(), log)
+        self.held = held
+
+    async def host(self, partition: int) -> None:
+        await super().host(partition)
+        if partition in self.held:
+            await trio.sleep_forever()
+
+
+def test_the_first_share_is_planned_again_while_the_member_waits_for_it() -> None:
+    # Found by the cluster suite: a member that planned its first share before a third one
+    # joined waited for a partition the third had taken (its lease renewed for good), so
+    # its cache opened only once a fault moved that partition, 30-50 s later.
+    server = Server()
+    membership = Membership({"me", "other"})  # 8 partitions: me 0, 1, 4, 6, 7
+    hosting: Any = Hosting.__new__(Hosting)
+    hosting.membership, hosting.partitions, hosting.member = membership, 8, "me"
+    hosting._cache = HeldElsewhere({1, 4}, server.log)  # "third" joins and takes 1 and 4
+    hosting.server, hosting.epochs = server, Epochs(server.log)
+    hosting.handovers, hosting._idle, hosting._states = 0, trio.Event(), {}
+    hosting._loop = trio.CancelScope()
+
+    async def main() -> None:
+        first = trio.Event()
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                hosting._nursery = nursery
+                await nursery.start(hosting._run, first)
+                await trio.sleep(0.2)
+                assert not first.is_set()
+                membership.live.add("third")  # now: me 0, 6, 7
+                await first.wait()
+                assert sorted(hosting._states) == [0, 6, 7]
+                assert {"release 1", "release 4"} <= set(server.log)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
