@@ -141,6 +141,9 @@ def test_the_first_share_is_planned_again_while_the_member_waits_for_it() -> Non
                 assert not first.is_set()
                 membership.live.add("third")  # now: me 0, 6, 7
                 await first.wait()
+                assert sorted(p for p, state in hosting._states.items()
+                              if not state.stop.is_set()) == [0, 6, 7]
+                await trio.sleep(1)  # the given-up ones unhost and release meanwhile
                 assert sorted(hosting._states) == [0, 6, 7]
                 assert {"release 1", "release 4"} <= set(server.log)
                 nursery.cancel_scope.cancel()
