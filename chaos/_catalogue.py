@@ -591,11 +591,6 @@ MUTANTS: tuple[Mutant, ...] = (
         replace="                    if True:  # mutant: the deadline is checked on arrival only\n",
         rule="a routed write is applied only before its caller's deadline, so a write its "
         "caller was told may or may not have happened never lands after newer ones",
-        equivalent="a member answers only while its shard serves and its lease stands, and "
-        "refuses at once while the shard restarts: a request could be held only for room in "
-        "the shard, and the suite's instances never fill one (no fault holds a routed write "
-        "near its 9 s deadline)",
-        cover="cluster-routing-holds-late-writes",
     ),
     Mutant(
         name="cluster-routing-applies-repeats",

@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
                      "runs (simulations run on a mock clock and are not shown)")
     run.add_argument("--faults", metavar="KINDS",
                      help="the cluster suite only: the fault kinds to draw, comma-separated "
-                     "(default: all: sigkill,zombie,nats,store,skew,pause)")
+                     "(default: all: sigkill,zombie,nats,store,stall,skew,pause)")
     run.add_argument("--fail-fast", action="store_true",
                      help="stop at the first failing sub-run (no new simulation or SIGKILL "
                      "run starts; one already going finishes) and print its plan unshrunk")

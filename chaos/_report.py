@@ -45,6 +45,7 @@ def fault_group(kind: str) -> str:
         "zombie": "zombie (SIGSTOP, SIGCONT)",
         "nats": "NATS node killed",
         "store": "store outage",
+        "stall": "store stall (past the routing deadline)",
     }.get(kind, kind)
 
 

@@ -18,7 +18,11 @@ Faults, one at a time, drawn from the seed (kind, target, lengths) and printed a
 ``sigkill`` an instance (a serving one when there is one) and start a new process in its
 place; ``zombie``: SIGSTOP a serving instance past its lease (the others take its
 partitions over), then SIGCONT it; ``nats``: SIGKILL a NATS node and restart it; ``store``:
-cut the store proxy for a while; ``skew``: restart an instance with its wall clock ahead by
+cut the store proxy for a while; ``stall``: cut it past the routing deadline, so that routed
+writes wait for room in their owners' shards (the instances run with a short
+``max_dirty_age``) until their callers give up and write the key again, and the store comes
+back while those writes wait too: a held write applied after its caller gave up would
+land on its successor; ``skew``: restart an instance with its wall clock ahead by
 twice the lease, far past the drift margin the leases allow for (it takes partitions whose
 holders still count on their leases: only the fences keep the two apart), for twice the
 lease and more, until the next fault or the heal restarts it on the true clock; ``pause``:
@@ -64,14 +68,27 @@ from ._worker import STORE_ENV
 
 #: The store when none is given: the local PostgreSQL the project's tests use.
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
-FAULT_KINDS = ("sigkill", "zombie", "nats", "store", "skew", "pause")
+FAULT_KINDS = ("sigkill", "zombie", "nats", "store", "stall", "skew", "pause")
+#: The kinds that cut the store (PostgreSQL only: a SQLite file has no proxy to cut).
+STORE_KINDS = ("store", "stall")
 #: After every kind once, how often each is drawn: the races of a take-over under a skewed
 #: clock, of a zombie waking into its successor's epoch and of a stale batch are hit only
 #: sometimes when they come, so they come twice as often as a kill, a node or an outage.
-FAULT_WEIGHTS = {"sigkill": 1, "zombie": 2, "nats": 1, "store": 1, "skew": 2, "pause": 2}
+FAULT_WEIGHTS = {"sigkill": 1, "zombie": 2, "nats": 1, "store": 1, "stall": 1, "skew": 2,
+                 "pause": 2}
 SLOTS = ("A", "B", "C")
 DRAIN_TIMEOUT = 30.0  # each instance's Config.drain_timeout
 START_ALL = 30.0  # how long the faults wait for every instance to serve, after the first
+#: Each instance's Config.max_dirty_age: a store outage longer than this holds new writes
+#: (``on_overload="wait"``), so a ``stall`` holds routed writes until their callers give up.
+MAX_DIRTY_AGE = 2.0
+#: Each instance's Config.retry_max: the store back, flushes resume within a second (with
+#: the default 5 s, a ``stall``'s rewrites could miss their own deadlines too).
+RETRY_MAX = 1.0
+#: A ``stall`` lasts until a write invoked after the cut is answered uncertain (a routed
+#: write's caller gave up), and 0.5-1.5 s more, so the store is back before the rewrite's
+#: own deadline; at most this long.
+STALL_LIMIT = 40.0
 
 #: ``progress(done, total, note)``: seconds of the fault phase done, and what just happened.
 Progress = Callable[[int, int, str], None]
@@ -166,6 +183,8 @@ class _Instance:
         self.paused = False
         self.last_start = 0.0
         self.last_ack = 0.0  # when its latest acknowledged write completed
+        self.invoked: dict[int, float] = {}  # calls not answered yet: when each was invoked
+        self.uncertain = 0.0  # when its latest write answered "may or may not" was invoked
         self.opened = False  # the current process opened a cache
         self.skewed = False  # the current process runs on a skewed wall clock
 
@@ -181,13 +200,17 @@ class _Instance:
         self.offset += end
         events = []
         for raw in data[:end].splitlines():
-            if b'"e": "i"' in raw:
-                continue
-            if b'"e": "c"' in raw:
-                if b'"ver"' in raw:
-                    self.last_ack = max(self.last_ack, json.loads(raw)["t"])
-                continue
             event = json.loads(raw)
+            if event["e"] == "i":
+                self.invoked[event["id"]] = event["t"]
+                continue
+            if event["e"] == "c":
+                invoked = self.invoked.pop(event["id"], 0.0)
+                if "ver" in event:
+                    self.last_ack = max(self.last_ack, event["t"])
+                elif event["o"] == "unknown":
+                    self.uncertain = max(self.uncertain, invoked)
+                continue
             if event["e"] == "start":
                 self.serving = self.opened = True
                 self.starts += 1
@@ -349,7 +372,7 @@ def run_cluster_rounds(
     token = secrets.token_hex(3)
     table = f"wb_cluster_{seed % 10**8}_{token}"
     cluster_name = f"chaos{token}"
-    kinds = [k for k in faults if postgres or k != "store"]
+    kinds = [k for k in faults if postgres or k not in STORE_KINDS]
     rng = random.Random(f"cluster:{seed}")
     events: list[str] = []
     counts = dict.fromkeys(kinds, 0)
@@ -370,6 +393,7 @@ def run_cluster_rounds(
         config = {"cluster": nats.servers, "cluster_name": cluster_name,
                   "partitions": partitions, "replicas": 3, "ack": "replicated",
                   "lease_ttl": lease_ttl, "store_table": table, "flush_interval": 0.5,
+                  "max_dirty_age": MAX_DIRTY_AGE, "retry_max": RETRY_MAX,
                   "drain_timeout": DRAIN_TIMEOUT}
         env = {**os.environ, STORE_ENV: worker_url}
         instances = [_Instance(slot) for slot in SLOTS]
@@ -381,6 +405,7 @@ def run_cluster_rounds(
             inst.name = f"{inst.slot}{inst.generation}"
             inst.log = workdir / f"{inst.name}.log"
             inst.offset = 0
+            inst.invoked = {}
             inst.serving = inst.stopped_by_us = inst.paused = inst.opened = False
             inst.skewed = False
             logs.append(inst.log)
@@ -536,6 +561,21 @@ def run_cluster_rounds(
                 except (RuntimeError, TimeoutError) as exc:
                     errors.append(f"NATS node {node.name} did not come back: {exc}")
                 say(f"NATS node {node.name} restarted")
+            elif kind == "stall":
+                assert proxy is not None
+                say(f"store stall: cut until a routed write's caller gives up (writes wait "
+                    f"after {MAX_DIRTY_AGE:g}s)")
+                proxy.cut()
+                cut = time.monotonic()
+                gave_up = False
+                while not gave_up and time.monotonic() - cut < STALL_LIMIT:
+                    time.sleep(0.1)
+                    poll()
+                    gave_up = any(i.uncertain > cut for i in instances)
+                time.sleep(length / 2 if gave_up else 0)
+                proxy.restore()
+                say(f"store back after {time.monotonic() - cut:.1f}s" +
+                    ("" if gave_up else ": no routed write gave up"))
             else:
                 assert proxy is not None
                 say(f"store outage for {length:.1f}s")

@@ -3,10 +3,11 @@
 It runs ``open_cache`` in cluster mode and, while the cache serves, a seeded workload of
 writer tasks that put, delete and get keys of one shared key space (every instance writes
 every key: a write reaches its partition's owner however the cluster routes it; half the
-calls are on keys of partitions the instance hosts, like a partition-aware client's). Every
-operation's invocation and completion go to the process's own log, one ``os.write`` per
-JSON line (``O_APPEND``): a SIGKILL never undoes a finished ``write(2)``, so a completion
-line in the log describes an answer the instance gave.
+calls are on keys of partitions the instance hosts, like a partition-aware client's; a
+write told it may or may not have happened is followed by a new write of its key, as a
+retrying client's). Every operation's invocation and completion go to the process's own
+log, one ``os.write`` per JSON line (``O_APPEND``): a SIGKILL never undoes a finished
+``write(2)``, so a completion line in the log describes an answer the instance gave.
 
 With several live members each instance hosts its share of the partitions and routes the
 rest. When the cache cannot start (NATS or the store is unreachable; before membership,
@@ -174,12 +175,14 @@ class LocalKeys:
 
 async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
                   name: str, seq: Iterator[int], local: Callable[[], list[str]]) -> None:
+    again: str | None = None
     while True:
         # Half the calls go to keys this instance hosts (a partition-aware client), the
         # rest anywhere (routed): a partition then often has writers on its owner only, so
         # a take-over races the former owner's own appends, not only routed ones.
-        key = rng.choice((rng.random() < LOCAL and local()) or keys)
-        roll = rng.random()
+        key = again or rng.choice((rng.random() < LOCAL and local()) or keys)
+        roll = 1.0 if again else rng.random()
+        again = None
         try:
             if roll < 0.35:
                 await _op(cache, log, key, "r", None)
@@ -188,6 +191,9 @@ async def _writer(cache: Cache, log: OpLog, rng: random.Random, keys: list[str],
             else:
                 await _op(cache, log, key, "w", f"{name}:{next(seq)}".encode())
         except UNCERTAIN_OUTCOME:
+            # A client told its write may or may not have happened writes the key again
+            # (a new value): were the first still to land, it would land on this one.
+            again = key if roll >= 0.35 else None
             await trio.sleep(0.05)  # a crashed shard restarts; the cache says when it is gone
         await trio.sleep(rng.uniform(0, 0.004))
 

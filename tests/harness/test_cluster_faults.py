@@ -1,17 +1,25 @@
-"""The cluster suite's ``pause`` fault and ``serve`` log lines, without a cluster: an armed
-instance process stops itself exactly at the pause point (and only once), and the suite
-reads when each epoch began serving from the instance logs."""
+"""The cluster suite's faults and log lines, without a cluster: an armed instance process
+stops itself exactly at the pause point (and only once); the suite reads when each epoch
+began serving from the instance logs, and when the latest write answered uncertain was
+invoked (a ``stall`` lasts until one invoked after its cut); and a writer told its write may
+or may not have happened writes the key again."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+from itertools import count
 from pathlib import Path
 
-from writebehind.harness._cluster_run import _wait_stopped, read_fences
+import trio
+
+from writebehind import ShardCrashed
+from writebehind.harness._cluster_run import _Instance, _wait_stopped, read_fences
+from writebehind.harness._cluster_worker import OpLog, _writer
 from writebehind.harness._history import Fence
 
 CHILD = """
@@ -56,3 +64,64 @@ def test_the_suite_reads_when_each_epoch_began_serving(tmp_path: Path) -> None:
     log.write_text("".join(json.dumps(x) + "\n" for x in lines)
                    + '{"e": "serve", "p": 4, "ep"')  # a line cut by a kill never happened
     assert read_fences([log, tmp_path / "missing.log"]) == [Fence(partition=3, epoch=7, at=2.5)]
+
+
+def test_the_suite_sees_when_the_latest_uncertain_write_was_invoked(tmp_path: Path) -> None:
+    inst = _Instance("A")
+    inst.log = tmp_path / "A0.log"
+    lines = [{"e": "start", "t": 1.0},
+             {"e": "i", "id": 0, "k": "k000", "op": "w", "v": "00", "t": 2.0},
+             {"e": "i", "id": 1, "k": "k001", "op": "w", "v": "01", "t": 3.0},
+             {"e": "c", "id": 1, "o": "unknown", "t": 12.0},
+             {"e": "c", "id": 0, "o": "ok", "ver": 5, "p": 0, "t": 12.5},
+             {"e": "i", "id": 2, "k": "k002", "op": "r", "v": None, "t": 13.0},
+             {"e": "c", "id": 2, "o": "fail", "t": 14.0}]
+    inst.log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert [e["e"] for e in inst.poll_log()] == ["start"]
+    assert inst.uncertain == 3.0  # invoked then: before a stall cut at 2.5 ended, not one at 4
+    assert inst.last_ack == 12.5 and inst.serving
+    assert inst.invoked == {}  # answered calls are forgotten
+
+
+class _FlakyCache:
+    """A cache whose first put's outcome is unknown."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bytes | None]] = []
+
+    def cluster_view(self) -> None:
+        return None
+
+    async def put(self, key: str, value: bytes) -> object:
+        self.calls.append(("put", key, value))
+        if [op for op, _, _ in self.calls].count("put") == 1:
+            raise ShardCrashed("the owner crashed under the write; it may or may not have happened")
+        return _Receipt()
+
+    async def delete(self, key: str) -> object:
+        self.calls.append(("delete", key, None))
+        return _Receipt()
+
+    async def get(self, key: str) -> bytes | None:
+        self.calls.append(("get", key, None))
+        return None
+
+
+class _Receipt:
+    version, shard = 1, 0
+
+
+async def test_a_writer_told_its_write_may_have_happened_writes_the_key_again(
+    tmp_path: Path,
+) -> None:
+    cache = _FlakyCache()
+    log = OpLog(tmp_path / "A0.log")
+    keys = [f"k{i:03d}" for i in range(24)]
+    with trio.fail_after(10), trio.move_on_after(0.5):
+        await _writer(cache, log, random.Random(0), keys, "A0", count(),  # type: ignore[arg-type]
+                      lambda: [])
+    log.close()
+    first = next(i for i, (op, _, _) in enumerate(cache.calls) if op == "put")
+    (_, key, value), (again, key2, value2) = cache.calls[first:first + 2]
+    assert again == "put" and key2 == key and value2 not in (None, value)
+    assert len({k for _, k, _ in cache.calls}) > 2  # then it goes on as before
