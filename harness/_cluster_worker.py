@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import random
 import signal
@@ -281,6 +282,22 @@ async def run_instance(args: argparse.Namespace, early: Sequence[int] = ()) -> N
     log.close()
 
 
+def _log_with_times() -> None:
+    """The library's warnings to stderr, each line led by ``time.monotonic()``: the clock of
+    the history logs, so a warning can be placed among the operations around it."""
+
+    def stamp(record: logging.LogRecord) -> bool:
+        record.mono = time.monotonic()
+        return True
+
+    handler = logging.StreamHandler()
+    handler.addFilter(stamp)
+    handler.setFormatter(logging.Formatter("%(mono).3f %(levelname)s %(message)s"))
+    logger = logging.getLogger("writebehind")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m writebehind.harness._cluster_worker")
     parser.add_argument("--name", required=True, help="this process's name in the history")
@@ -296,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--lifetime", type=float, default=600.0)
     args = parser.parse_args(argv)
+    _log_with_times()
     # A SIGTERM that arrives before trio listens for it (the harness may stop a process it
     # just started) must stop the process gracefully too, not kill it.
     early: list[int] = []

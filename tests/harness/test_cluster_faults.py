@@ -7,19 +7,22 @@ or may not have happened writes the key again."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from itertools import count
 from pathlib import Path
 
+import pytest
 import trio
 
 from writebehind import ShardCrashed
 from writebehind.harness._cluster_run import _Instance, _wait_stopped, read_fences
-from writebehind.harness._cluster_worker import OpLog, _writer
+from writebehind.harness._cluster_worker import OpLog, _log_with_times, _writer
 from writebehind.harness._history import Fence
 
 CHILD = """
@@ -125,3 +128,19 @@ async def test_a_writer_told_its_write_may_have_happened_writes_the_key_again(
     (_, key, value), (again, key2, value2) = cache.calls[first:first + 2]
     assert again == "put" and key2 == key and value2 not in (None, value)
     assert len({k for _, k, _ in cache.calls}) > 2  # then it goes on as before
+
+
+def test_an_instance_stamps_its_warnings_with_the_history_clock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("writebehind")
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        _log_with_times()
+        before = time.monotonic()
+        logger.warning("store-0 cannot connect")
+        after = time.monotonic()
+    finally:
+        logger.handlers[:], logger.level = handlers, level
+    stamp, rest = capsys.readouterr().err.split(" ", 1)
+    assert before <= float(stamp) <= after + 0.001 and rest == "WARNING store-0 cannot connect\n"
